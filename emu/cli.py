@@ -1,0 +1,289 @@
+"""The `emu` command line: each command parses, calls one function, renders (table, wide or JSON)."""
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from . import cluster as clusters
+from . import neighbours, render, report, state
+from .errors import EmuError
+
+OUTPUT = click.option("-o", "--output", type=click.Choice(["table", "wide", "json"]), default="table",
+                      help="Output format.")
+CLUSTER = click.option("--cluster", "cluster_name", metavar="NAME", help="Cluster to act on (implied when one is up).")
+
+
+class UserError(click.ClickException):
+    def __init__(self, message: str, code: int = 1):
+        super().__init__(message)
+        self.exit_code = code
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"error: {self.format_message()}", err=True)
+
+
+def _run(fn: Callable[[], Any]) -> Any:
+    try:
+        return fn()
+    except EmuError as e:
+        raise UserError(str(e), e.exit_code) from None
+
+
+def _progress(enabled: bool) -> clusters.Progress:
+    tty = sys.stderr.isatty()
+    last = {"t": 0.0}
+
+    def show(stage: str, done: int, total: int) -> None:
+        if not enabled:
+            return
+        now = time.monotonic()
+        if done < total and now - last["t"] < 0.25:
+            return
+        last["t"] = now
+        msg = f"  {stage:<11} {done}/{total}"
+        if tty:
+            click.echo("\r" + msg.ljust(40), err=True, nl=done >= total)
+        elif done >= total:
+            click.echo(msg, err=True)
+
+    return show
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="cni-emu")
+def main() -> None:
+    """cni-emu: Kubernetes Pod networking as a real Linux dataplane of network namespaces."""
+
+
+# --- lifecycle ------------------------------------------------------------------------------------------------------
+
+
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--name", help="Cluster name (default: the Cluster's metadata.name).")
+@click.option("--dry-run", is_flag=True, help="Print the commands the plan amounts to; change nothing.")
+@OUTPUT
+def up(file: str, name: str | None, dry_run: bool, output: str) -> None:
+    """Build the cluster described by FILE, wait until every pod answers, print a summary."""
+    if dry_run:
+        _, _, plan = _run(lambda: clusters.plan_file(file, name))
+        click.echo(render.script(plan), nl=False)
+        return
+    t0 = time.monotonic()
+    cl = _run(lambda: clusters.up(file, name, _progress(output != "json")))
+    elapsed = time.monotonic() - t0
+    risk = neighbours.for_up(cl.plan)
+    if output == "json":
+        click.echo(report.to_json({**_status(cl), "seconds": round(elapsed, 3),
+                                   "warnings": [risk.message()] if risk.at_risk else []}))
+        return
+    c = cl.topology.cluster
+    click.echo(f"cluster {cl.name} is up: {len(c.nodes)} nodes, {len(cl.plan.pods)} pods, flannel "
+               f"{c.cni.backend.value} (pod MTU {cl.plan.pods[0].host_link.mtu if cl.plan.pods else '-'}), "
+               f"in {elapsed:.2f}s")
+    click.echo(report.table(["NODE", "INTERNAL-IP", "POD-CIDR", "PODS"],
+                            [(n.name, n.ip, n.subnet, sum(p.node == n.name for p in cl.plan.pods))
+                             for n in cl.plan.nodes]))
+    if risk.at_risk:
+        click.echo(risk.message(), err=True)
+    click.echo(f"next: emu get pods -A -o wide | emu matrix | emu down {cl.name}")
+
+
+@main.command()
+@click.argument("name", required=False)
+@click.option("--all", "all_", is_flag=True, help="Remove every cluster.")
+@OUTPUT
+def down(name: str | None, all_: bool, output: str) -> None:
+    """Remove a cluster and everything emu made for it (idempotent)."""
+    if all_:
+        targets = state.names()
+    elif name:
+        targets = [name]
+    else:
+        targets = [_run(lambda: clusters.pick(None))]
+    results = {n: clusters.down(n) for n in targets}
+    if output == "json":
+        click.echo(report.to_json({"removed": [n for n, r in results.items() if r],
+                                   "absent": [n for n, r in results.items() if not r]}))
+        return
+    for n, removed in results.items():
+        click.echo(f"cluster {n} removed" if removed else f"cluster {n} not found (nothing to remove)")
+
+
+def _status(cl: clusters.Cluster) -> dict[str, Any]:
+    c = cl.topology.cluster
+    return {"name": cl.name, "status": cl.record.status, "topology": cl.record.topology_file,
+            "nodes": len(c.nodes), "pods": len(cl.plan.pods), "backend": c.cni.backend.value,
+            "podCIDR": str(c.pod_cidr), "nodeNetwork": str(c.node_network), "mtu": c.mtu,
+            "created": cl.record.created, "agentPid": cl.record.agent_pid}
+
+
+@main.command()
+@click.argument("name", required=False)
+@OUTPUT
+def status(name: str | None, output: str) -> None:
+    """The clusters that are up (or one of them)."""
+    rows = []
+    for n in [name] if name else state.names():
+        try:
+            rows.append(_status(clusters.open_cluster(n)))
+        except EmuError as e:
+            if name:
+                raise UserError(str(e)) from None
+            rows.append({"name": n, "status": "broken (emu down to remove)"})
+    if output == "json":
+        click.echo(report.to_json(rows))
+        return
+    if not rows:
+        click.echo("no clusters (emu up FILE)")
+        return
+    click.echo(report.table(["NAME", "STATUS", "NODES", "PODS", "BACKEND", "POD-CIDR", "AGE"],
+                            [(r["name"], r["status"], r.get("nodes"), r.get("pods"), r.get("backend"),
+                              r.get("podCIDR"), report.age(r["created"]) if r.get("created") else None)
+                             for r in rows]))
+
+
+# --- kubectl-shaped views -------------------------------------------------------------------------------------------
+
+
+@main.command()
+@click.argument("kind", type=click.Choice(["nodes", "node", "no", "pods", "pod", "po", "namespaces", "namespace",
+                                           "ns"]))
+@click.option("-n", "--namespace", default="default", show_default=True)
+@click.option("-A", "--all-namespaces", is_flag=True)
+@OUTPUT
+@CLUSTER
+def get(kind: str, namespace: str, all_namespaces: bool, output: str, cluster_name: str | None) -> None:
+    """List nodes, pods or namespaces, like kubectl get."""
+    from . import views
+
+    cl = _run(lambda: clusters.open_cluster(clusters.pick(cluster_name)))
+    view = views.get(cl, kind, None if all_namespaces else namespace)
+    click.echo(report.to_json(view.items) if output == "json" else view.table(wide=output == "wide"))
+
+
+@main.command("apply")
+@click.option("-f", "--filename", "file", required=True, type=click.Path(dir_okay=False))
+@CLUSTER
+@OUTPUT
+def apply_cmd(file: str, cluster_name: str | None, output: str) -> None:
+    """Create or update the objects in FILE on a running cluster."""
+    ch = _run(lambda: clusters.apply_file(clusters.pick(cluster_name), file, _progress(output != "json")))
+    _change(ch, output, "created")
+
+
+@main.command()
+@click.option("-f", "--filename", "file", required=True, type=click.Path(dir_okay=False))
+@CLUSTER
+@OUTPUT
+def delete(file: str, cluster_name: str | None, output: str) -> None:
+    """Delete the objects in FILE from a running cluster."""
+    ch = _run(lambda: clusters.delete_file(clusters.pick(cluster_name), file, _progress(output != "json")))
+    _change(ch, output, "created")
+
+
+def _change(ch: clusters.Change, output: str, verb: str) -> None:
+    if output == "json":
+        click.echo(report.to_json({"added": list(ch.added), "removed": list(ch.removed), "unchanged": ch.unchanged}))
+        return
+    for k in ch.added:
+        click.echo(f"pod/{k} created")
+    for k in ch.removed:
+        click.echo(f"pod/{k} deleted")
+    click.echo(f"{len(ch.added)} added, {len(ch.removed)} removed, {ch.unchanged} unchanged")
+
+
+@main.command("exec", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@click.argument("target")
+@click.argument("cmd", nargs=-1, required=True, type=click.UNPROCESSED)
+@CLUSTER
+def exec_cmd(target: str, cmd: tuple[str, ...], cluster_name: str | None) -> None:
+    """Run CMD inside TARGET's namespace (NS/POD, node/NAME or external), like `ip netns exec`."""
+    from . import targets
+
+    cl = _run(lambda: clusters.open_cluster(clusters.pick(cluster_name)))
+    t = _run(lambda: targets.resolve(cl, target))
+    if t.netns is None:
+        raise UserError(f"{target}: exec needs a pod, node/NAME or external, not an address", 2)
+    argv = ["ip", "netns", "exec", t.netns, *cmd]
+    try:
+        os.execvp(argv[0], argv)
+    except OSError as e:
+        raise UserError(f"cannot run {argv[0]}: {e.strerror}") from None
+
+
+# --- probes ---------------------------------------------------------------------------------------------------------
+
+
+@main.command()
+@click.argument("src", metavar="FROM")
+@click.argument("dst", metavar="TO")
+@click.option("--proto", type=click.Choice(["tcp", "udp", "icmp"]), default="tcp", show_default=True)
+@click.option("--port", type=click.IntRange(1, 65535), help="Destination port (default: the target's first "
+                                                             "declared port for the protocol, else 80).")
+@click.option("--size", type=click.IntRange(0, 65507), help="Payload bytes after the ICMP/UDP header (ping -s).")
+@click.option("--df", is_flag=True, help="Set Don't Fragment.")
+@click.option("--count", type=click.IntRange(1, 10000), default=1, show_default=True)
+@click.option("--timeout", type=float, default=1.0, show_default=True, help="Seconds to wait for each answer.")
+@click.option("--pmtu", is_flag=True, help="Discover the path MTU with DF probes and name the hop that limits it.")
+@OUTPUT
+@CLUSTER
+def probe(src: str, dst: str, proto: str, port: int | None, size: int | None, df: bool, count: int,
+          timeout: float, pmtu: bool, output: str, cluster_name: str | None) -> None:
+    """Send real packets from FROM to TO and report what happened."""
+    from . import probing
+
+    cl = _run(lambda: clusters.open_cluster(clusters.pick(cluster_name)))
+    if pmtu:
+        res = _run(lambda: probing.pmtu(cl, src, dst, timeout))
+        click.echo(report.to_json(res) if output == "json" else probing.pmtu_text(res))
+        return
+    res = _run(lambda: probing.probe_many(cl, src, dst, proto, port, size, df, count, timeout))
+    click.echo(report.to_json(res) if output == "json" else probing.probe_text(res, wide=output == "wide"))
+    if not res["ok"]:
+        sys.exit(1)
+
+
+@main.command()
+@click.option("--proto", type=click.Choice(["tcp", "udp"]), default="tcp", show_default=True)
+@click.option("--port", type=click.IntRange(1, 65535), default=80, show_default=True)
+@click.option("--timeout", type=float, default=1.0, show_default=True)
+@OUTPUT
+@CLUSTER
+def matrix(proto: str, port: int, timeout: float, output: str, cluster_name: str | None) -> None:
+    """Probe every pod from every pod; print the grid and the number of failures."""
+    from . import probing
+
+    cl = _run(lambda: clusters.open_cluster(clusters.pick(cluster_name)))
+    risk = neighbours.for_matrix(cl.plan)
+    if risk.at_risk:
+        click.echo(risk.message(), err=True)
+    res = probing.matrix(cl, proto, port, timeout, _progress(output != "json"))
+    click.echo(report.to_json(res) if output == "json" else probing.matrix_text(res))
+    if res["failures"]:
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=False), default="topologies/flannel-vxlan.yaml")
+@click.option("--name", help="Cluster name (default: the Cluster's metadata.name).")
+@OUTPUT
+def demo(file: str, name: str | None, output: str) -> None:
+    """The main job: up, probe every pod from every pod (TCP and UDP), the MTU edge across nodes, then down."""
+    from . import demo as demo_mod
+
+    res = _run(lambda: demo_mod.run(file, name, _progress(output != "json"),
+                                    None if output == "json" else click.echo))
+    if output == "json":
+        click.echo(report.to_json(res))
+    if not res["ok"]:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,298 @@
+"""Cluster lifecycle: up, down, live apply/delete.  Orchestrates model -> ipam -> plan -> apply, keeping the record
+first so that a failure at any point (or a SIGKILL) can be undone from it."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from . import agent, apply, ipam, netns, planner, probe, state, topology
+from .errors import ClusterError, Problem, ValidationError
+from .ipam import Allocations
+from .model import Protocol, Topology
+from .plan import ClusterPlan
+
+Progress = Callable[[str, int, int], None]
+
+
+def _quiet(stage: str, done: int, total: int) -> None:
+    pass
+
+
+@dataclass
+class Cluster:
+    """A running cluster as its record describes it: the model, the allocations and the plan."""
+
+    record: state.Record
+    topology: Topology
+    allocations: Allocations
+    plan: ClusterPlan
+
+    @property
+    def name(self) -> str:
+        return self.record.name
+
+
+def open_cluster(name: str) -> Cluster:
+    rec = state.load(name)
+    if rec is None or not rec.documents:
+        raise ClusterError(f"cluster {name!r} not found (emu status lists clusters)")
+    topo = _topology_from(rec, rec.documents)
+    alloc = Allocations.from_json(rec.allocations)
+    return Cluster(rec, topo, alloc, planner.build(topo, alloc))
+
+
+def _topology_from(rec: state.Record, stored: list[dict[str, Any]]) -> Topology:
+    docs = [topology.Document(d["file"], d["index"], d["body"]) for d in stored]
+    spec = topology.cluster_spec(docs[0], rec.name)
+    return topology.build(rec.topology_file, spec, docs[1:])
+
+
+def _stored(doc: topology.Document) -> dict[str, Any]:
+    return {"file": doc.file, "index": doc.index, "body": doc.body}
+
+
+def pick(name: str | None) -> str:
+    """`--cluster NAME`; with exactly one cluster up it is implied."""
+    if name:
+        return name
+    running = state.names()
+    if len(running) == 1:
+        return running[0]
+    if not running:
+        raise ClusterError("no cluster is up (emu up FILE)")
+    raise ClusterError(f"several clusters are up ({', '.join(running)}): pick one with --cluster NAME")
+
+
+# --- up -------------------------------------------------------------------------------------------------------------
+
+
+def plan_file(path: str, name: str | None = None) -> tuple[Topology, Allocations, ClusterPlan]:
+    """Model, IPAM and plan for a topology file: pure, no root needed (`emu up --dry-run`)."""
+    topo = topology.load(path, name)
+    alloc = ipam.allocate(topo, Allocations.empty())
+    return topo, alloc, planner.build(topo, alloc)
+
+
+def up(path: str, name: str | None = None, progress: Progress = _quiet) -> Cluster:
+    topo, alloc, plan = plan_file(path, name)
+    preflight(plan)
+    rec = state.claim(topo.cluster.name, os.path.abspath(path))
+    rec.documents = [_stored(d) for d in topology.read_documents(path)]
+    rec.allocations = alloc.to_json()
+    rec.netns = plan.all_netns()
+    rec.created = time.time()
+    rec.save()  # ownership first: from here on, `down` can undo whatever happens
+    cl = Cluster(rec, topo, alloc, plan)
+    try:
+        _build(cl, progress)
+    except BaseException:
+        down(rec.name)
+        raise
+    rec.status = "up"
+    rec.save()
+    return cl
+
+
+def preflight(plan: ClusterPlan) -> None:
+    taken = [n for n in plan.all_netns() if netns.exists(n)]
+    if taken:
+        raise ClusterError(f"network namespace {taken[0]} already exists and is not this cluster's: "
+                           f"choose another name with --name")
+    if os.geteuid() != 0:
+        raise ClusterError("emu up needs root (network namespaces, netlink and iptables)")
+    from shutil import which
+    if which("iptables-restore") is None:
+        raise ClusterError("iptables-restore is not installed (run tools/setup)")
+
+
+def _build(cl: Cluster, progress: Progress) -> None:
+    plan = cl.plan
+    names = plan.all_netns()
+    total = len(plan.pods)
+    progress("namespaces", 0, len(names))
+    netns.create_many(names)
+    progress("namespaces", len(names), len(names))
+    with apply.Sockets() as s:
+        apply.apply_infra(plan.infra, s)
+        for i, p in enumerate(plan.pods, start=1):
+            apply.apply_pod(p, s)
+            if i % 50 == 0 or i == total:
+                progress("pods", i, total)
+    for n in plan.nodes:
+        state.write_file(cl.record, f"nodes/{n.name}/run/flannel/subnet.env", n.subnet_env)
+    _start_agent(cl)
+    progress("agent", 1, 1)
+    wait_ready(cl, progress)
+
+
+def endpoints(cl: Cluster) -> list[dict[str, Any]]:
+    """What the per-cluster server daemon answers: every declared containerPort of every pod, in its namespace."""
+    out = []
+    for pod in cl.topology.pods:
+        pp = cl.plan.pod(pod.key)
+        assert pp is not None
+        ports = [{"port": p.container_port, "protocol": p.protocol.value} for p in pod.ports
+                 if p.protocol is not Protocol.SCTP]  # no SCTP sockets on this kernel (see the kernel-lane issue)
+        out.append({"netns": pp.netns.name, "owner": pod.key, "node": pp.node, "ip": str(pp.ip), "ports": ports})
+    return out
+
+
+def _start_agent(cl: Cluster) -> None:
+    d = cl.record.agent_dir
+    os.makedirs(d, exist_ok=True)
+    state.write_file(cl.record, "agent/agent.json", json.dumps({"cluster": cl.name, "endpoints": endpoints(cl)}))
+    pid = agent.start(d)
+    cl.record.agent_pid = pid
+    cl.record.agent_start = _start_time(pid)
+    cl.record.save()
+    agent.AgentClient(d).wait_ready(timeout=60)
+
+
+def wait_ready(cl: Cluster, progress: Progress = _quiet, timeout: float = 30.0) -> None:
+    """Every pod answers on its first port at its own address (from inside its namespace: this proves the address,
+    the interface and the server without filling the shared neighbour table on large topologies)."""
+    pending = {p.key: p for p in cl.topology.pods if any(x.protocol is not Protocol.SCTP for x in p.ports)}
+    total, deadline = len(pending), time.monotonic() + timeout
+    while pending:
+        for key in list(pending):
+            pod = pending[key]
+            pp = cl.plan.pod(key)
+            assert pp is not None
+            port = next(x for x in pod.ports if x.protocol is not Protocol.SCTP)
+            fn = probe.tcp if port.protocol is Protocol.TCP else probe.udp
+            if fn(pp.netns.name, str(pp.ip), port.container_port, timeout=0.5).ok:
+                del pending[key]
+        progress("ready", total - len(pending), total)
+        if pending and time.monotonic() > deadline:
+            raise ClusterError(f"{len(pending)} pods do not answer after {timeout:.0f}s: "
+                               f"{', '.join(sorted(pending)[:5])}")
+        if pending:
+            time.sleep(0.2)
+
+
+# --- down -----------------------------------------------------------------------------------------------------------
+
+
+def _start_time(pid: int) -> str | None:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _stop_agent(rec: state.Record) -> None:
+    pid = rec.agent_pid
+    if not pid or _start_time(pid) != rec.agent_start or rec.agent_start is None:
+        return  # not running, or the PID now belongs to someone else
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline and _start_time(pid) == rec.agent_start:
+        time.sleep(0.02)
+    if _start_time(pid) == rec.agent_start:
+        os.kill(pid, signal.SIGKILL)
+
+
+def down(name: str) -> bool:
+    """Remove everything the record names.  Idempotent; returns False if there was nothing to remove."""
+    rec = state.load(name)
+    if rec is None:
+        if os.path.isdir(state.cluster_dir(name)):
+            state.forget(name)
+            return True
+        return False
+    _stop_agent(rec)
+    for ns in rec.netns:
+        netns.remove(ns)
+    state.forget(name)
+    return True
+
+
+# --- live changes: emu apply -f / emu delete -f --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Change:
+    added: tuple[str, ...]
+    removed: tuple[str, ...]
+    unchanged: int
+
+
+def _ident(body: dict[str, Any]) -> tuple[str, str, str]:
+    meta = body.get("metadata") or {}
+    ns = "" if body.get("kind") == "Namespace" else (meta.get("namespace") or "default")
+    return (str(body.get("kind")), ns, str(meta.get("name")))
+
+
+def _manifests(path: str) -> list[topology.Document]:
+    docs = topology.read_documents(path)
+    bad = [d for d in docs if d.kind == "Cluster"]
+    if bad:
+        raise ValidationError([Problem(path, bad[0].index, bad[0].label(), "kind",
+                                       "a Cluster cannot be applied to a running cluster (emu up takes it)")])
+    return docs
+
+
+def apply_file(name: str, path: str, progress: Progress = _quiet) -> Change:
+    """kubectl apply: objects in the file are created or replaced; the cluster converges live."""
+    cl = open_cluster(name)
+    new = {_ident(d.body): _stored(d) for d in _manifests(os.path.abspath(path))}
+    docs = [new.pop(_ident(d["body"]), d) for d in cl.record.documents]  # replace in place
+    return _converge(cl, docs + list(new.values()), progress)
+
+
+def delete_file(name: str, path: str, progress: Progress = _quiet) -> Change:
+    """kubectl delete: the file's objects go; deleting a Namespace deletes what lives in it."""
+    cl = open_cluster(name)
+    gone = {_ident(d.body) for d in _manifests(os.path.abspath(path))}
+    gone_ns = {n for k, _, n in gone if k == "Namespace"}
+    docs = [d for i, d in enumerate(cl.record.documents)
+            if i == 0 or (_ident(d["body"]) not in gone and _ident(d["body"])[1] not in gone_ns)]
+    return _converge(cl, docs, progress)
+
+
+def _converge(cl: Cluster, docs: list[dict[str, Any]], progress: Progress) -> Change:
+    """Validate the whole new object set, then add and remove pods without touching the ones that stay."""
+    topo = _topology_from(cl.record, docs)
+    alloc = ipam.allocate(topo, cl.allocations)
+    plan = planner.build(topo, alloc)
+    old = {p.key: p for p in cl.plan.pods}
+    now = {p.key: p for p in plan.pods}
+    added = [p for k, p in now.items() if k not in old]
+    removed = [p for k, p in old.items() if k not in now]
+    rec = cl.record
+    rec.netns = list(dict.fromkeys(rec.netns + [p.netns.name for p in added]))
+    rec.save()  # ownership first
+    new = Cluster(rec, topo, alloc, plan)
+    staying = Cluster(rec, _only(cl.topology, set(old) - {p.key for p in removed}), cl.allocations, cl.plan)
+    agent.AgentClient(rec.agent_dir).sync(endpoints(staying))  # stop serving removed pods first
+    for p in removed:
+        netns.remove(p.netns.name)  # the kernel deletes the veth pair with the namespace
+    netns.create_many([p.netns.name for p in added])
+    with apply.Sockets() as s:
+        for ns in plan.infra:
+            if ns.role == "node" and any(p.node == ns.owner for p in added):
+                apply.create_links(ns, ns.links, s)  # cni0 on a node's first pod (EEXIST is fine)
+                apply.configure(ns, s)
+        for i, p in enumerate(added, start=1):
+            apply.apply_pod(p, s)
+            progress("pods", i, len(added))
+    rec.documents = docs
+    rec.allocations = alloc.to_json()
+    rec.netns = [n for n in rec.netns if n not in {p.netns.name for p in removed}]
+    rec.save()
+    agent.AgentClient(rec.agent_dir).sync(endpoints(new))
+    wait_ready(Cluster(rec, _only(topo, {p.key for p in added}), alloc, plan), progress)
+    return Change(tuple(p.key for p in added), tuple(p.key for p in removed), len(now) - len(added))
+
+
+def _only(topo: Topology, keys: set[str]) -> Topology:
+    return Topology(topo.file, topo.cluster, topo.namespaces, tuple(p for p in topo.pods if p.key in keys))

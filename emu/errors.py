@@ -1,0 +1,46 @@
+"""Errors a user can act on.  Bugs are ordinary exceptions and crash loudly."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class EmuError(Exception):
+    """A failure with a one-line message meant for the user (the CLI prints it without a traceback)."""
+
+    exit_code = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One validation problem, located the way a user finds it: file, YAML document, object and field."""
+
+    file: str
+    document: int | None  # 1-based index of the YAML document, None for file-level problems
+    obj: str  # e.g. "Pod default/web-0"
+    field: str  # e.g. "spec.containers[0].ports[1].containerPort"
+    message: str
+
+    def __str__(self) -> str:
+        where = self.file
+        if self.document is not None:
+            where += f" (document {self.document})"
+        parts = [where]
+        if self.obj:
+            parts.append(self.obj)
+        if self.field:
+            parts.append(self.field)
+        return ": ".join(parts) + f": {self.message}"
+
+
+class ValidationError(EmuError):
+    """Every problem found in a topology, one line each; nothing was built."""
+
+    exit_code = 2
+
+    def __init__(self, problems: list[Problem]):
+        self.problems = list(problems)
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+class ClusterError(EmuError):
+    """A cluster-level failure: unknown cluster, name in use, missing kernel feature, ..."""

@@ -1,0 +1,150 @@
+"""Probes between named endpoints of a running cluster: resolve names, run the packet-level probes of `probe`, and
+render what came back."""
+from __future__ import annotations
+
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from . import probe, report, targets
+from .cluster import Cluster, Progress, _quiet
+from .errors import EmuError
+from .model import Protocol
+
+
+def _default_port(cl: Cluster, dst: targets.Target, proto: str) -> int:
+    if dst.kind == "pod":
+        pod = next(p for p in cl.topology.pods if p.key == dst.label)
+        want = Protocol(proto.upper())
+        for p in pod.ports:
+            if p.protocol is want:
+                return p.container_port
+    return 80
+
+
+def _source(cl: Cluster, text: str) -> targets.Target:
+    src = targets.resolve(cl, text)
+    if src.netns is None:
+        raise targets.TargetError(f"{text}: a probe is sent from a pod, node/NAME or external, not from an address")
+    return src
+
+
+def _one(cl: Cluster, src: targets.Target, dst: targets.Target, proto: str, port: int | None, size: int | None,
+         df: bool, timeout: float, seq: int = 1) -> dict[str, Any]:
+    assert src.netns is not None
+    if proto == "icmp":
+        r = probe.icmp(src.netns, dst.ip, size=56 if size is None else size, df=df, timeout=timeout, seq=seq)
+    elif proto == "udp":
+        r = probe.udp(src.netns, dst.ip, port or 80, size=size, df=df, timeout=timeout)
+    else:
+        r = probe.tcp(src.netns, dst.ip, port or 80, timeout=timeout)
+    d = r.to_dict()
+    if proto == "icmp" and d.get("answered_by"):
+        d["answered_by"] = targets.who(cl, d["answered_by"]) or d["answered_by"]
+    if d.get("icmp") and d["icmp"].get("sender") not in (None, "local"):
+        d["icmp"]["sender_name"] = targets.who(cl, d["icmp"]["sender"])
+    return d
+
+
+def probe_many(cl: Cluster, src_text: str, dst_text: str, proto: str, port: int | None, size: int | None,
+               df: bool, count: int, timeout: float) -> dict[str, Any]:
+    src, dst = _source(cl, src_text), targets.resolve(cl, dst_text)
+    if proto != "icmp" and port is None:
+        port = _default_port(cl, dst, proto)
+    if proto == "tcp" and (size is not None or df):
+        raise EmuError("--size and --df apply to udp and icmp probes (TCP segments are sized by the kernel)")
+    results = [_one(cl, src, dst, proto, port, size, df, timeout, seq=i) for i in range(1, count + 1)]
+    first = results[0]
+    verdicts = Counter(r["verdict"] for r in results)
+    return {**first, "from": src.label, "to": dst.label, "to_ip": dst.ip, "proto": proto,
+            "port": None if proto == "icmp" else port, "size": size, "df": df, "count": count,
+            "ok": all(r["ok"] for r in results), "verdict": verdicts.most_common(1)[0][0],
+            "ok_count": sum(r["ok"] for r in results), "results": results}
+
+
+def probe_text(res: dict[str, Any], wide: bool = False) -> str:
+    lines = []
+    for i, r in enumerate(res["results"], start=1):
+        what = f"{res['proto']}" + (f"/{res['port']}" if res["port"] else "")
+        head = f"{res['from']} -> {res['to']} ({res['to_ip']}) {what}"
+        if res["size"] is not None:
+            head += f" size={res['size']}" + (" DF" if res["df"] else "")
+        line = f"{head}: {r['verdict']}"
+        if r.get("answered_by"):
+            line += f", answered by {r['answered_by']}"
+        if r.get("client_ip_seen"):
+            line += f", client IP seen {r['client_ip_seen']}"
+        if r.get("rtt_ms") is not None:
+            line += f", rtt {r['rtt_ms']:.2f} ms"
+        if r.get("bytes_answered") is not None:
+            line += f", {r['bytes_answered']} bytes arrived"
+        icmp = r.get("icmp")
+        if icmp:
+            sender = icmp.get("sender")
+            name = icmp.get("sender_name")
+            line += f"; ICMP type {icmp.get('type')} code {icmp.get('code')} from {sender}" + \
+                (f" ({name})" if name else "")
+            if icmp.get("mtu"):
+                line += f", mtu {icmp['mtu']}"
+        if res["count"] > 1:
+            line = f"[{i}] " + line
+        lines.append(line)
+        if wide and r.get("detail"):
+            lines.append(f"    {r['detail']}")
+    if res["count"] > 1:
+        lines.append(f"{res['ok_count']}/{res['count']} ok")
+    return "\n".join(lines)
+
+
+def pmtu(cl: Cluster, src_text: str, dst_text: str, timeout: float) -> dict[str, Any]:
+    src, dst = _source(cl, src_text), targets.resolve(cl, dst_text)
+    assert src.netns is not None
+    res = dict(probe.pmtu(src.netns, dst.ip, timeout=timeout))
+    limited = res.get("limited_by")
+    res.update({"from": src.label, "to": dst.label, "to_ip": dst.ip})
+    if limited and limited != "local":
+        res["limited_by_name"] = targets.who(cl, limited)
+    return res
+
+
+def pmtu_text(res: dict[str, Any]) -> str:
+    by = res.get("limited_by")
+    hop = f"the sender's own interface ({res['from']})" if by == "local" else \
+        f"{by}" + (f" ({res['limited_by_name']})" if res.get("limited_by_name") else "")
+    return f"path MTU {res['from']} -> {res['to']} ({res['to_ip']}): {res['path_mtu']}, limited by {hop}"
+
+
+def matrix(cl: Cluster, proto: str, port: int, timeout: float, progress: Progress = _quiet,
+           workers: int = 32) -> dict[str, Any]:
+    """Every pod to every pod (itself included), probed in parallel."""
+    pods = [p.key for p in cl.plan.pods]
+    tgt = {k: targets.resolve(cl, k) for k in pods}
+    pairs = [(a, b) for a in pods for b in pods]
+    t0 = time.monotonic()
+    done = 0
+
+    def run(pair: tuple[str, str]) -> tuple[str, str, dict[str, Any]]:
+        a, b = pair
+        return a, b, _one(cl, tgt[a], tgt[b], proto, port, None, False, timeout)
+
+    results: dict[str, dict[str, Any]] = {a: {} for a in pods}
+    with ThreadPoolExecutor(max_workers=workers) as ex:
+        for a, b, r in ex.map(run, pairs):
+            results[a][b] = r
+            done += 1
+            progress("probes", done, len(pairs))
+    observed = {a: {b: results[a][b]["ok"] for b in pods} for a in pods}
+    failures = sum(not ok for row in observed.values() for ok in row.values())
+    return {"proto": proto, "port": port, "pods": pods, "observed": observed,
+            "verdicts": {a: {b: results[a][b]["verdict"] for b in pods} for a in pods},
+            "client_ip_seen": {a: {b: results[a][b].get("client_ip_seen") for b in pods} for a in pods},
+            "probes": len(pairs), "failures": failures, "seconds": round(time.monotonic() - t0, 3)}
+
+
+def matrix_text(res: dict[str, Any]) -> str:
+    pods = res["pods"]
+    rows = [[f"{i}", p] + ["." if res["observed"][p][q] else "X" for q in pods] for i, p in enumerate(pods, 1)]
+    grid = report.table(["#", "FROM \\ TO"] + [str(i) for i in range(1, len(pods) + 1)], rows)
+    return (f"{res['proto']}/{res['port']}: '.' answered, 'X' failed\n{grid}\n"
+            f"{res['probes']} probes, {res['failures']} failures, {res['seconds']:.2f}s")

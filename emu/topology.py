@@ -1,0 +1,462 @@
+"""Topology files: multi-document YAML (a Cluster, then Kubernetes manifests) parsed into the typed model.
+
+Validation collects every problem, one line each naming the file, the document, the object and the field, and
+raises them together: nothing is built from a file with a problem in it.
+"""
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+import yaml
+
+from .errors import Problem, ValidationError
+from .model import (
+    Backend,
+    ClusterSpec,
+    CNISpec,
+    ContainerPort,
+    Namespace,
+    Pod,
+    Protocol,
+    Topology,
+)
+
+CLUSTER_API = "emu.dev/v1alpha1"
+BUILTIN_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
+NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"  # the API server sets it on every Namespace
+RESERVED_NODE_NAMES = ("underlay", "external")  # namespaces of the emulated infrastructure
+KNOWN_LATER = {
+    "Service": "the Services issue",
+    "EndpointSlice": "the Services issue",
+    "Endpoints": "the Services issue",
+    "NetworkPolicy": "the NetworkPolicy issue",
+    "NetworkAttachmentDefinition": "the DNS/secondary-networks issue",
+    "Ingress": "the DNS/Ingress issue",
+    "ConfigMap": "the DNS issue",
+    "Secret": "the Ingress issue",
+}
+CLUSTER_DEFAULTS: dict[str, Any] = {
+    "nodes": 3,
+    "podCIDR": "10.244.0.0/16",
+    "serviceCIDR": "10.96.0.0/12",
+    "nodeCIDRMaskSize": 24,
+    "nodeNetwork": "172.18.0.0/24",
+    "mtu": 1500,
+    "cni": {"plugin": "flannel", "backend": "vxlan"},
+}
+DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+IANA_SVC_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+# The alphabet Kubernetes' rand.SafeEncodeString and rand.String use (no vowels, no look-alikes).
+SAFE_ALPHANUMS = "bcdfghjklmnpqrstvwxz2456789"
+
+
+@dataclass
+class Document:
+    """One YAML document with its position in the file."""
+
+    file: str
+    index: int  # 1-based
+    body: dict[str, Any]
+
+    @property
+    def kind(self) -> str:
+        return str(self.body.get("kind", ""))
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        m = self.body.get("metadata")
+        return m if isinstance(m, dict) else {}
+
+    def label(self) -> str:
+        ns = self.meta.get("namespace")
+        name = self.meta.get("name", "<unnamed>")
+        return f"{self.kind or '<no kind>'} {ns + '/' if ns else ''}{name}"
+
+
+@dataclass
+class _Collector:
+    problems: list[Problem] = field(default_factory=list)
+
+    def add(self, doc: Document | None, file: str, obj: str, fld: str, msg: str) -> None:
+        self.problems.append(Problem(file, doc.index if doc else None, obj, fld, msg))
+
+
+def read_documents(path: str, text: str | None = None) -> list[Document]:
+    """Parse a multi-document YAML file; empty documents are skipped but keep their numbering."""
+    if text is None:
+        try:
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
+        except OSError as e:
+            raise ValidationError([Problem(path, None, "", "", f"cannot read: {e.strerror}")]) from None
+    try:
+        raw = list(yaml.safe_load_all(text))
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}: " if mark else ""
+        raise ValidationError([Problem(path, None, "", "", f"{where}invalid YAML: {getattr(e, 'problem', e)}")]) from None
+    docs = []
+    for i, body in enumerate(raw, start=1):
+        if body is None:
+            continue
+        if not isinstance(body, dict):
+            raise ValidationError([Problem(path, i, "", "", "a document must be a mapping (an object with kind)")])
+        docs.append(Document(path, i, body))
+    return docs
+
+
+def load(path: str, name: str | None = None, text: str | None = None) -> Topology:
+    """Read and validate a topology file: the first document is the Cluster, the rest manifests."""
+    docs = read_documents(path, text)
+    if not docs or docs[0].kind != "Cluster":
+        raise ValidationError([Problem(path, docs[0].index if docs else None, "", "kind",
+                                       f"the first document must be a Cluster ({CLUSTER_API}), "
+                                       f"found {docs[0].kind if docs else 'nothing'!r}")])
+    return build(path, cluster_spec(docs[0], name), docs[1:])
+
+
+def cluster_spec(doc: Document, name: str | None = None) -> ClusterSpec:
+    c = _Collector()
+    spec = parse_cluster(doc, c, name)
+    if c.problems:
+        raise ValidationError(c.problems)
+    return spec
+
+
+def build(path: str, cluster: ClusterSpec, docs: Iterable[Document]) -> Topology:
+    """Turn manifests into a validated Topology for `cluster` (also used by `emu apply` on the merged set)."""
+    c = _Collector()
+    namespaces: dict[str, Namespace] = {n: Namespace(n, {NAMESPACE_NAME_LABEL: n}) for n in BUILTIN_NAMESPACES}
+    pods: list[tuple[Pod, Document]] = []
+    seen_ns: set[str] = set()
+    for doc in docs:
+        kind = doc.kind
+        if kind == "Namespace":
+            ns = _parse_namespace(doc, c)
+            if ns:
+                if ns.name in seen_ns:
+                    c.add(doc, doc.file, doc.label(), "metadata.name", f"duplicate Namespace {ns.name!r}")
+                seen_ns.add(ns.name)
+                namespaces[ns.name] = ns
+        elif kind == "Pod":
+            p = _parse_pod(doc, c, doc.meta.get("namespace") or "default", doc.meta.get("name"), doc.body)
+            if p:
+                pods.append((p, doc))
+        elif kind == "Deployment":
+            pods.extend((p, doc) for p in _expand_deployment(doc, c))
+        elif kind == "Cluster":
+            c.add(doc, doc.file, doc.label(), "kind", "only the first document may be the Cluster")
+        elif not kind:
+            c.add(doc, doc.file, doc.label(), "kind", "missing kind")
+        elif kind in KNOWN_LATER:
+            c.add(doc, doc.file, doc.label(), "kind", f"kind {kind} is not implemented yet ({KNOWN_LATER[kind]})")
+        else:
+            c.add(doc, doc.file, doc.label(), "kind", f"kind {kind} is not implemented")
+    _check_pods(pods, namespaces, cluster, c)
+    if c.problems:
+        raise ValidationError(c.problems)
+    return Topology(path, cluster, tuple(namespaces.values()), tuple(p for p, _ in pods))
+
+
+# --- the Cluster document -------------------------------------------------------------------------------------------
+
+
+def parse_cluster(doc: Document, c: _Collector, name_override: str | None = None) -> ClusterSpec:
+    f, body = doc.file, doc.body
+    obj = f"Cluster {doc.meta.get('name', '<unnamed>')}"
+    if body.get("apiVersion") != CLUSTER_API:
+        c.add(doc, f, obj, "apiVersion", f"must be {CLUSTER_API}, got {body.get('apiVersion')!r}")
+    name = name_override or doc.meta.get("name")
+    if not isinstance(name, str) or not DNS_LABEL.match(name) or len(name) > 40:
+        c.add(doc, f, obj, "metadata.name", f"cluster name {name!r} must be a DNS label of at most 40 characters")
+        name = "invalid"
+    spec = body.get("spec") or {}
+    if not isinstance(spec, dict):
+        c.add(doc, f, obj, "spec", "must be a mapping")
+        spec = {}
+    for key in spec:
+        if key not in CLUSTER_DEFAULTS:
+            c.add(doc, f, obj, f"spec.{key}", f"unknown field (known: {', '.join(CLUSTER_DEFAULTS)})")
+    s = {**CLUSTER_DEFAULTS, **spec}
+    nodes = _parse_nodes(s["nodes"], doc, c, obj)
+    nets = {k: _parse_net(s[k], doc, c, obj, f"spec.{k}") for k in ("podCIDR", "serviceCIDR", "nodeNetwork")}
+    mask = s["nodeCIDRMaskSize"]
+    if not isinstance(mask, int) or isinstance(mask, bool) or not 1 <= mask <= 30:
+        c.add(doc, f, obj, "spec.nodeCIDRMaskSize", f"must be an integer from 1 to 30, got {mask!r}")
+        mask = 24
+    mtu = s["mtu"]
+    if not isinstance(mtu, int) or isinstance(mtu, bool) or not 1280 <= mtu <= 9000:
+        c.add(doc, f, obj, "spec.mtu", f"must be an integer from 1280 to 9000, got {mtu!r}")
+        mtu = 1500
+    cni = _parse_cni(s["cni"], doc, c, obj)
+    pod, svc, nodenet = nets["podCIDR"], nets["serviceCIDR"], nets["nodeNetwork"]
+    for (a, an), (b, bn) in (((pod, "podCIDR"), (svc, "serviceCIDR")), ((pod, "podCIDR"), (nodenet, "nodeNetwork")),
+                             ((svc, "serviceCIDR"), (nodenet, "nodeNetwork"))):
+        if a and b and a.overlaps(b):
+            c.add(doc, f, obj, f"spec.{bn}", f"{b} overlaps spec.{an} {a}")
+    if pod:
+        if mask < pod.prefixlen:
+            c.add(doc, f, obj, "spec.nodeCIDRMaskSize",
+                  f"/{mask} does not fit in podCIDR {pod}: the mask must be at least /{pod.prefixlen}")
+        elif nodes and 2 ** (mask - pod.prefixlen) < len(nodes):
+            c.add(doc, f, obj, "spec.nodeCIDRMaskSize",
+                  f"podCIDR {pod} holds {2 ** (mask - pod.prefixlen)} node subnets of /{mask}, "
+                  f"but there are {len(nodes)} nodes")
+    if nodenet and nodes and nodenet.num_addresses - 3 < len(nodes):
+        c.add(doc, f, obj, "spec.nodeNetwork",
+              f"{nodenet} has room for {max(nodenet.num_addresses - 3, 0)} nodes (and the external host), "
+              f"not {len(nodes)}")
+    fallback = ipaddress.IPv4Network("0.0.0.0/32")
+    return ClusterSpec(name, tuple(nodes), pod or fallback, svc or fallback, mask, nodenet or fallback, mtu, cni)
+
+
+def _parse_nodes(v: Any, doc: Document, c: _Collector, obj: str) -> list[str]:
+    if isinstance(v, int) and not isinstance(v, bool):
+        if not 1 <= v <= 500:
+            c.add(doc, doc.file, obj, "spec.nodes", f"a node count must be from 1 to 500, got {v}")
+            return []
+        return [f"node-{i}" for i in range(1, v + 1)]
+    if isinstance(v, list) and v:
+        names: list[str] = []
+        for i, n in enumerate(v):
+            fld = f"spec.nodes[{i}]"
+            if not isinstance(n, str) or not DNS_LABEL.match(n) or len(n) > 63:
+                c.add(doc, doc.file, obj, fld, f"node name {n!r} must be a DNS label (lowercase letters, digits, '-')")
+            elif n in RESERVED_NODE_NAMES:
+                c.add(doc, doc.file, obj, fld, f"node name {n!r} is reserved for the emulated infrastructure")
+            elif n in names:
+                c.add(doc, doc.file, obj, fld, f"duplicate node name {n!r}")
+            else:
+                names.append(n)
+        return names
+    c.add(doc, doc.file, obj, "spec.nodes", f"must be a node count or a non-empty list of names, got {v!r}")
+    return []
+
+
+def _parse_net(v: Any, doc: Document, c: _Collector, obj: str, fld: str) -> ipaddress.IPv4Network | None:
+    try:
+        net = ipaddress.ip_network(str(v), strict=True)
+    except ValueError as e:
+        c.add(doc, doc.file, obj, fld, f"{v!r} is not a valid CIDR ({e})")
+        return None
+    if not isinstance(net, ipaddress.IPv4Network):
+        c.add(doc, doc.file, obj, fld, f"{v} is IPv6; only IPv4 is supported so far")
+        return None
+    if net.prefixlen > 30:
+        c.add(doc, doc.file, obj, fld, f"{v} is too small (at most /30)")
+        return None
+    return net
+
+
+def _parse_cni(v: Any, doc: Document, c: _Collector, obj: str) -> CNISpec:
+    if not isinstance(v, dict):
+        c.add(doc, doc.file, obj, "spec.cni", "must be a mapping with plugin and backend")
+        return CNISpec()
+    for key in v:
+        if key not in ("plugin", "backend"):
+            c.add(doc, doc.file, obj, f"spec.cni.{key}", "unknown field (known: plugin, backend)")
+    plugin = v.get("plugin", "flannel")
+    if plugin != "flannel":
+        c.add(doc, doc.file, obj, "spec.cni.plugin", f"plugin {plugin!r} is not implemented (known: flannel)")
+    backend = v.get("backend", "vxlan")
+    try:
+        b = Backend(backend)
+    except ValueError:
+        c.add(doc, doc.file, obj, "spec.cni.backend", f"backend {backend!r} is not one of vxlan, host-gw")
+        b = Backend.VXLAN
+    return CNISpec("flannel", b)
+
+
+# --- Namespaces, Pods, Deployments ----------------------------------------------------------------------------------
+
+
+def _parse_labels(v: Any, doc: Document, c: _Collector, fld: str) -> dict[str, str]:
+    if v is None:
+        return {}
+    if not isinstance(v, dict):
+        c.add(doc, doc.file, doc.label(), fld, "labels must be a mapping")
+        return {}
+    out = {}
+    for k, val in v.items():
+        if not isinstance(k, str) or not isinstance(val, (str, int, float, bool)) or isinstance(val, bool):
+            c.add(doc, doc.file, doc.label(), f"{fld}.{k}", "label values must be strings")
+            continue
+        out[k] = str(val)
+    return out
+
+
+def _parse_namespace(doc: Document, c: _Collector) -> Namespace | None:
+    name = doc.meta.get("name")
+    if not isinstance(name, str) or not DNS_LABEL.match(name) or len(name) > 63:
+        c.add(doc, doc.file, doc.label(), "metadata.name", f"namespace name {name!r} must be a DNS label")
+        return None
+    labels = _parse_labels(doc.meta.get("labels"), doc, c, "metadata.labels")
+    labels[NAMESPACE_NAME_LABEL] = name
+    return Namespace(name, labels)
+
+
+def _parse_pod(doc: Document, c: _Collector, namespace: Any, name: Any, body: dict[str, Any],
+               prefix: str = "", owner: str | None = None) -> Pod | None:
+    """Parse a Pod (or a Deployment's template when prefix is "spec.template.")."""
+    obj = doc.label()
+    ok = True
+    if not isinstance(namespace, str) or not DNS_LABEL.match(namespace):
+        c.add(doc, doc.file, obj, "metadata.namespace", f"{namespace!r} is not a valid namespace name")
+        ok = False
+    if not isinstance(name, str) or not DNS_SUBDOMAIN.match(name) or len(name) > 253:
+        c.add(doc, doc.file, obj, "metadata.name", f"pod name {name!r} must be a DNS subdomain")
+        ok = False
+    meta = body.get("metadata") if isinstance(body.get("metadata"), dict) else {}
+    labels = _parse_labels(meta.get("labels"), doc, c, f"{prefix}metadata.labels")
+    spec = body.get("spec")
+    if not isinstance(spec, dict):
+        c.add(doc, doc.file, obj, f"{prefix}spec", "missing pod spec")
+        return None
+    if spec.get("hostNetwork"):
+        c.add(doc, doc.file, obj, f"{prefix}spec.hostNetwork", "hostNetwork pods are not implemented yet")
+        ok = False
+    node = spec.get("nodeName")
+    if node is not None and not isinstance(node, str):
+        c.add(doc, doc.file, obj, f"{prefix}spec.nodeName", "must be a node name")
+        node = None
+    ports = _parse_ports(spec.get("containers"), doc, c, f"{prefix}spec.containers")
+    if not ok or ports is None:
+        return None
+    return Pod(str(namespace), str(name), labels, ports, node, owner, doc.index)
+
+
+def _parse_ports(containers: Any, doc: Document, c: _Collector, fld: str) -> tuple[ContainerPort, ...] | None:
+    if not isinstance(containers, list) or not containers:
+        c.add(doc, doc.file, doc.label(), fld, "a pod needs at least one container")
+        return None
+    ports: list[ContainerPort] = []
+    seen: set[tuple[int, Protocol]] = set()
+    names: set[str] = set()
+    for ci, ctr in enumerate(containers):
+        if not isinstance(ctr, dict):
+            c.add(doc, doc.file, doc.label(), f"{fld}[{ci}]", "must be a mapping")
+            continue
+        for pi, p in enumerate(ctr.get("ports") or []):
+            pf = f"{fld}[{ci}].ports[{pi}]"
+            port = _parse_port(p, doc, c, pf)
+            if port is None:
+                continue
+            if (port.container_port, port.protocol) in seen:
+                c.add(doc, doc.file, doc.label(), pf, f"duplicate port {port.container_port}/{port.protocol.value}")
+                continue
+            if port.name and port.name in names:
+                c.add(doc, doc.file, doc.label(), f"{pf}.name", f"duplicate port name {port.name!r}")
+                continue
+            seen.add((port.container_port, port.protocol))
+            if port.name:
+                names.add(port.name)
+            ports.append(port)
+    return tuple(ports)
+
+
+def _parse_port(p: Any, doc: Document, c: _Collector, pf: str) -> ContainerPort | None:
+    if not isinstance(p, dict):
+        c.add(doc, doc.file, doc.label(), pf, "must be a mapping with containerPort")
+        return None
+    num = p.get("containerPort")
+    if not isinstance(num, int) or isinstance(num, bool) or not 1 <= num <= 65535:
+        c.add(doc, doc.file, doc.label(), f"{pf}.containerPort", f"must be a port number from 1 to 65535, got {num!r}")
+        return None
+    proto = p.get("protocol", "TCP")
+    try:
+        protocol = Protocol(proto)
+    except ValueError:
+        c.add(doc, doc.file, doc.label(), f"{pf}.protocol", f"{proto!r} is not one of TCP, UDP, SCTP")
+        return None
+    name = p.get("name")
+    if name is not None and (not isinstance(name, str) or len(name) > 15 or not IANA_SVC_NAME.match(name)
+                             or not re.search("[a-z]", name) or "--" in name):
+        c.add(doc, doc.file, doc.label(), f"{pf}.name",
+              f"{name!r} must be an IANA service name (at most 15 lowercase letters, digits and '-')")
+        return None
+    return ContainerPort(num, protocol, name)
+
+
+def _expand_deployment(doc: Document, c: _Collector) -> list[Pod]:
+    """A Deployment's pods, named as the ReplicaSet controller names them: <deploy>-<pod-template-hash>-<5 chars>."""
+    obj, spec = doc.label(), doc.body.get("spec")
+    name, ns = doc.meta.get("name"), doc.meta.get("namespace") or "default"
+    if not isinstance(name, str) or not DNS_SUBDOMAIN.match(name):
+        c.add(doc, doc.file, obj, "metadata.name", f"deployment name {name!r} must be a DNS subdomain")
+        return []
+    if not isinstance(spec, dict) or not isinstance(spec.get("template"), dict):
+        c.add(doc, doc.file, obj, "spec.template", "missing pod template")
+        return []
+    replicas = spec.get("replicas", 1)
+    if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0:
+        c.add(doc, doc.file, obj, "spec.replicas", f"must be a non-negative integer, got {replicas!r}")
+        return []
+    template = spec["template"]
+    tlabels = (template.get("metadata") or {}).get("labels") or {}
+    selector = (spec.get("selector") or {}).get("matchLabels")
+    if not isinstance(selector, dict) or not selector:
+        c.add(doc, doc.file, obj, "spec.selector.matchLabels", "a Deployment needs a selector")
+        return []
+    if any(str(tlabels.get(k)) != str(v) for k, v in selector.items()):
+        c.add(doc, doc.file, obj, "spec.template.metadata.labels", "`selector` does not match template `labels`")
+        return []
+    template_hash = pod_template_hash(template)
+    rs = f"{name}-{template_hash}"
+    pods = []
+    for i in range(replicas):
+        pod_name = f"{rs}-{_suffix(ns, rs, i)}"
+        p = _parse_pod(doc, c, ns, pod_name, template, "spec.template.", f"ReplicaSet/{rs}")
+        if p is None:
+            return []
+        pods.append(Pod(p.namespace, p.name, {**p.labels, "pod-template-hash": template_hash}, p.ports,
+                        p.node_name, p.owner, doc.index))
+    return pods
+
+
+def safe_encode(s: str) -> str:
+    """Kubernetes' rand.SafeEncodeString: each byte mapped into the vowel-free alphabet."""
+    return "".join(SAFE_ALPHANUMS[b % len(SAFE_ALPHANUMS)] for b in s.encode())
+
+
+def pod_template_hash(template: dict[str, Any]) -> str:
+    """The pod-template-hash label: SafeEncodeString of the decimal FNV-32a hash of the template.
+
+    Kubernetes hashes the Go struct as printed by spew; we hash canonical JSON instead, so the value has the real
+    shape and alphabet (e.g. "7d4b9c8f5d") and is stable for a template, but is not byte-identical to a real cluster's.
+    """
+    h = 0x811C9DC5
+    for b in json.dumps(template, sort_keys=True, separators=(",", ":")).encode():
+        h = ((h ^ b) * 0x01000193) & 0xFFFFFFFF
+    return safe_encode(str(h))
+
+
+def _suffix(namespace: str, rs: str, i: int) -> str:
+    """The 5-character random suffix (rand.String(5)), made deterministic so a topology always yields the same names."""
+    digest = hashlib.sha256(f"{namespace}/{rs}/{i}".encode()).digest()
+    return "".join(SAFE_ALPHANUMS[b % len(SAFE_ALPHANUMS)] for b in digest[:5])
+
+
+def _check_pods(pods: list[tuple[Pod, Document]], namespaces: dict[str, Namespace], cluster: ClusterSpec,
+                c: _Collector) -> None:
+    seen: dict[str, Document] = {}
+    for p, doc in pods:
+        if p.namespace not in namespaces:
+            c.add(doc, doc.file, doc.label(), "metadata.namespace",
+                  f"namespace {p.namespace!r} does not exist (declare a Namespace or use one of "
+                  f"{', '.join(BUILTIN_NAMESPACES)})")
+        if p.node_name is not None and p.node_name not in cluster.nodes:
+            fld = "spec.template.spec.nodeName" if p.owner else "spec.nodeName"
+            c.add(doc, doc.file, doc.label(), fld,
+                  f"node {p.node_name!r} does not exist (nodes: {', '.join(cluster.nodes)})")
+        if p.key in seen:
+            first = seen[p.key]
+            c.add(doc, doc.file, doc.label(), "metadata.name",
+                  f"duplicate pod {p.key} (first defined in document {first.index})")
+        else:
+            seen[p.key] = doc

@@ -1,0 +1,31 @@
+"""The underlay: one L2 segment (a bridge in its own namespace) joining every node's eth0, plus the `external` host.
+
+This stands in for the network a real cluster's machines share; it lives entirely in namespaces emu creates, so no
+packet of the emulated network can reach the machine's real interfaces.
+"""
+from __future__ import annotations
+
+import ipaddress
+
+from . import names
+from .ipam import external_ip
+from .model import ClusterSpec
+from .plan import Address, Link, NetnsPlan
+
+UNDERLAY_BRIDGE = "br-underlay"
+
+
+def underlay_plan(c: ClusterSpec) -> NetnsPlan:
+    ports = [Link(names.underlay_port(n, i), "veth", mtu=c.mtu, master=UNDERLAY_BRIDGE, peer="eth0",
+                  peer_netns=names.node_netns(c.name, n), peer_mtu=c.mtu) for i, n in enumerate(c.nodes, start=1)]
+    ports.append(Link("to-external", "veth", mtu=c.mtu, master=UNDERLAY_BRIDGE, peer="eth0",
+                      peer_netns=names.external_netns(c.name), peer_mtu=c.mtu))
+    links = (Link(UNDERLAY_BRIDGE, "bridge", mtu=c.mtu), *ports)
+    return NetnsPlan(names.underlay_netns(c.name), "underlay", "underlay", links=links,
+                     up=("lo", *(link.name for link in links)))
+
+
+def external_plan(c: ClusterSpec) -> NetnsPlan:
+    ip = ipaddress.IPv4Interface(f"{external_ip(c)}/{c.node_network.prefixlen}")
+    return NetnsPlan(names.external_netns(c.name), "external", "external", up=("lo", "eth0"),
+                     mtu=(("eth0", c.mtu),), addresses=(Address("eth0", ip),))

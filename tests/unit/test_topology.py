@@ -1,0 +1,140 @@
+"""Parsing and validation of topology files: every error names the file, the document, the object and the field."""
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from emu import topology
+from emu.errors import ValidationError
+from emu.model import Backend, Protocol
+
+CLUSTER = """\
+apiVersion: emu.dev/v1alpha1
+kind: Cluster
+metadata:
+  name: demo
+spec:
+  nodes: {nodes}
+  podCIDR: {pod}
+  serviceCIDR: {svc}
+  nodeCIDRMaskSize: {mask}
+  nodeNetwork: {nodenet}
+  cni:
+    plugin: flannel
+    backend: {backend}
+"""
+
+
+def cluster(nodes="3", pod="10.244.0.0/16", svc="10.96.0.0/12", mask=24, nodenet="172.18.0.0/24",
+            backend="vxlan") -> str:
+    return CLUSTER.format(nodes=nodes, pod=pod, svc=svc, mask=mask, nodenet=nodenet, backend=backend)
+
+
+def pod(name, ns="default", node=None, ports="[{containerPort: 80}]", labels="{app: web}") -> str:
+    lines = ["---", "apiVersion: v1", "kind: Pod", "metadata:", f"  name: {name}", f"  namespace: {ns}",
+             f"  labels: {labels}", "spec:"]
+    if node:
+        lines.append(f"  nodeName: {node}")
+    lines += ["  containers:", "  - name: c", f"    ports: {ports}"]
+    return "\n".join(lines) + "\n"
+
+
+def load(text: str):
+    return topology.load("t.yaml", text=text)
+
+
+def problems(text: str) -> list[str]:
+    with pytest.raises(ValidationError) as e:
+        load(text)
+    return [str(p) for p in e.value.problems]
+
+
+def test_defaults_match_the_issue_schema():
+    t = load("apiVersion: emu.dev/v1alpha1\nkind: Cluster\nmetadata: {name: demo}\n")
+    c = t.cluster
+    assert c.nodes == ("node-1", "node-2", "node-3")
+    assert str(c.pod_cidr) == "10.244.0.0/16" and str(c.service_cidr) == "10.96.0.0/12"
+    assert c.node_cidr_mask_size == 24 and str(c.node_network) == "172.18.0.0/24" and c.mtu == 1500
+    assert c.cni.plugin == "flannel" and c.cni.backend is Backend.VXLAN
+
+
+def test_node_list_and_pods_with_ports():
+    t = load(cluster(nodes="[alpha, beta]", backend="host-gw") +
+             pod("a", node="beta", ports="[{name: http, containerPort: 80, protocol: TCP}, "
+                                         "{containerPort: 81, protocol: UDP}]"))
+    assert t.cluster.nodes == ("alpha", "beta")
+    assert t.cluster.cni.backend is Backend.HOST_GW
+    (p,) = t.pods
+    assert p.key == "default/a" and p.node_name == "beta" and p.labels == {"app": "web"}
+    assert [(x.name, x.container_port, x.protocol) for x in p.ports] == [("http", 80, Protocol.TCP),
+                                                                          (None, 81, Protocol.UDP)]
+
+
+def test_namespaces_are_labelled_like_the_api_server_labels_them():
+    t = load(cluster() + "---\napiVersion: v1\nkind: Namespace\nmetadata: {name: x, labels: {team: a}}\n")
+    ns = t.namespace("x")
+    assert ns is not None and ns.labels == {"team": "a", "kubernetes.io/metadata.name": "x"}
+    assert t.namespace("default").labels == {"kubernetes.io/metadata.name": "default"}
+
+
+def test_deployment_pods_are_named_like_the_replicaset_controller_names_them():
+    text = cluster() + textwrap.dedent("""\
+        ---
+        apiVersion: apps/v1
+        kind: Deployment
+        metadata: {name: web}
+        spec:
+          replicas: 3
+          selector: {matchLabels: {app: web}}
+          template:
+            metadata: {labels: {app: web}}
+            spec:
+              containers: [{name: c, ports: [{containerPort: 80}]}]
+        """)
+    t = load(text)
+    assert len(t.pods) == 3
+    hashes = {p.labels["pod-template-hash"] for p in t.pods}
+    assert len(hashes) == 1
+    h = hashes.pop()
+    for p in t.pods:
+        prefix, suffix = p.name.rsplit("-", 1)
+        assert prefix == f"web-{h}" and len(suffix) == 5
+        assert set(h + suffix) <= set(topology.SAFE_ALPHANUMS)
+        assert p.owner == f"ReplicaSet/web-{h}"
+    assert load(text).pods == t.pods  # stable across loads
+
+
+@pytest.mark.parametrize("text, expected", [
+    (cluster(svc="10.244.128.0/20"), "t.yaml (document 1): Cluster demo: spec.serviceCIDR: 10.244.128.0/20 overlaps "
+                                     "spec.podCIDR 10.244.0.0/16"),
+    (cluster(nodenet="10.96.0.0/24"), "spec.nodeNetwork: 10.96.0.0/24 overlaps spec.serviceCIDR"),
+    (cluster(mask=12), "spec.nodeCIDRMaskSize: /12 does not fit in podCIDR 10.244.0.0/16"),
+    (cluster(pod="10.244.0.0/23", mask=24), "podCIDR 10.244.0.0/23 holds 2 node subnets of /24, but there are 3"),
+    (cluster(nodes="[a, a]"), "spec.nodes[1]: duplicate node name 'a'"),
+    (cluster(nodes="[underlay]"), "spec.nodes[0]: node name 'underlay' is reserved"),
+    (cluster(backend="ipip"), "spec.cni.backend: backend 'ipip' is not one of vxlan, host-gw"),
+    (cluster(pod="10.244.0.1/16"), "spec.podCIDR: '10.244.0.1/16' is not a valid CIDR"),
+    (cluster() + pod("a") + pod("a"), "t.yaml (document 3): Pod default/a: metadata.name: duplicate pod default/a "
+                                      "(first defined in document 2)"),
+    (cluster() + pod("a", ns="nope"), "Pod nope/a: metadata.namespace: namespace 'nope' does not exist"),
+    (cluster() + pod("a", ports="[{containerPort: 70000}]"),
+     "Pod default/a: spec.containers[0].ports[0].containerPort: must be a port number from 1 to 65535, got 70000"),
+    (cluster() + pod("a", ports="[{containerPort: 80, protocol: ICMP}]"),
+     "spec.containers[0].ports[0].protocol: 'ICMP' is not one of TCP, UDP, SCTP"),
+    (cluster() + pod("a", ports="[{containerPort: 80, name: Bad_Name}]"), "ports[0].name: 'Bad_Name' must be"),
+    (cluster() + pod("a", node="node-9"), "Pod default/a: spec.nodeName: node 'node-9' does not exist"),
+    (cluster() + "---\napiVersion: v1\nkind: Service\nmetadata: {name: s}\n",
+     "t.yaml (document 2): Service s: kind: kind Service is not implemented yet"),
+    (cluster() + "---\napiVersion: v1\nkind: Gadget\nmetadata: {name: g}\n", "kind Gadget is not implemented"),
+    ("kind: Pod\n", "the first document must be a Cluster"),
+    (cluster() + "---\n: [\n", "invalid YAML"),
+])
+def test_each_problem_names_file_document_object_and_field(text, expected):
+    found = problems(text)
+    assert any(expected in p for p in found), found
+
+
+def test_all_problems_are_reported_at_once():
+    found = problems(cluster() + pod("a", node="node-9") + pod("b", ns="nope"))
+    assert len(found) == 2
