@@ -3,23 +3,20 @@ per namespace, created by a thread that setns()es: no fork per socket) and rule 
 --noflush` per namespace, as flanneld and kube-proxy write theirs.  `ensure` steps treat EEXIST as success."""
 from __future__ import annotations
 
-import errno
 import os
 import socket
 import subprocess
 from collections.abc import Iterable
 
+from collections.abc import Callable
+
 from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
 
-from . import netns
+from . import netns, nlbatch
 from .errors import EmuError
-from .plan import Address, Fdb, IptablesTable, Link, Neighbour, NetnsPlan, PodPlan, Route
+from .nlbatch import Batch
+from .plan import IptablesTable, Link, NetnsPlan, PodPlan
 
-NUD_PERMANENT = 0x80
-NTF_SELF = 0x02
-RTNH_F_ONLINK = 4
-RTPROT_BOOT = 3
 
 
 class ApplyError(EmuError):
@@ -27,11 +24,23 @@ class ApplyError(EmuError):
 
 
 class Sockets:
-    """One rtnetlink socket per namespace, opened on first use and closed together."""
+    """Per namespace, opened on first use and closed together: an rtnetlink batch socket, a pyroute2 IPRoute for
+    reading state back, and a namespace fd (veth peers are sent to their namespace by fd)."""
 
     def __init__(self) -> None:
         self._ipr: dict[str, IPRoute] = {}
         self._fds: dict[str, int] = {}
+        self._batch: dict[str, Batch] = {}
+
+    def batch(self, ns: str) -> Batch:
+        if ns not in self._batch:
+            self._batch[ns] = Batch(nlbatch.open_socket(ns))
+        return self._batch[ns]
+
+    def forget_fd(self, ns: str) -> None:
+        fd = self._fds.pop(ns, None)
+        if fd is not None:
+            os.close(fd)
 
     def ipr(self, ns: str) -> IPRoute:
         if ns not in self._ipr:
@@ -48,13 +57,14 @@ class Sockets:
         ipr = self._ipr.pop(ns, None)
         if ipr is not None:
             ipr.close()
-        fd = self._fds.pop(ns, None)
-        if fd is not None:
-            os.close(fd)
+        self.forget_fd(ns)
 
     def close(self) -> None:
         for ns in list(self._ipr) + list(self._fds):
             self.release(ns)
+        for b in self._batch.values():
+            b.sock.close()
+        self._batch.clear()
 
     def __enter__(self) -> "Sockets":
         return self
@@ -63,93 +73,101 @@ class Sockets:
         self.close()
 
 
-def _ensure(call, *args, **kw):  # type: ignore[no-untyped-def]
-    try:
-        return call(*args, **kw)
-    except NetlinkError as e:
-        if e.code != errno.EEXIST:
-            raise
-        return None
+class Indexes:
+    """Interface indexes, chosen by us so that no request has to look one up.
+
+    RTM_NEWLINK accepts an ifindex (and a veth peer's); in namespaces we just created only our links exist, so a
+    per-namespace counter from 2 (lo is 1) never collides.  For a namespace that already holds links (live changes),
+    `seed` continues after the highest index the kernel reports.
+    """
+
+    def __init__(self) -> None:
+        self._map: dict[tuple[str, str], int] = {}
+        self._next: dict[str, int] = {}
+
+    def assign(self, ns: str, name: str) -> int:
+        key = (ns, name)
+        if key not in self._map:
+            self._map[key] = self._next.get(ns, 2)
+            self._next[ns] = self._map[key] + 1
+        return self._map[key]
+
+    def known(self, ns: str, name: str) -> bool:
+        return (ns, name) in self._map
+
+    def get(self, ns: str, name: str) -> int:
+        if name == "lo":
+            return 1
+        try:
+            return self._map[(ns, name)]
+        except KeyError:
+            raise ApplyError(f"interface {name} of {ns} is not known") from None
+
+    def seed(self, ns: str, s: "Sockets") -> None:
+        links = {m.get("IFLA_IFNAME"): int(m["index"]) for m in s.ipr(ns).get_links()}
+        for name, idx in links.items():
+            self._map[(ns, name)] = idx
+        self._next[ns] = max(links.values()) + 1
 
 
-def _index(ipr: IPRoute, name: str) -> int:
-    idx = ipr.link_lookup(ifname=name)
-    if not idx:
-        raise ApplyError(f"interface {name} not found")
-    return int(idx[0])
+def _vxlan_data(link: Link, ns: str, ix: Indexes) -> list[tuple[str, object]]:
+    assert link.vxlan is not None
+    v = link.vxlan
+    return [("IFLA_VXLAN_ID", v.vni), ("IFLA_VXLAN_LINK", ix.get(ns, v.dev)), ("IFLA_VXLAN_LOCAL", str(v.local)),
+            ("IFLA_VXLAN_PORT", v.port), ("IFLA_VXLAN_LEARNING", int(v.learning))]
 
 
-def create_links(ns: NetnsPlan, links: Iterable[Link], s: Sockets) -> None:
-    """Create links in order (bridges before the veths enslaved to them); veth peers go straight to their netns."""
-    ipr = s.ipr(ns.name)
+def create_links(ns: str, links: Iterable[Link], b: Batch, ix: Indexes, fds: "Sockets") -> None:
+    """Queue link creation in order (bridges before the veths enslaved to them); a veth is created with its peer
+    already in the peer's namespace and the host end up, as the bridge plugin does."""
     for link in links:
-        kw: dict[str, object] = {"ifname": link.name, "kind": link.kind}
-        if link.mtu:
-            kw["mtu"] = link.mtu
-        if link.mac:
-            kw["address"] = link.mac
+        idx = ix.assign(ns, link.name)
+        master = ix.get(ns, link.master) if link.master else None
         if link.kind == "veth":
-            peer: dict[str, object] = {"ifname": link.peer, "net_ns_fd": s.fd(link.peer_netns or ns.name)}
-            if link.peer_mtu:
-                peer["mtu"] = link.peer_mtu
-            kw["peer"] = peer
-            if link.master:
-                kw["master"] = _index(ipr, link.master)
-        elif link.kind == "vxlan" and link.vxlan:
-            v = link.vxlan
-            kw.update(vxlan_id=v.vni, vxlan_port=v.port, vxlan_local=str(v.local),
-                      vxlan_link=_index(ipr, v.dev), vxlan_learning=int(v.learning))
-        _ensure(ipr.link, "add", **kw)
+            peer_ns = link.peer_netns or ns
+            assert link.peer is not None
+            b.veth_add(link.name, idx, link.peer, ix.assign(peer_ns, link.peer), fds.fd(peer_ns), link.mtu,
+                       link.peer_mtu, master=master, up=True, peer_up=False)  # a peer can't be up before it is paired
+        else:
+            data = _vxlan_data(link, ns, ix) if link.kind == "vxlan" else None
+            b.link_add(link.name, link.kind, index=idx, mtu=link.mtu, master=master, mac=link.mac, data=data)
         if link.hairpin:
-            ipr.brport("set", index=_index(ipr, link.name), mode=1)  # IFLA_BRPORT_MODE: hairpin
+            b.link_set(idx, hairpin=True, what=f"hairpin on {link.name}")
 
 
-def configure(ns: NetnsPlan, s: Sockets, extra_up: Iterable[str] = ()) -> None:
-    """Everything but link creation: MTUs of arriving peers, addresses, link state, routes, neighbours, FDB."""
-    ipr = s.ipr(ns.name)
-    idx: dict[str, int] = {}
-
-    def index(name: str) -> int:
-        if name not in idx:
-            idx[name] = _index(ipr, name)
-        return idx[name]
-
+def configure(ns: NetnsPlan, b: Batch, ix: Indexes) -> None:
+    """Everything but link creation: MTUs of arriving peers, addresses, link state, neighbours, FDB, routes."""
+    n = ns.name
     for name, mtu in ns.mtu:
-        ipr.link("set", index=index(name), mtu=mtu)
+        b.link_set(ix.get(n, name), mtu=mtu, what=f"mtu {mtu} on {name}")
     for a in ns.addresses:
-        _ensure(ipr.addr, "add", index=index(a.dev), address=str(a.cidr.ip), prefixlen=a.cidr.network.prefixlen)
-    for name in (*ns.up, *extra_up):
-        ipr.link("set", index=index(name), state="up")
-    for n in ns.neighbours:
-        _ensure(ipr.neigh, "add", dst=str(n.ip), lladdr=n.lladdr, ifindex=index(n.dev), state=NUD_PERMANENT)
+        b.addr_add(ix.get(n, a.dev), str(a.cidr.ip), a.cidr.network.prefixlen)
+    for name in ns.up:
+        b.link_set(ix.get(n, name), up=True, what=f"set {name} up")
+    for nb in ns.neighbours:
+        b.neigh_add(ix.get(n, nb.dev), str(nb.ip), nb.lladdr)
     for f in ns.fdb:
-        _ensure(ipr.fdb, "add", ifindex=index(f.dev), lladdr=f.lladdr, dst=str(f.dst), state=NUD_PERMANENT,
-                flags=NTF_SELF)
+        b.fdb_add(ix.get(n, f.dev), f.lladdr, str(f.dst))
     for r in ns.routes:  # last, as flannel does, "so the kernel won't ARP"
-        _ensure(ipr.route, "add", **route_args(r, index(r.dev)))
+        b.route_add(str(r.dst.network_address), r.dst.prefixlen, ix.get(n, r.dev),
+                    str(r.via) if r.via else None, r.onlink)
 
 
-def route_args(r: Route, oif: int) -> dict[str, object]:
-    # proto boot (3) is what `ip route add` and the netlink library flannel and the CNI plugins use.
-    kw: dict[str, object] = {"dst": str(r.dst), "oif": oif, "proto": RTPROT_BOOT}
-    if r.via is not None:
-        kw["gateway"] = str(r.via)
-    if r.onlink:
-        kw["flags"] = RTNH_F_ONLINK
-    return kw
+def _write_sysctls(sysctls: Iterable[tuple[str, str]]) -> None:
+    """Must run on a thread inside the namespace: /proc/sys/net belongs to the namespace of the thread opening it."""
+    for key, value in sysctls:
+        with open("/proc/sys/" + key.replace(".", "/"), "w") as f:
+            f.write(value)
 
 
-def write_sysctls(ns: NetnsPlan) -> None:
-    """/proc/sys/net belongs to the namespace of the thread that opens it: write from a thread inside `ns`."""
-    if not ns.sysctls:
-        return
+def enter(ns: NetnsPlan) -> socket.socket:
+    """One trip into the namespace: write its sysctls and open the rtnetlink socket its batch goes through."""
 
-    def work() -> None:
-        for key, value in ns.sysctls:
-            with open("/proc/sys/" + key.replace(".", "/"), "w") as f:
-                f.write(value)
+    def work() -> socket.socket:
+        _write_sysctls(ns.sysctls)
+        return nlbatch.open_socket_here()
 
-    netns.run_in(ns.name, work)
+    return netns.run_in(ns.name, work)
 
 
 def restore_text(tables: Iterable[IptablesTable]) -> str:
@@ -174,22 +192,55 @@ def iptables_restore(ns: str, tables: Iterable[IptablesTable]) -> None:
         raise ApplyError(f"iptables-restore in {ns} failed: {proc.stderr.strip()}")
 
 
-def apply_infra(plans: Iterable[NetnsPlan], s: Sockets) -> None:
+def apply_infra(plans: Iterable[NetnsPlan], s: Sockets, ix: Indexes) -> None:
     plans = list(plans)
+    for ns in plans:  # in order: the underlay creates the nodes' eth0 before a node's vxlan device needs it
+        b = s.batch(ns.name)
+        create_links(ns.name, ns.links, b, ix, s)
+        b.commit()
     for ns in plans:
-        create_links(ns, ns.links, s)
-    for ns in plans:
-        configure(ns, s)
-        write_sysctls(ns)
+        b = Batch(enter(ns))
+        try:
+            configure(ns, b, ix)
+            b.commit()
+        finally:
+            b.sock.close()
         if ns.iptables:
             iptables_restore(ns.name, ns.iptables)
 
 
-def apply_pod(p: PodPlan, s: Sockets) -> None:
-    """Wire one pod: the veth is created from the node's side with eth0 already in the pod's namespace."""
-    node = NetnsPlan(p.node_netns, "node", p.node)
-    create_links(node, [p.host_link], s)
-    s.ipr(p.node_netns).link("set", index=_index(s.ipr(p.node_netns), p.host_link.name), state="up")
-    configure(p.netns, s)
-    write_sysctls(p.netns)
-    s.release(p.netns.name)
+def apply_pods(pods: Iterable[PodPlan], s: Sockets, ix: Indexes, progress: Callable[[int], None] = lambda n: None
+               ) -> None:
+    """Wire pods: per node one batch creates every veth (eth0 straight into its pod's namespace); then per pod one
+    trip into its namespace configures eth0, lo, routes and sysctls."""
+    pods = list(pods)
+    by_node: dict[str, list[PodPlan]] = {}
+    for p in pods:
+        by_node.setdefault(p.node_netns, []).append(p)
+    for node, group in by_node.items():
+        b = s.batch(node)
+        for p in group:
+            create_links(node, (p.host_link,), b, ix, s)
+        b.commit()
+    for i, p in enumerate(pods, start=1):
+        b = Batch(enter(p.netns))
+        try:
+            configure(p.netns, b, ix)
+            b.commit()
+        finally:
+            b.sock.close()
+        s.forget_fd(p.netns.name)
+        progress(i)
+
+
+def ensure_node(ns: NetnsPlan, s: Sockets, ix: Indexes) -> None:
+    """Live change: create the node links the kernel lacks (cni0 on a node's first pod) and (re)assert addresses
+    and link state; existing entries are left as they are."""
+    missing = [link for link in ns.links if not ix.known(ns.name, link.name)]
+    b = s.batch(ns.name)
+    create_links(ns.name, missing, b, ix, s)
+    for a in ns.addresses:
+        b.addr_add(ix.get(ns.name, a.dev), str(a.cidr.ip), a.cidr.network.prefixlen)
+    for name in ns.up:
+        b.link_set(ix.get(ns.name, name), up=True, what=f"set {name} up")
+    b.commit()

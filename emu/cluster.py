@@ -118,11 +118,9 @@ def _build(cl: Cluster, progress: Progress) -> None:
     netns.create_many(names)
     progress("namespaces", len(names), len(names))
     with apply.Sockets() as s:
-        apply.apply_infra(plan.infra, s)
-        for i, p in enumerate(plan.pods, start=1):
-            apply.apply_pod(p, s)
-            if i % 50 == 0 or i == total:
-                progress("pods", i, total)
+        ix = apply.Indexes()
+        apply.apply_infra(plan.infra, s, ix)
+        apply.apply_pods(plan.pods, s, ix, lambda i: progress("pods", i, total))
     for n in plan.nodes:
         state.write_file(cl.record, f"nodes/{n.name}/run/flannel/subnet.env", n.subnet_env)
     _start_agent(cl)
@@ -278,13 +276,12 @@ def _converge(cl: Cluster, docs: list[dict[str, Any]], progress: Progress) -> Ch
         netns.remove(p.netns.name)  # the kernel deletes the veth pair with the namespace
     netns.create_many([p.netns.name for p in added])
     with apply.Sockets() as s:
+        ix = apply.Indexes()
         for ns in plan.infra:
             if ns.role == "node" and any(p.node == ns.owner for p in added):
-                apply.create_links(ns, ns.links, s)  # cni0 on a node's first pod (EEXIST is fine)
-                apply.configure(ns, s)
-        for i, p in enumerate(added, start=1):
-            apply.apply_pod(p, s)
-            progress("pods", i, len(added))
+                ix.seed(ns.name, s)
+                apply.ensure_node(ns, s, ix)  # cni0 and its address on a node's first pod
+        apply.apply_pods(added, s, ix, lambda i: progress("pods", i, len(added)))
     rec.documents = docs
     rec.allocations = alloc.to_json()
     rec.netns = [n for n in rec.netns if n not in {p.netns.name for p in removed}]

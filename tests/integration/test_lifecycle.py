@@ -1,0 +1,151 @@
+"""Lifecycle and safety: several clusters with the same CIDRs, rollback of a failed up, down after SIGKILL, live
+apply/delete, and a root namespace left exactly as it was."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from emu import apply as apply_mod
+from emu import cluster as clusters
+from emu import netns, state
+from emu.errors import ValidationError
+from tests.conftest import TOPOLOGIES
+
+VXLAN = str(TOPOLOGIES / "flannel-vxlan.yaml")
+
+
+def emu(*args: str, check: bool = False) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "emu", *args], capture_output=True, text=True, check=check)
+
+
+def mine(name: str) -> list[str]:
+    """Namespaces whose name says they are this cluster's (for assertions only; cleanup never works this way)."""
+    return [n for n in netns.list_names() if n.startswith(name + ".")]
+
+
+def test_two_clusters_with_identical_cidrs_at_once(emu_cluster):
+    with emu_cluster(VXLAN) as a, emu_cluster(VXLAN) as b:
+        for c in (a, b):
+            r = c.probe("default/web-0", "default/web-1", port=80)
+            assert r["ok"] and r["client_ip_seen"] == "10.244.0.2"
+        assert a.pod_ip("default/web-1") == b.pod_ip("default/web-1")
+        assert a.netns("default/web-1") != b.netns("default/web-1")
+
+
+def test_a_failed_up_rolls_back(monkeypatch):
+    calls = {"n": 0}
+    real = apply_mod.apply_pod
+
+    def flaky(p, s):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise RuntimeError("injected failure")
+        real(p, s)
+
+    monkeypatch.setattr(apply_mod, "apply_pod", flaky)
+    with pytest.raises(RuntimeError, match="injected"):
+        clusters.up(VXLAN, "rollback")
+    assert mine("rollback") == [] and state.load("rollback") is None
+
+
+def test_validation_error_builds_nothing(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(open(VXLAN).read().replace("name: web-2", "name: web-1"))
+    r = emu("up", str(bad), "--name", "invalid")
+    assert r.returncode == 2
+    assert f"{bad} (document 5): Pod default/web-1: metadata.name: duplicate pod default/web-1" in r.stderr
+    assert "Traceback" not in r.stderr
+    assert mine("invalid") == [] and state.load("invalid") is None
+
+
+def test_sigkill_during_up_then_down_leaves_nothing(tmp_path):
+    proc = subprocess.Popen([sys.executable, "-m", "emu", "up", VXLAN, "--name", "killed"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and len(mine("killed")) < 3:
+            time.sleep(0.005)
+        assert mine("killed"), "up never started creating namespaces"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    rec = state.load("killed")
+    assert rec is not None and rec.netns  # the record was written before anything was made
+    r = emu("down", "killed")
+    assert r.returncode == 0, r.stderr
+    assert mine("killed") == [] and not os.path.exists(state.cluster_dir("killed"))
+    if rec.agent_pid:
+        assert not os.path.exists(f"/proc/{rec.agent_pid}") or "emu.agent" not in open(
+            f"/proc/{rec.agent_pid}/cmdline").read()
+    assert emu("down", "killed").returncode == 0  # idempotent
+
+
+def test_down_is_idempotent_and_removes_the_agent():
+    clusters.up(VXLAN, "twice")
+    pid = state.load("twice").agent_pid
+    assert pid and os.path.exists(f"/proc/{pid}")
+    assert clusters.down("twice") is True
+    assert clusters.down("twice") is False
+    time.sleep(0.1)
+    assert not os.path.exists(f"/proc/{pid}") or "emu.agent" not in open(f"/proc/{pid}/cmdline").read()
+    assert mine("twice") == []
+
+
+def test_live_apply_and_delete(emu_cluster, tmp_path):
+    extra = tmp_path / "extra.yaml"
+    extra.write_text("apiVersion: v1\nkind: Namespace\nmetadata: {name: late}\n---\n"
+                     "apiVersion: v1\nkind: Pod\nmetadata: {name: newcomer, namespace: late}\n"
+                     "spec: {nodeName: node-3, containers: [{name: c, ports: [{containerPort: 8080}]}]}\n")
+    with emu_cluster(VXLAN) as c:
+        before = c.probe("default/web-0", "default/web-1", port=80)
+        ch = c.apply(str(extra))
+        assert ch.added == ("late/newcomer",) and ch.removed == ()
+        r = c.probe("default/web-0", "late/newcomer", port=8080)
+        assert r["ok"] and r["answered_by"] == "late/newcomer"
+        assert c.plan.pod("late/newcomer").node == "node-3"
+        assert c.pod_ip("default/web-1") == before["to_ip"]  # existing pods untouched
+        ns = c.netns("late/newcomer")
+        ch = c.delete(str(extra))
+        assert ch.removed == ("late/newcomer",)
+        assert not netns.exists(ns)
+        assert c.probe("default/web-0", "default/web-1", port=80)["ok"]
+        with pytest.raises(ValidationError, match="nodeName: node 'node-9' does not exist"):
+            extra.write_text("apiVersion: v1\nkind: Pod\nmetadata: {name: x}\n"
+                             "spec: {nodeName: node-9, containers: [{name: c}]}\n")
+            c.apply(str(extra))
+
+
+SNAPSHOT = [
+    ["ip", "-d", "link", "show"], ["ip", "addr"], ["ip", "route", "show", "table", "all"], ["ip", "rule"],
+    ["ip", "neigh", "show", "nud", "permanent"], ["bridge", "fdb", "show"],
+    ["iptables-save"], ["iptables-legacy-save"], ["nft", "list", "ruleset"],
+]
+VOLATILE = ("nf_conntrack_count", "net.netfilter.nf_conntrack_expect_count", "random", "boot_id",
+            "net.ipv4.tcp_fastopen_key", "base_reachable_time", "ip_local_reserved_ports")
+
+
+def root_snapshot() -> dict[str, str]:
+    out = {}
+    for cmd in SNAPSHOT:
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        out[" ".join(cmd)] = "\n".join(line for line in r.stdout.splitlines() if not line.startswith("#"))
+    r = subprocess.run(["sysctl", "-a"], capture_output=True, text=True)
+    out["sysctl net"] = "\n".join(line for line in r.stdout.splitlines()
+                                  if line.startswith("net.") and not any(v in line for v in VOLATILE))
+    return out
+
+
+def test_root_namespace_is_identical_before_up_and_after_down(emu_cluster):
+    before = root_snapshot()
+    with emu_cluster(VXLAN) as c:
+        assert c.probe("default/web-0", "default/web-2", port=80)["ok"]
+        assert c.matrix("udp", 80)["failures"] == 0
+        during = root_snapshot()
+    after = root_snapshot()
+    assert during == before
+    assert after == before
