@@ -19,6 +19,9 @@ from .plan import IptablesTable, Link, NetnsPlan, PodPlan
 
 
 
+ENTER_CHUNK = 200  # namespaces entered per worker trip (bounds the sockets open at once)
+
+
 class ApplyError(EmuError):
     pass
 
@@ -160,14 +163,14 @@ def _write_sysctls(sysctls: Iterable[tuple[str, str]]) -> None:
             f.write(value)
 
 
+def _enter_here(ns: NetnsPlan) -> socket.socket:
+    """Run inside the namespace: write its sysctls and open the rtnetlink socket its batch goes through."""
+    _write_sysctls(ns.sysctls)
+    return nlbatch.open_socket_here()
+
+
 def enter(ns: NetnsPlan) -> socket.socket:
-    """One trip into the namespace: write its sysctls and open the rtnetlink socket its batch goes through."""
-
-    def work() -> socket.socket:
-        _write_sysctls(ns.sysctls)
-        return nlbatch.open_socket_here()
-
-    return netns.run_in(ns.name, work)
+    return netns.run_in(ns.name, lambda: _enter_here(ns))
 
 
 def restore_text(tables: Iterable[IptablesTable]) -> str:
@@ -222,15 +225,21 @@ def apply_pods(pods: Iterable[PodPlan], s: Sockets, ix: Indexes, progress: Calla
         for p in group:
             create_links(node, (p.host_link,), b, ix, s)
         b.commit()
-    for i, p in enumerate(pods, start=1):
-        b = Batch(enter(p.netns))
-        try:
-            configure(p.netns, b, ix)
-            b.commit()
-        finally:
-            b.sock.close()
-        s.forget_fd(p.netns.name)
-        progress(i)
+    done = 0
+    for start in range(0, len(pods), ENTER_CHUNK):
+        chunk = pods[start:start + ENTER_CHUNK]
+        plans = {p.netns.name: p.netns for p in chunk}
+        socks = netns.each(list(plans), lambda name: _enter_here(plans[name]))
+        for p, sock in zip(chunk, socks):
+            b = Batch(sock)
+            try:
+                configure(p.netns, b, ix)
+                b.commit()
+            finally:
+                sock.close()
+            s.forget_fd(p.netns.name)
+            done += 1
+            progress(done)
 
 
 def ensure_node(ns: NetnsPlan, s: Sockets, ix: Indexes) -> None:

@@ -198,7 +198,7 @@ def _change(ch: clusters.Change, output: str, verb: str) -> None:
     click.echo(f"{len(ch.added)} added, {len(ch.removed)} removed, {ch.unchanged} unchanged")
 
 
-@main.command("exec", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@main.command("exec", context_settings={"ignore_unknown_options": True})
 @click.argument("target")
 @click.argument("cmd", nargs=-1, required=True, type=click.UNPROCESSED)
 @CLUSTER

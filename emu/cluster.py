@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from . import agent, apply, ipam, netns, planner, probe, state, topology
+from . import agent, apply, ipam, netns, planner, state, topology
 from .errors import ClusterError, Problem, ValidationError
 from .ipam import Allocations
 from .model import Protocol, Topology
@@ -73,16 +74,23 @@ def pick(name: str | None) -> str:
 
 def plan_file(path: str, name: str | None = None) -> tuple[Topology, Allocations, ClusterPlan]:
     """Model, IPAM and plan for a topology file: pure, no root needed (`emu up --dry-run`)."""
-    topo = topology.load(path, name)
+    topo, alloc, plan, _ = _plan_documents(path, name)
+    return topo, alloc, plan
+
+
+def _plan_documents(path: str, name: str | None
+                    ) -> tuple[Topology, Allocations, ClusterPlan, list[topology.Document]]:
+    docs = topology.read_documents(path)
+    topo = topology.load_documents(path, docs, name)
     alloc = ipam.allocate(topo, Allocations.empty())
-    return topo, alloc, planner.build(topo, alloc)
+    return topo, alloc, planner.build(topo, alloc), docs
 
 
 def up(path: str, name: str | None = None, progress: Progress = _quiet) -> Cluster:
-    topo, alloc, plan = plan_file(path, name)
+    topo, alloc, plan, docs = _plan_documents(path, name)
     preflight(plan)
     rec = state.claim(topo.cluster.name, os.path.abspath(path))
-    rec.documents = [_stored(d) for d in topology.read_documents(path)]
+    rec.documents = [_stored(d) for d in docs]
     rec.allocations = alloc.to_json()
     rec.netns = plan.all_netns()
     rec.created = time.time()
@@ -151,25 +159,46 @@ def _start_agent(cl: Cluster) -> None:
     agent.AgentClient(d).wait_ready(timeout=60)
 
 
+def _answers_here(ip: str, port: int, proto: Protocol, pod_name: str) -> bool:
+    """Inside the pod's namespace: does the server answer at the pod's own address, as that pod?"""
+    kind = socket.SOCK_STREAM if proto is Protocol.TCP else socket.SOCK_DGRAM
+    try:
+        with socket.socket(socket.AF_INET, kind) as s:
+            s.settimeout(0.5)
+            if proto is Protocol.TCP:
+                s.connect((ip, port))
+                s.sendall(b"GET /hostname HTTP/1.0\r\n\r\n")
+                data = b""
+                while chunk := s.recv(4096):
+                    data += chunk
+                return data.endswith(pod_name.encode())
+            s.sendto(b"hostname", (ip, port))
+            return s.recv(4096) == pod_name.encode()
+    except OSError:
+        return False
+
+
 def wait_ready(cl: Cluster, progress: Progress = _quiet, timeout: float = 30.0) -> None:
-    """Every pod answers on its first port at its own address (from inside its namespace: this proves the address,
+    """Every pod answers on its first port at its own address, from inside its namespace (this proves the address,
     the interface and the server without filling the shared neighbour table on large topologies)."""
-    pending = {p.key: p for p in cl.topology.pods if any(x.protocol is not Protocol.SCTP for x in p.ports)}
-    total, deadline = len(pending), time.monotonic() + timeout
-    while pending:
-        for key in list(pending):
-            pod = pending[key]
-            pp = cl.plan.pod(key)
-            assert pp is not None
-            port = next(x for x in pod.ports if x.protocol is not Protocol.SCTP)
-            fn = probe.tcp if port.protocol is Protocol.TCP else probe.udp
-            if fn(pp.netns.name, str(pp.ip), port.container_port, timeout=0.5).ok:
-                del pending[key]
-        progress("ready", total - len(pending), total)
-        if pending and time.monotonic() > deadline:
-            raise ClusterError(f"{len(pending)} pods do not answer after {timeout:.0f}s: "
-                               f"{', '.join(sorted(pending)[:5])}")
-        if pending:
+    checks = {}
+    for pod in cl.topology.pods:
+        port = next((x for x in pod.ports if x.protocol is not Protocol.SCTP), None)
+        pp = cl.plan.pod(pod.key)
+        if port is not None and pp is not None:
+            checks[pp.netns.name] = (str(pp.ip), port.container_port, port.protocol, pod.name, pod.key)
+    total, deadline = len(checks), time.monotonic() + timeout
+    while checks:
+        names = list(checks)
+        ok = netns.each(names, lambda n: _answers_here(*checks[n][:4]))
+        for n, good in zip(names, ok):
+            if good:
+                del checks[n]
+        progress("ready", total - len(checks), total)
+        if checks and time.monotonic() > deadline:
+            slow = sorted(v[4] for v in checks.values())
+            raise ClusterError(f"{len(slow)} pods do not answer after {timeout:.0f}s: {', '.join(slow[:5])}")
+        if checks:
             time.sleep(0.2)
 
 

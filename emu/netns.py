@@ -175,6 +175,24 @@ def run_in(name: str, fn: Callable[[], T]) -> T:
     return _in_thread(work)
 
 
+def each(names: list[str], fn: Callable[[str], T]) -> list[T]:
+    """Run fn(name) inside each namespace in turn on ONE throw-away thread (a setns per namespace instead of a
+    thread per namespace)."""
+
+    def work() -> list[T]:
+        out = []
+        for name in names:
+            fd = os.open(path(name), os.O_RDONLY)
+            try:
+                _check(_libc.setns(fd, CLONE_NEWNET), "setns", name)
+            finally:
+                os.close(fd)
+            out.append(fn(name))
+        return out
+
+    return _in_thread(work) if names else []
+
+
 def socket_in(name: str, family: int, type_: int, proto: int = 0) -> socket.socket:
     """A socket that lives in namespace `name`: sockets keep the namespace they were created in."""
     return run_in(name, lambda: socket.socket(family, type_, proto))

@@ -46,7 +46,7 @@ class Record:
         os.makedirs(self.dir, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".record.")
         with os.fdopen(fd, "w") as f:
-            json.dump(asdict(self), f, indent=1)
+            f.write(json.dumps(asdict(self)))  # the C encoder: no indent
         os.replace(tmp, os.path.join(self.dir, "cluster.json"))
 
 
