@@ -152,9 +152,7 @@ def _start_agent(cl: Cluster) -> None:
     d = cl.record.agent_dir
     os.makedirs(d, exist_ok=True)
     state.write_file(cl.record, "agent/agent.json", json.dumps({"cluster": cl.name, "endpoints": endpoints(cl)}))
-    pid = agent.start(d)
-    cl.record.agent_pid = pid
-    cl.record.agent_start = _start_time(pid)
+    cl.record.agent_pid = agent.start(d)
     cl.record.save()
     agent.AgentClient(d).wait_ready(timeout=60)
 
@@ -205,27 +203,38 @@ def wait_ready(cl: Cluster, progress: Progress = _quiet, timeout: float = 30.0) 
 # --- down -----------------------------------------------------------------------------------------------------------
 
 
-def _start_time(pid: int) -> str | None:
+def _agent_pids(rec: state.Record) -> set[int]:
+    """The recorded pid, and the pid file `agent.start` writes (a kill between spawn and record leaves only that);
+    a pid counts only while its command line is our agent on this cluster's directory (pids get recycled)."""
+    pids = {rec.agent_pid} if rec.agent_pid else set()
     try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return None
+        with open(os.path.join(rec.agent_dir, "agent.pid")) as f:
+            pids.add(int(f.read().strip()))
+    except (OSError, ValueError):
+        pass
+    return {p for p in pids if _is_our_agent(p, rec.agent_dir)}
+
+
+def _is_our_agent(pid: int, agent_dir: str) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv = f.read().decode(errors="replace").split("\0")
+    except OSError:
+        return False
+    return "emu.agent" in argv and os.path.abspath(agent_dir) in argv and agent.pid_alive(pid)
 
 
 def _stop_agent(rec: state.Record) -> None:
-    pid = rec.agent_pid
-    if not pid or _start_time(pid) != rec.agent_start or rec.agent_start is None:
-        return  # not running, or the PID now belongs to someone else
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + 3
-    while time.monotonic() < deadline and _start_time(pid) == rec.agent_start:
-        time.sleep(0.02)
-    if _start_time(pid) == rec.agent_start:
-        os.kill(pid, signal.SIGKILL)
+    for pid in _agent_pids(rec):
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            continue
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline and _is_our_agent(pid, rec.agent_dir):
+            time.sleep(0.02)
+        if _is_our_agent(pid, rec.agent_dir):
+            os.kill(pid, signal.SIGKILL)
 
 
 def down(name: str) -> bool:

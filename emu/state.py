@@ -27,7 +27,6 @@ class Record:
     status: str = "creating"  # creating | up | failed | deleting
     netns: list[str] = field(default_factory=list)  # every namespace we may have made, recorded before making it
     agent_pid: int | None = None
-    agent_start: str | None = None  # /proc/PID/stat start time, so a recycled PID is never killed
     # the Cluster document, then every manifest applied since, each {"file", "index", "body"}
     documents: list[dict[str, Any]] = field(default_factory=list)
     allocations: dict[str, Any] = field(default_factory=dict)

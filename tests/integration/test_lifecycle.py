@@ -147,3 +147,20 @@ def test_root_namespace_is_identical_before_up_and_after_down(emu_cluster):
     after = root_snapshot()
     assert during == before
     assert after == before
+
+
+def test_an_unrecorded_agent_exits_once_its_cluster_is_gone():
+    """`up` killed between spawning the agent and recording its pid: down removes the record, the agent leaves."""
+    clusters.up(VXLAN, "orphan")
+    rec = state.load("orphan")
+    pid = rec.agent_pid
+    rec.agent_pid = None
+    rec.save()
+    os.unlink(os.path.join(rec.agent_dir, "agent.pid"))
+    assert clusters.down("orphan")
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and os.path.exists(f"/proc/{pid}") and \
+            "emu.agent" in open(f"/proc/{pid}/cmdline").read():
+        time.sleep(0.05)
+    assert not os.path.exists(f"/proc/{pid}") or "emu.agent" not in open(f"/proc/{pid}/cmdline").read() or \
+        open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] == "Z"
