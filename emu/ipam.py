@@ -3,9 +3,11 @@ underlay, and pod IPs as the host-local IPAM plugin allocates them (round robin 
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .errors import Problem, ValidationError
+from . import svcalloc
+from .svcalloc import ServiceAlloc
 from .model import ClusterSpec, Pod, Topology
 
 IPv4Address = ipaddress.IPv4Address
@@ -51,6 +53,7 @@ class Allocations:
 
     pods: dict[str, Assignment]  # pod key "ns/name" -> assignment
     last_reserved: dict[str, IPv4Address]  # node -> host-local's last_reserved_ip.0
+    services: dict[str, ServiceAlloc] = field(default_factory=dict)
 
     @classmethod
     def empty(cls) -> "Allocations":
@@ -60,15 +63,18 @@ class Allocations:
         return {
             "pods": {k: {"node": a.node, "ip": str(a.ip)} for k, a in self.pods.items()},
             "lastReserved": {n: str(ip) for n, ip in self.last_reserved.items()},
+            "services": {k: a.to_json() for k, a in self.services.items()},
         }
 
     @classmethod
     def from_json(cls, d: dict[str, object]) -> "Allocations":
         pods = d.get("pods", {})
         last = d.get("lastReserved", {})
-        assert isinstance(pods, dict) and isinstance(last, dict)
+        svcs = d.get("services", {})
+        assert isinstance(pods, dict) and isinstance(last, dict) and isinstance(svcs, dict)
         return cls({k: Assignment(v["node"], IPv4Address(v["ip"])) for k, v in pods.items()},
-                   {n: IPv4Address(ip) for n, ip in last.items()})
+                   {n: IPv4Address(ip) for n, ip in last.items()},
+                   {k: ServiceAlloc.from_json(v) for k, v in svcs.items()})
 
 
 def _next_free(subnet: IPv4Network, last: IPv4Address | None, used: set[IPv4Address]) -> IPv4Address | None:
@@ -114,6 +120,7 @@ def allocate(topo: Topology, previous: Allocations) -> Allocations:
     if problems:
         raise ValidationError(problems)
     out.pods = {p.key: out.pods[p.key] for p in topo.pods}  # document order, drops removed pods
+    out.services = svcalloc.allocate(topo, previous.services)
     return out
 
 

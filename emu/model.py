@@ -15,6 +15,12 @@ class Backend(str, Enum):
     HOST_GW = "host-gw"
 
 
+class ProxyMode(str, Enum):
+    IPTABLES = "iptables"
+    NFTABLES = "nftables"
+    IPVS = "ipvs"
+
+
 class Protocol(str, Enum):
     TCP = "TCP"
     UDP = "UDP"
@@ -28,6 +34,12 @@ class CNISpec:
 
 
 @dataclass(frozen=True, slots=True)
+class ProxySpec:
+    mode: ProxyMode = ProxyMode.IPTABLES
+    masquerade_all: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class ClusterSpec:
     name: str
     nodes: tuple[str, ...]
@@ -37,6 +49,8 @@ class ClusterSpec:
     node_network: IPv4Network
     mtu: int
     cni: CNISpec
+    proxy: ProxySpec = field(default_factory=ProxySpec)
+    load_balancer_pool: IPv4Network | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,10 +83,79 @@ class Pod:
     node_name: str | None = None  # as written (spec.nodeName); placement decides when None
     owner: str | None = None  # "ReplicaSet/web-7d4b9c8f5d" for pods a controller made
     document: int | None = field(default=None, compare=False)  # YAML document it came from, for errors
+    ready: bool = True  # annotation emu.dev/ready: "false" makes the pod not ready (its endpoints too)
+    terminating: bool = False  # annotation emu.dev/terminating: "true": deletionTimestamp set, still serving
 
     @property
     def key(self) -> str:
         return f"{self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True, slots=True)
+class ServicePortSpec:
+    port: int
+    protocol: Protocol = Protocol.TCP
+    name: str = ""
+    target_port: int | str | None = None  # number, container port name, or None (= port)
+    node_port: int | None = None  # as written; allocation fills the rest
+
+
+@dataclass(frozen=True, slots=True)
+class Service:
+    namespace: str
+    name: str
+    type: str  # ClusterIP | NodePort | LoadBalancer | ExternalName
+    ports: tuple[ServicePortSpec, ...]
+    selector: Mapping[str, str] | None  # None: selector-less (explicit EndpointSlices/Endpoints)
+    cluster_ip: str | None = None  # as written: an address, "None" (headless) or None (allocate)
+    external_ips: tuple[IPv4Address, ...] = ()
+    external_name: str | None = None
+    session_affinity: bool = False
+    affinity_timeout: int = 10800
+    external_policy_local: bool = False
+    internal_policy_local: bool = False
+    health_check_node_port: int | None = None  # as written
+    load_balancer_ip: IPv4Address | None = None  # spec.loadBalancerIP (deprecated, honoured from the pool)
+    load_balancer_source_ranges: tuple[IPv4Network, ...] = ()
+    publish_not_ready: bool = False
+    labels: Mapping[str, str] = field(default_factory=dict)
+    document: int | None = field(default=None, compare=False)
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+    @property
+    def headless(self) -> bool:
+        return self.cluster_ip == "None"
+
+
+@dataclass(frozen=True, slots=True)
+class SliceEndpoint:
+    address: IPv4Address
+    ready: bool = True
+    serving: bool = True
+    terminating: bool = False
+    node_name: str | None = None
+    target: str | None = None  # targetRef "ns/name"
+
+
+@dataclass(frozen=True, slots=True)
+class SlicePort:
+    port: int
+    protocol: Protocol = Protocol.TCP
+    name: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointSlice:
+    """An EndpointSlice (or Endpoints, converted) written by the user for a selector-less Service."""
+
+    namespace: str
+    name: str
+    service: str  # the kubernetes.io/service-name label
+    endpoints: tuple[SliceEndpoint, ...]
+    ports: tuple[SlicePort, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +166,8 @@ class Topology:
     cluster: ClusterSpec
     namespaces: tuple[Namespace, ...]
     pods: tuple[Pod, ...]
+    services: tuple[Service, ...] = ()
+    endpoint_slices: tuple[EndpointSlice, ...] = ()
 
     def namespace(self, name: str) -> Namespace | None:
         return next((n for n in self.namespaces if n.name == name), None)

@@ -14,26 +14,39 @@ from typing import Any, Iterable
 
 import yaml
 
+from . import services
+from .documents import (
+    DNS_LABEL,
+    DNS_SUBDOMAIN,
+    IANA_SVC_NAME,
+    Collector,
+    Document,
+    parse_labels,
+    read_documents,
+)
 from .errors import Problem, ValidationError
 from .model import (
     Backend,
+    ProxyMode,
+    ProxySpec,
     ClusterSpec,
     CNISpec,
     ContainerPort,
     Namespace,
     Pod,
+    EndpointSlice,
     Protocol,
+    Service,
     Topology,
 )
 
 CLUSTER_API = "emu.dev/v1alpha1"
 BUILTIN_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"  # the API server sets it on every Namespace
+READY_ANNOTATION = "emu.dev/ready"  # "false": the pod is not ready (its endpoints are not ready)
+TERMINATING_ANNOTATION = "emu.dev/terminating"  # "true": the pod is terminating (deletionTimestamp set)
 RESERVED_NODE_NAMES = ("underlay", "external")  # namespaces of the emulated infrastructure
 KNOWN_LATER = {
-    "Service": "the Services issue",
-    "EndpointSlice": "the Services issue",
-    "Endpoints": "the Services issue",
     "NetworkPolicy": "the NetworkPolicy issue",
     "NetworkAttachmentDefinition": "the DNS/secondary-networks issue",
     "Ingress": "the DNS/Ingress issue",
@@ -48,70 +61,11 @@ CLUSTER_DEFAULTS: dict[str, Any] = {
     "nodeNetwork": "172.18.0.0/24",
     "mtu": 1500,
     "cni": {"plugin": "flannel", "backend": "vxlan"},
+    "proxy": {"mode": "iptables", "masqueradeAll": False},
+    "loadBalancerPool": None,
 }
-DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-IANA_SVC_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 # The alphabet Kubernetes' rand.SafeEncodeString and rand.String use (no vowels, no look-alikes).
 SAFE_ALPHANUMS = "bcdfghjklmnpqrstvwxz2456789"
-
-
-_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when PyYAML has it: 8x faster
-
-
-@dataclass
-class Document:
-    """One YAML document with its position in the file."""
-
-    file: str
-    index: int  # 1-based
-    body: dict[str, Any]
-
-    @property
-    def kind(self) -> str:
-        return str(self.body.get("kind", ""))
-
-    @property
-    def meta(self) -> dict[str, Any]:
-        m = self.body.get("metadata")
-        return m if isinstance(m, dict) else {}
-
-    def label(self) -> str:
-        ns = self.meta.get("namespace")
-        name = self.meta.get("name", "<unnamed>")
-        return f"{self.kind or '<no kind>'} {ns + '/' if ns else ''}{name}"
-
-
-@dataclass
-class _Collector:
-    problems: list[Problem] = field(default_factory=list)
-
-    def add(self, doc: Document | None, file: str, obj: str, fld: str, msg: str) -> None:
-        self.problems.append(Problem(file, doc.index if doc else None, obj, fld, msg))
-
-
-def read_documents(path: str, text: str | None = None) -> list[Document]:
-    """Parse a multi-document YAML file; empty documents are skipped but keep their numbering."""
-    if text is None:
-        try:
-            with open(path, encoding="utf-8") as f:
-                text = f.read()
-        except OSError as e:
-            raise ValidationError([Problem(path, None, "", "", f"cannot read: {e.strerror}")]) from None
-    try:
-        raw = list(yaml.load_all(text, Loader=_LOADER))
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"line {mark.line + 1}: " if mark else ""
-        raise ValidationError([Problem(path, None, "", "", f"{where}invalid YAML: {getattr(e, 'problem', e)}")]) from None
-    docs = []
-    for i, body in enumerate(raw, start=1):
-        if body is None:
-            continue
-        if not isinstance(body, dict):
-            raise ValidationError([Problem(path, i, "", "", "a document must be a mapping (an object with kind)")])
-        docs.append(Document(path, i, body))
-    return docs
 
 
 def load(path: str, name: str | None = None, text: str | None = None) -> Topology:
@@ -128,7 +82,7 @@ def load_documents(path: str, docs: list[Document], name: str | None = None) -> 
 
 
 def cluster_spec(doc: Document, name: str | None = None) -> ClusterSpec:
-    c = _Collector()
+    c = Collector()
     spec = parse_cluster(doc, c, name)
     if c.problems:
         raise ValidationError(c.problems)
@@ -137,9 +91,11 @@ def cluster_spec(doc: Document, name: str | None = None) -> ClusterSpec:
 
 def build(path: str, cluster: ClusterSpec, docs: Iterable[Document]) -> Topology:
     """Turn manifests into a validated Topology for `cluster` (also used by `emu apply` on the merged set)."""
-    c = _Collector()
+    c = Collector()
     namespaces: dict[str, Namespace] = {n: Namespace(n, {NAMESPACE_NAME_LABEL: n}) for n in BUILTIN_NAMESPACES}
     pods: list[tuple[Pod, Document]] = []
+    svcs: list[tuple[Service, Document]] = []
+    slices: list[tuple[EndpointSlice, Document]] = []
     seen_ns: set[str] = set()
     for doc in docs:
         kind = doc.kind
@@ -156,6 +112,14 @@ def build(path: str, cluster: ClusterSpec, docs: Iterable[Document]) -> Topology
                 pods.append((p, doc))
         elif kind == "Deployment":
             pods.extend((p, doc) for p in _expand_deployment(doc, c))
+        elif kind == "Service":
+            svc = services.parse_service(doc, c)
+            if svc:
+                svcs.append((svc, doc))
+        elif kind in ("EndpointSlice", "Endpoints"):
+            sl = services.parse_slice(doc, c)
+            if sl:
+                slices.append((sl, doc))
         elif kind == "Cluster":
             c.add(doc, doc.file, doc.label(), "kind", "only the first document may be the Cluster")
         elif not kind:
@@ -165,15 +129,17 @@ def build(path: str, cluster: ClusterSpec, docs: Iterable[Document]) -> Topology
         else:
             c.add(doc, doc.file, doc.label(), "kind", f"kind {kind} is not implemented")
     _check_pods(pods, namespaces, cluster, c)
+    services.check(svcs, slices, namespaces, cluster, c)
     if c.problems:
         raise ValidationError(c.problems)
-    return Topology(path, cluster, tuple(namespaces.values()), tuple(p for p, _ in pods))
+    return Topology(path, cluster, tuple(namespaces.values()), tuple(p for p, _ in pods),
+                    tuple(s for s, _ in svcs), tuple(s for s, _ in slices))
 
 
 # --- the Cluster document -------------------------------------------------------------------------------------------
 
 
-def parse_cluster(doc: Document, c: _Collector, name_override: str | None = None) -> ClusterSpec:
+def parse_cluster(doc: Document, c: Collector, name_override: str | None = None) -> ClusterSpec:
     f, body = doc.file, doc.body
     obj = f"Cluster {doc.meta.get('name', '<unnamed>')}"
     if body.get("apiVersion") != CLUSTER_API:
@@ -201,11 +167,15 @@ def parse_cluster(doc: Document, c: _Collector, name_override: str | None = None
         c.add(doc, f, obj, "spec.mtu", f"must be an integer from 1280 to 9000, got {mtu!r}")
         mtu = 1500
     cni = _parse_cni(s["cni"], doc, c, obj)
+    proxy = _parse_proxy(s["proxy"], doc, c, obj)
+    pool = _parse_net(s["loadBalancerPool"], doc, c, obj, "spec.loadBalancerPool") \
+        if s["loadBalancerPool"] is not None else None
     pod, svc, nodenet = nets["podCIDR"], nets["serviceCIDR"], nets["nodeNetwork"]
-    for (a, an), (b, bn) in (((pod, "podCIDR"), (svc, "serviceCIDR")), ((pod, "podCIDR"), (nodenet, "nodeNetwork")),
-                             ((svc, "serviceCIDR"), (nodenet, "nodeNetwork"))):
-        if a and b and a.overlaps(b):
-            c.add(doc, f, obj, f"spec.{bn}", f"{b} overlaps spec.{an} {a}")
+    nets_named = [(pod, "podCIDR"), (svc, "serviceCIDR"), (nodenet, "nodeNetwork"), (pool, "loadBalancerPool")]
+    for i, (a, an) in enumerate(nets_named):
+        for b, bn in nets_named[i + 1:]:
+            if a and b and a.overlaps(b):
+                c.add(doc, f, obj, f"spec.{bn}", f"{b} overlaps spec.{an} {a}")
     if pod:
         if mask < pod.prefixlen:
             c.add(doc, f, obj, "spec.nodeCIDRMaskSize",
@@ -219,10 +189,31 @@ def parse_cluster(doc: Document, c: _Collector, name_override: str | None = None
               f"{nodenet} has room for {max(nodenet.num_addresses - 3, 0)} nodes (and the external host), "
               f"not {len(nodes)}")
     fallback = ipaddress.IPv4Network("0.0.0.0/32")
-    return ClusterSpec(name, tuple(nodes), pod or fallback, svc or fallback, mask, nodenet or fallback, mtu, cni)
+    return ClusterSpec(name, tuple(nodes), pod or fallback, svc or fallback, mask, nodenet or fallback, mtu, cni,
+                       proxy, pool)
 
 
-def _parse_nodes(v: Any, doc: Document, c: _Collector, obj: str) -> list[str]:
+def _parse_proxy(v: Any, doc: Document, c: Collector, obj: str) -> ProxySpec:
+    if not isinstance(v, dict):
+        c.add(doc, doc.file, obj, "spec.proxy", "must be a mapping with mode and masqueradeAll")
+        return ProxySpec()
+    for key in v:
+        if key not in ("mode", "masqueradeAll"):
+            c.add(doc, doc.file, obj, f"spec.proxy.{key}", "unknown field (known: mode, masqueradeAll)")
+    mode = v.get("mode", "iptables")
+    try:
+        m = ProxyMode(mode)
+    except ValueError:
+        c.add(doc, doc.file, obj, "spec.proxy.mode", f"mode {mode!r} is not one of iptables, nftables, ipvs")
+        m = ProxyMode.IPTABLES
+    masq = v.get("masqueradeAll", False)
+    if not isinstance(masq, bool):
+        c.add(doc, doc.file, obj, "spec.proxy.masqueradeAll", f"must be true or false, got {masq!r}")
+        masq = False
+    return ProxySpec(m, masq)
+
+
+def _parse_nodes(v: Any, doc: Document, c: Collector, obj: str) -> list[str]:
     if isinstance(v, int) and not isinstance(v, bool):
         if not 1 <= v <= 500:
             c.add(doc, doc.file, obj, "spec.nodes", f"a node count must be from 1 to 500, got {v}")
@@ -245,7 +236,7 @@ def _parse_nodes(v: Any, doc: Document, c: _Collector, obj: str) -> list[str]:
     return []
 
 
-def _parse_net(v: Any, doc: Document, c: _Collector, obj: str, fld: str) -> ipaddress.IPv4Network | None:
+def _parse_net(v: Any, doc: Document, c: Collector, obj: str, fld: str) -> ipaddress.IPv4Network | None:
     try:
         net = ipaddress.ip_network(str(v), strict=True)
     except ValueError as e:
@@ -260,7 +251,7 @@ def _parse_net(v: Any, doc: Document, c: _Collector, obj: str, fld: str) -> ipad
     return net
 
 
-def _parse_cni(v: Any, doc: Document, c: _Collector, obj: str) -> CNISpec:
+def _parse_cni(v: Any, doc: Document, c: Collector, obj: str) -> CNISpec:
     if not isinstance(v, dict):
         c.add(doc, doc.file, obj, "spec.cni", "must be a mapping with plugin and backend")
         return CNISpec()
@@ -282,32 +273,17 @@ def _parse_cni(v: Any, doc: Document, c: _Collector, obj: str) -> CNISpec:
 # --- Namespaces, Pods, Deployments ----------------------------------------------------------------------------------
 
 
-def _parse_labels(v: Any, doc: Document, c: _Collector, fld: str) -> dict[str, str]:
-    if v is None:
-        return {}
-    if not isinstance(v, dict):
-        c.add(doc, doc.file, doc.label(), fld, "labels must be a mapping")
-        return {}
-    out = {}
-    for k, val in v.items():
-        if not isinstance(k, str) or not isinstance(val, (str, int, float, bool)) or isinstance(val, bool):
-            c.add(doc, doc.file, doc.label(), f"{fld}.{k}", "label values must be strings")
-            continue
-        out[k] = str(val)
-    return out
-
-
-def _parse_namespace(doc: Document, c: _Collector) -> Namespace | None:
+def _parse_namespace(doc: Document, c: Collector) -> Namespace | None:
     name = doc.meta.get("name")
     if not isinstance(name, str) or not DNS_LABEL.match(name) or len(name) > 63:
         c.add(doc, doc.file, doc.label(), "metadata.name", f"namespace name {name!r} must be a DNS label")
         return None
-    labels = _parse_labels(doc.meta.get("labels"), doc, c, "metadata.labels")
+    labels = parse_labels(doc.meta.get("labels"), doc, c, "metadata.labels")
     labels[NAMESPACE_NAME_LABEL] = name
     return Namespace(name, labels)
 
 
-def _parse_pod(doc: Document, c: _Collector, namespace: Any, name: Any, body: dict[str, Any],
+def _parse_pod(doc: Document, c: Collector, namespace: Any, name: Any, body: dict[str, Any],
                prefix: str = "", owner: str | None = None) -> Pod | None:
     """Parse a Pod (or a Deployment's template when prefix is "spec.template.")."""
     obj = doc.label()
@@ -319,7 +295,7 @@ def _parse_pod(doc: Document, c: _Collector, namespace: Any, name: Any, body: di
         c.add(doc, doc.file, obj, "metadata.name", f"pod name {name!r} must be a DNS subdomain")
         ok = False
     meta = body.get("metadata") if isinstance(body.get("metadata"), dict) else {}
-    labels = _parse_labels(meta.get("labels"), doc, c, f"{prefix}metadata.labels")
+    labels = parse_labels(meta.get("labels"), doc, c, f"{prefix}metadata.labels")
     spec = body.get("spec")
     if not isinstance(spec, dict):
         c.add(doc, doc.file, obj, f"{prefix}spec", "missing pod spec")
@@ -332,12 +308,15 @@ def _parse_pod(doc: Document, c: _Collector, namespace: Any, name: Any, body: di
         c.add(doc, doc.file, obj, f"{prefix}spec.nodeName", "must be a node name")
         node = None
     ports = _parse_ports(spec.get("containers"), doc, c, f"{prefix}spec.containers")
+    annotations = meta.get("annotations") if isinstance(meta.get("annotations"), dict) else {}
+    ready = str(annotations.get(READY_ANNOTATION, "true")).lower() != "false"
+    terminating = str(annotations.get(TERMINATING_ANNOTATION, "false")).lower() == "true"
     if not ok or ports is None:
         return None
-    return Pod(str(namespace), str(name), labels, ports, node, owner, doc.index)
+    return Pod(str(namespace), str(name), labels, ports, node, owner, doc.index, ready, terminating)
 
 
-def _parse_ports(containers: Any, doc: Document, c: _Collector, fld: str) -> tuple[ContainerPort, ...] | None:
+def _parse_ports(containers: Any, doc: Document, c: Collector, fld: str) -> tuple[ContainerPort, ...] | None:
     if not isinstance(containers, list) or not containers:
         c.add(doc, doc.file, doc.label(), fld, "a pod needs at least one container")
         return None
@@ -366,7 +345,7 @@ def _parse_ports(containers: Any, doc: Document, c: _Collector, fld: str) -> tup
     return tuple(ports)
 
 
-def _parse_port(p: Any, doc: Document, c: _Collector, pf: str) -> ContainerPort | None:
+def _parse_port(p: Any, doc: Document, c: Collector, pf: str) -> ContainerPort | None:
     if not isinstance(p, dict):
         c.add(doc, doc.file, doc.label(), pf, "must be a mapping with containerPort")
         return None
@@ -389,7 +368,7 @@ def _parse_port(p: Any, doc: Document, c: _Collector, pf: str) -> ContainerPort 
     return ContainerPort(num, protocol, name)
 
 
-def _expand_deployment(doc: Document, c: _Collector) -> list[Pod]:
+def _expand_deployment(doc: Document, c: Collector) -> list[Pod]:
     """A Deployment's pods, named as the ReplicaSet controller names them: <deploy>-<pod-template-hash>-<5 chars>."""
     obj, spec = doc.label(), doc.body.get("spec")
     name, ns = doc.meta.get("name"), doc.meta.get("namespace") or "default"
@@ -421,7 +400,7 @@ def _expand_deployment(doc: Document, c: _Collector) -> list[Pod]:
         if p is None:
             return []
         pods.append(Pod(p.namespace, p.name, {**p.labels, "pod-template-hash": template_hash}, p.ports,
-                        p.node_name, p.owner, doc.index))
+                        p.node_name, p.owner, doc.index, p.ready, p.terminating))
     return pods
 
 
@@ -449,7 +428,7 @@ def _suffix(namespace: str, rs: str, i: int) -> str:
 
 
 def _check_pods(pods: list[tuple[Pod, Document]], namespaces: dict[str, Namespace], cluster: ClusterSpec,
-                c: _Collector) -> None:
+                c: Collector) -> None:
     seen: dict[str, Document] = {}
     for p, doc in pods:
         if p.namespace not in namespaces:
