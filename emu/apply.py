@@ -153,13 +153,16 @@ def configure(ns: NetnsPlan, b: Batch, ix: Indexes) -> None:
         b.fdb_add(ix.get(n, f.dev), f.lladdr, str(f.dst))
     for r in ns.routes:  # last, as flannel does, "so the kernel won't ARP"
         b.route_add(str(r.dst.network_address), r.dst.prefixlen, ix.get(n, r.dev),
-                    str(r.via) if r.via else None, r.onlink)
+                    str(r.via) if r.via else None, r.onlink, nexthops=tuple(str(h) for h in r.nexthops))
 
 
 def _write_sysctls(sysctls: Iterable[tuple[str, str]]) -> None:
     """Must run on a thread inside the namespace: /proc/sys/net belongs to the namespace of the thread opening it."""
     for key, value in sysctls:
-        with open("/proc/sys/" + key.replace(".", "/"), "w") as f:
+        path = "/proc/sys/" + key.replace(".", "/")
+        if key.startswith("net.bridge.") and not os.path.exists(path):
+            continue  # no br_netfilter in this kernel: `emu kernel-features` reports it
+        with open(path, "w") as f:
             f.write(value)
 
 

@@ -153,13 +153,14 @@ def status(name: str | None, output: str) -> None:
 
 @main.command()
 @click.argument("kind", type=click.Choice(["nodes", "node", "no", "pods", "pod", "po", "namespaces", "namespace",
-                                           "ns"]))
+                                           "ns", "services", "service", "svc", "endpoints", "ep",
+                                           "endpointslices"]))
 @click.option("-n", "--namespace", default="default", show_default=True)
 @click.option("-A", "--all-namespaces", is_flag=True)
 @OUTPUT
 @CLUSTER
 def get(kind: str, namespace: str, all_namespaces: bool, output: str, cluster_name: str | None) -> None:
-    """List nodes, pods or namespaces, like kubectl get."""
+    """List nodes, pods, namespaces, services or endpoints, like kubectl get."""
     from . import views
 
     cl = _run(lambda: clusters.open_cluster(clusters.pick(cluster_name)))
@@ -215,6 +216,48 @@ def exec_cmd(target: str, cmd: tuple[str, ...], cluster_name: str | None) -> Non
         os.execvp(argv[0], argv)
     except OSError as e:
         raise UserError(f"cannot run {argv[0]}: {e.strerror}") from None
+
+
+@main.command()
+@click.argument("pod", metavar="NS/POD")
+@click.argument("condition", type=click.Choice(sorted(clusters.CONDITIONS)))
+@CLUSTER
+def mark(pod: str, condition: str, cluster_name: str | None) -> None:
+    """Mark a pod ready, not-ready or terminating; its Service endpoints and every node's rules follow."""
+    _run(lambda: clusters.mark(clusters.pick(cluster_name), pod, condition))
+    click.echo(f"pod/{pod} marked {condition}")
+
+
+@main.command()
+@click.argument("target", metavar="node/NAME")
+@click.option("-t", "--table", help="Only this table (iptables-save -t TABLE).")
+@CLUSTER
+def rules(target: str, table: str | None, cluster_name: str | None) -> None:
+    """The node's live ruleset, as iptables-save (iptables mode) or nft list ruleset (nftables mode) prints it."""
+    from . import targets
+
+    cl = _run(lambda: clusters.open_cluster(clusters.pick(cluster_name)))
+    t = _run(lambda: targets.resolve(cl, target))
+    if t.kind != "node" or t.netns is None:
+        raise UserError(f"{target}: rules lives on nodes (node/NAME)", 2)
+    mode = cl.topology.cluster.proxy.mode.value
+    argv = ["nft", "list", "ruleset"] if mode == "nftables" else ["iptables-save"] + (["-t", table] if table else [])
+    os.execvp("ip", ["ip", "netns", "exec", t.netns, *argv])
+
+
+@main.command()
+@click.argument("target", metavar="node/NAME")
+@click.option("-p", "--proto", type=click.Choice(["tcp", "udp", "icmp"]), help="Only this protocol.")
+@CLUSTER
+def conntrack(target: str, proto: str | None, cluster_name: str | None) -> None:
+    """The node's connection-tracking table (conntrack -L), where Service NAT is recorded."""
+    from . import targets
+
+    cl = _run(lambda: clusters.open_cluster(clusters.pick(cluster_name)))
+    t = _run(lambda: targets.resolve(cl, target))
+    if t.netns is None:
+        raise UserError(f"{target}: expected node/NAME, NS/POD or external", 2)
+    os.execvp("ip", ["ip", "netns", "exec", t.netns, "conntrack", "-L", *(["-p", proto] if proto else [])])
 
 
 # --- probes ---------------------------------------------------------------------------------------------------------

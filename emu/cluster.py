@@ -2,6 +2,7 @@
 first so that a failure at any point (or a SIGKILL) can be undone from it."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -11,10 +12,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from . import agent, apply, ipam, netns, planner, state, topology
+from . import agent, apply, ipam, kernel, netns, planner, state, topology
+from .kubeproxy import inputs
+from .kubeproxy import sync as kpsync
 from .errors import ClusterError, Problem, ValidationError
 from .ipam import Allocations
-from .model import Protocol, Topology
+from .model import Protocol, ProxyMode, Topology
 from .plan import ClusterPlan
 
 Progress = Callable[[str, int, int], None]
@@ -50,7 +53,12 @@ def open_cluster(name: str) -> Cluster:
 def _topology_from(rec: state.Record, stored: list[dict[str, Any]]) -> Topology:
     docs = [topology.Document(d["file"], d["index"], d["body"]) for d in stored]
     spec = topology.cluster_spec(docs[0], rec.name)
-    return topology.build(rec.topology_file, spec, docs[1:])
+    topo = topology.build(rec.topology_file, spec, docs[1:])
+    if not rec.pod_conditions:
+        return topo
+    pods = tuple(dataclasses.replace(p, **rec.pod_conditions[p.key]) if p.key in rec.pod_conditions else p
+                 for p in topo.pods)
+    return dataclasses.replace(topo, pods=pods)
 
 
 def _stored(doc: topology.Document) -> dict[str, Any]:
@@ -88,7 +96,7 @@ def _plan_documents(path: str, name: str | None
 
 def up(path: str, name: str | None = None, progress: Progress = _quiet) -> Cluster:
     topo, alloc, plan, docs = _plan_documents(path, name)
-    preflight(plan)
+    preflight(plan, topo)
     rec = state.claim(topo.cluster.name, os.path.abspath(path))
     rec.documents = [_stored(d) for d in docs]
     rec.allocations = alloc.to_json()
@@ -106,7 +114,23 @@ def up(path: str, name: str | None = None, progress: Progress = _quiet) -> Clust
     return cl
 
 
-def preflight(plan: ClusterPlan) -> None:
+def sync_services(cl: Cluster, old: Cluster | None) -> list[kpsync.SyncResult]:
+    """Every node's kube-proxy: a full sync where its input changed (all nodes on the first sync)."""
+    new_states = inputs.node_states(cl.topology, cl.allocations)
+    old_states = inputs.node_states(old.topology, old.allocations) if old else {}
+    mode = cl.topology.cluster.proxy.mode
+    return kpsync.sync_all([(n.netns, new_states[n.name], old_states.get(n.name)) for n in cl.plan.nodes], mode,
+                           first=old is None)
+
+
+def preflight(plan: ClusterPlan, topo: Topology) -> None:
+    mode = topo.cluster.proxy.mode
+    if mode is ProxyMode.IPVS:
+        kernel.require("ip_vs", "kube-proxy ipvs mode")
+        kernel.require("dummy", "kube-proxy ipvs mode (kube-ipvs0)")
+        raise ClusterError("kube-proxy ipvs mode is not implemented yet (the Services issue tracks it)")
+    if mode is ProxyMode.NFTABLES:
+        kernel.require("nftables", "kube-proxy nftables mode")
     taken = [n for n in plan.all_netns() if netns.exists(n)]
     if taken:
         raise ClusterError(f"network namespace {taken[0]} already exists and is not this cluster's: "
@@ -134,6 +158,8 @@ def _build(cl: Cluster, progress: Progress) -> None:
     _start_agent(cl)
     progress("agent", 1, 1)
     wait_ready(cl, progress)
+    sync_services(cl, None)
+    progress("kube-proxy", len(plan.nodes), len(plan.nodes))
 
 
 def endpoints(cl: Cluster) -> list[dict[str, Any]]:
@@ -321,12 +347,54 @@ def _converge(cl: Cluster, docs: list[dict[str, Any]], progress: Progress) -> Ch
                 apply.ensure_node(ns, s, ix)  # cni0 and its address on a node's first pod
         apply.apply_pods(added, s, ix, lambda i: progress("pods", i, len(added)))
     rec.documents = docs
+    rec.pod_conditions = {k: v for k, v in rec.pod_conditions.items() if k in now}
     rec.allocations = alloc.to_json()
     rec.netns = [n for n in rec.netns if n not in {p.netns.name for p in removed}]
     rec.save()
     agent.AgentClient(rec.agent_dir).sync(endpoints(new))
     wait_ready(Cluster(rec, _only(topo, {p.key for p in added}), alloc, plan), progress)
+    _update_external_routes(cl.plan, plan)
+    sync_services(new, cl)
     return Change(tuple(p.key for p in added), tuple(p.key for p in removed), len(now) - len(added))
+
+
+def _update_external_routes(old: ClusterPlan, new: ClusterPlan) -> None:
+    """LoadBalancer routes on the external router follow the Services (and, for Local policy, their endpoints)."""
+    before, after = set(old.infra[1].routes), set(new.infra[1].routes)
+    if before == after:
+        return
+    ns = new.infra[1]
+    with apply.Sockets() as s:
+        ix = apply.Indexes()
+        ix.seed(ns.name, s)
+        b = s.batch(ns.name)
+        for r in sorted(before - after, key=str):
+            b.route_del(str(r.dst.network_address), r.dst.prefixlen)
+        b.commit()
+        for r in sorted(after - before, key=str):
+            b.route_del(str(r.dst.network_address), r.dst.prefixlen)
+            try:
+                b.commit()
+            except OSError:
+                pass  # there was no route for it yet
+            b.route_add(str(r.dst.network_address), r.dst.prefixlen, ix.get(ns.name, r.dev),
+                        nexthops=tuple(str(h) for h in r.nexthops))
+        b.commit()
+
+
+CONDITIONS = {"ready": {"ready": True, "terminating": False}, "not-ready": {"ready": False, "terminating": False},
+              "terminating": {"ready": True, "terminating": True},
+              "terminating-not-serving": {"ready": False, "terminating": True}}
+
+
+def mark(name: str, pod: str, condition: str) -> Change:
+    """Set a pod's readiness or termination, as the kubelet and the API server would, and let kube-proxy follow:
+    its endpoints become not ready, or serving-and-terminating (still used when nothing else is ready)."""
+    cl = open_cluster(name)
+    if cl.plan.pod(pod) is None:
+        raise ClusterError(f"no pod {pod} in cluster {name}")
+    cl.record.pod_conditions[pod] = CONDITIONS[condition]
+    return _converge(cl, cl.record.documents, _quiet)
 
 
 def _only(topo: Topology, keys: set[str]) -> Topology:

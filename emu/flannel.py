@@ -13,7 +13,7 @@ import ipaddress
 
 from . import cnibridge, names
 from .ipam import external_ip, gateway
-from .model import Backend, ClusterSpec
+from .model import Backend, ClusterSpec, ProxyMode
 from .plan import Address, Fdb, IptablesTable, Link, Neighbour, NetnsPlan, Route, Vxlan
 
 VXLAN_DEV = "flannel.1"
@@ -83,6 +83,16 @@ def peer_entries(c: ClusterSpec, node: str, subnets: dict[str, ipaddress.IPv4Net
     return neigh, fdb, routes
 
 
+def node_sysctls(c: ClusterSpec) -> tuple[tuple[str, str], ...]:
+    """Forwarding (flanneld and the bridge plugin's isGateway), bridged traffic through iptables (kubeadm's
+    preflight requires it: without it replies from a same-node endpoint skip the Service's reverse NAT), and
+    route_localnet, which kube-proxy's iptables mode sets for localhost NodePorts."""
+    out = [("net.ipv4.ip_forward", "1"), ("net.bridge.bridge-nf-call-iptables", "1")]
+    if c.proxy.mode is ProxyMode.IPTABLES:
+        out.append(("net.ipv4.conf.all.route_localnet", "1"))
+    return tuple(out)
+
+
 def node_plan(c: ClusterSpec, node: str, subnets: dict[str, ipaddress.IPv4Network],
               ips: dict[str, ipaddress.IPv4Address], has_pods: bool) -> NetnsPlan:
     """A node: eth0 on the underlay, flannel's device and peers, cni0 once it has a pod, forwarding and rules."""
@@ -107,6 +117,6 @@ def node_plan(c: ClusterSpec, node: str, subnets: dict[str, ipaddress.IPv4Networ
         routes=(default, *peer_routes),
         neighbours=tuple(neigh),
         fdb=tuple(fdb),
-        sysctls=(("net.ipv4.ip_forward", "1"),),
+        sysctls=node_sysctls(c),
         iptables=iptables(c, subnet),
     )

@@ -13,7 +13,7 @@ import struct
 from dataclasses import dataclass, field
 
 from pyroute2.netlink import NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST, NLMSG_ERROR
-from pyroute2.netlink.rtnl import RTM_NEWADDR, RTM_NEWLINK, RTM_NEWNEIGH, RTM_NEWROUTE
+from pyroute2.netlink.rtnl import RTM_DELROUTE, RTM_NEWADDR, RTM_NEWLINK, RTM_NEWNEIGH, RTM_NEWROUTE
 from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
 from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 from pyroute2.netlink.rtnl.ndmsg import ndmsg
@@ -141,7 +141,7 @@ class Batch:
         self.add(msg, RTM_NEWADDR, CREATE, f"addr add {ip}/{prefixlen}", ok_exists)
 
     def route_add(self, dst: str, prefixlen: int, oif: int, gateway: str | None = None, onlink: bool = False,
-                  proto: int = 3, ok_exists: bool = True) -> None:
+                  proto: int = 3, ok_exists: bool = True, nexthops: tuple[str, ...] = ()) -> None:
         msg = rtmsg()
         msg["family"] = socket.AF_INET
         msg["dst_len"] = prefixlen
@@ -150,13 +150,26 @@ class Batch:
         msg["scope"] = 0  # universe
         msg["type"] = 1  # unicast
         msg["flags"] = 4 if onlink else 0  # RTNH_F_ONLINK
-        attrs: list = [("RTA_TABLE", 254), ("RTA_OIF", oif)]  # type: ignore[type-arg]
+        attrs: list = [("RTA_TABLE", 254)]  # type: ignore[type-arg]
         if prefixlen:
             attrs.append(("RTA_DST", dst))
+        if nexthops:  # RTA_MULTIPATH: one rtnexthop per gateway, equal weights
+            attrs.append(("RTA_MULTIPATH", [{"oif": oif, "hops": 0, "flags": 0, "attrs": [("RTA_GATEWAY", gw)]}
+                                            for gw in nexthops]))
+        else:
+            attrs.append(("RTA_OIF", oif))
         if gateway:
             attrs.append(("RTA_GATEWAY", gateway))
         msg["attrs"] = attrs
         self.add(msg, RTM_NEWROUTE, CREATE, f"route add {dst}/{prefixlen}", ok_exists)
+
+    def route_del(self, dst: str, prefixlen: int) -> None:
+        msg = rtmsg()
+        msg["family"] = socket.AF_INET
+        msg["dst_len"] = prefixlen
+        msg["table"] = 254
+        msg["attrs"] = [("RTA_TABLE", 254), ("RTA_DST", dst)]
+        self.add(msg, RTM_DELROUTE, CHANGE, f"route del {dst}/{prefixlen}")
 
     def neigh_add(self, index: int, ip: str, lladdr: str, ok_exists: bool = True) -> None:
         msg = ndmsg()

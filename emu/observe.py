@@ -67,6 +67,11 @@ def read(ns: str, s: Sockets) -> Observed:
             continue
         dst = ipaddress.IPv4Network(f"{r.get('RTA_DST') or '0.0.0.0'}/{r['dst_len']}")
         gw = r.get("RTA_GATEWAY")
+        mp = r.get("RTA_MULTIPATH")
+        if mp:
+            hops = tuple(ipaddress.IPv4Address(h.get("RTA_GATEWAY")) for h in mp)
+            routes.add(Route(dst, by_index.get(mp[0]["oif"], "?"), None, False, hops))
+            continue
         routes.add(Route(dst, by_index.get(r.get("RTA_OIF"), "?"), ipaddress.IPv4Address(gw) if gw else None,
                          bool(r["flags"] & 4)))
     neigh = frozenset(Neighbour(by_index[int(n["ifindex"])], ipaddress.IPv4Address(n.get("NDA_DST")),

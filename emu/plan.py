@@ -49,6 +49,7 @@ class Route:
     dev: str
     via: IPv4Address | None = None
     onlink: bool = False
+    nexthops: tuple[IPv4Address, ...] = ()  # ECMP: several gateways on `dev` (via is None then)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,10 +1,12 @@
 """Builds the plan of a whole cluster from the model and the IPAM allocations (pure: no kernel access)."""
 from __future__ import annotations
 
-from . import cnibridge, flannel, names, underlay
+import ipaddress
+
+from . import cnibridge, endpoints, flannel, names, underlay
 from .ipam import Allocations, node_ips, node_subnets
 from .model import Topology
-from .plan import ClusterPlan, NodeInfo
+from .plan import ClusterPlan, NodeInfo, Route
 
 
 def build(topo: Topology, alloc: Allocations) -> ClusterPlan:
@@ -21,5 +23,25 @@ def build(topo: Topology, alloc: Allocations) -> ClusterPlan:
     infos = tuple(NodeInfo(n, names.node_netns(c.name, n), ips[n], subnets[n],
                            names.vtep_mac(c.name, n) if c.cni.backend.value == "vxlan" else None,
                            flannel.subnet_env(c, subnets[n])) for n in c.nodes)
-    infra = (underlay.underlay_plan(c), underlay.external_plan(c), *node_plans)
+    infra = (underlay.underlay_plan(c), underlay.external_plan(c, lb_routes(topo, alloc)), *node_plans)
     return ClusterPlan(c.name, infra, tuple(pods), infos)
+
+
+def lb_routes(topo: Topology, alloc: Allocations) -> tuple[Route, ...]:
+    """What the external router learns for each LoadBalancer IP: every node announces it, or with
+    externalTrafficPolicy Local only the nodes that have a ready local endpoint (MetalLB's BGP behaviour)."""
+    ips = node_ips(topo.cluster)
+    eps = endpoints.all_services(topo, alloc)
+    out = []
+    for svc in topo.services:
+        a = alloc.services.get(svc.key)
+        if a is None or a.load_balancer_ip is None:
+            continue
+        nodes = list(topo.cluster.nodes)
+        if svc.external_policy_local:
+            local = {e.node for pe in eps[svc.key] for e in pe.endpoints if e.ready}
+            nodes = [n for n in nodes if n in local]
+        if nodes:
+            out.append(Route(ipaddress.IPv4Network(f"{a.load_balancer_ip}/32"), "eth0",
+                             nexthops=tuple(ips[n] for n in nodes)))
+    return tuple(out)

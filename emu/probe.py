@@ -66,6 +66,7 @@ class ProbeResult:
     bytes_answered: int | None = None  # udp: how many bytes the server received in one datagram
     icmp: dict[str, Any] | None = None  # {"type", "code", "sender", "mtu"}; sender "local" for the kernel's own
     detail: str = ""
+    answer: dict[str, Any] | None = None  # the server's own JSON (owner, node, ip, local_ip, port, client_ip, ...)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -336,7 +337,7 @@ def _tcp_exchange(s: socket.socket, mk: Callable[..., ProbeResult], rtt: float, 
     seen = obj.get("client_ip") if obj else None
     detail = f"answered by {by}, client IP seen {seen}" if by else \
         f"connected; the answer is not the agent's ({len(data)} bytes)"
-    return mk("connected", answered_by=by, client_ip_seen=seen, rtt_ms=rtt, detail=detail)
+    return mk("connected", answered_by=by, client_ip_seen=seen, rtt_ms=rtt, detail=detail, answer=obj)
 
 
 def _recv_all(s: socket.socket, deadline: float) -> bytes:
@@ -397,7 +398,8 @@ def _udp_answer(mk: Callable[..., ProbeResult], data: bytes, rtt: float) -> Prob
     seen = obj.get("client_ip") if obj else None
     detail = f"answered by {by}, {got} bytes arrived, client IP seen {seen}" if by else \
         f"answered ({len(data)} bytes, not the agent's JSON)"
-    return mk("connected", answered_by=by, client_ip_seen=seen, rtt_ms=rtt, bytes_answered=got, detail=detail)
+    return mk("connected", answered_by=by, client_ip_seen=seen, rtt_ms=rtt, bytes_answered=got, detail=detail,
+              answer=obj)
 
 
 # --- ICMP -------------------------------------------------------------------------------------------------------------

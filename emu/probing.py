@@ -14,6 +14,8 @@ from .model import Protocol
 
 
 def _default_port(cl: Cluster, dst: targets.Target, proto: str) -> int:
+    if dst.port is not None:
+        return dst.port
     if dst.kind == "pod":
         pod = next(p for p in cl.topology.pods if p.key == dst.label)
         want = Protocol(proto.upper())
@@ -49,7 +51,7 @@ def _one(cl: Cluster, src: targets.Target, dst: targets.Target, proto: str, port
 
 def probe_many(cl: Cluster, src_text: str, dst_text: str, proto: str, port: int | None, size: int | None,
                df: bool, count: int, timeout: float) -> dict[str, Any]:
-    src, dst = _source(cl, src_text), targets.resolve(cl, dst_text)
+    src, dst = _source(cl, src_text), targets.resolve(cl, dst_text, proto)
     if proto != "icmp" and port is None:
         port = _default_port(cl, dst, proto)
     if proto == "tcp" and (size is not None or df):

@@ -45,6 +45,9 @@ def netns_commands(ns: NetnsPlan, links: tuple[Link, ...] | None = None) -> Iter
         yield f"bridge -n {n} fdb append {f.lladdr} dev {f.dev} dst {f.dst} self permanent"
     for r in ns.routes:
         dst = "default" if r.dst.prefixlen == 0 else str(r.dst)
+        if r.nexthops:
+            yield f"ip -n {n} route add {dst} " + " ".join(f"nexthop via {h} dev {r.dev}" for h in r.nexthops)
+            continue
         yield f"ip -n {n} route add {dst}" + (f" via {r.via}" if r.via else "") + f" dev {r.dev}" + \
             (" onlink" if r.onlink else "")
     for key, value in ns.sysctls:

@@ -30,6 +30,8 @@ class Record:
     # the Cluster document, then every manifest applied since, each {"file", "index", "body"}
     documents: list[dict[str, Any]] = field(default_factory=list)
     allocations: dict[str, Any] = field(default_factory=dict)
+    # `emu mark`: per-pod condition overrides, pod key -> {"ready": bool, "terminating": bool}
+    pod_conditions: dict[str, dict[str, bool]] = field(default_factory=dict)
     created: float = 0.0
 
     @property

@@ -12,18 +12,60 @@ from .ipam import external_ip, node_ips
 
 @dataclass(frozen=True, slots=True)
 class Target:
-    label: str  # "default/web-0", "node/node-1", "external", or the IP
-    netns: str | None  # where a probe from it runs (None for a bare IP)
+    label: str  # "default/web-0", "node/node-1", "external", "svc/default/web:80", or the IP
+    netns: str | None  # where a probe from it runs (None for an address)
     ip: str
-    kind: str  # "pod" | "node" | "external" | "ip"
+    kind: str  # "pod" | "node" | "external" | "ip" | "svc" | "nodeport" | "lb"
+    port: int | None = None  # when the name carries one (svc/NS/NAME:PORT, nodeport/NODE:PORT, IP:PORT)
+    protocol: str | None = None  # the Service port's protocol, when a Service port was named
 
 
 class TargetError(EmuError):
     exit_code = 2
 
 
-def resolve(cl: Cluster, text: str) -> Target:
+def _split_port(text: str) -> tuple[str, str | None]:
+    head, sep, tail = text.rpartition(":")
+    return (head, tail) if sep else (text, None)
+
+
+def _service(cl: Cluster, text: str, kind: str, proto: str | None) -> Target:
+    """svc/NS/NAME[:PORT] (ClusterIP) or lb/NS/NAME[:PORT] (LoadBalancer ingress IP); PORT is a number or a name."""
+    ref, port_text = _split_port(text.split("/", 1)[1])
+    if "/" not in ref:
+        ref = f"default/{ref}"
+    svc = next((s for s in cl.topology.services if s.key == ref), None)
+    if svc is None:
+        raise TargetError(f"{text}: no Service {ref} in cluster {cl.name} (emu get svc -A)")
+    alloc = cl.allocations.services[svc.key]
+    ports = [p for p in svc.ports if port_text in (None, p.name, str(p.port))]
+    if proto and port_text is None:
+        ports = [p for p in ports if p.protocol.value.lower() == proto] or ports
+    if not ports:
+        raise TargetError(f"{text}: Service {ref} has no port {port_text!r}")
+    p = ports[0]
+    if kind == "lb":
+        if alloc.load_balancer_ip is None:
+            raise TargetError(f"{text}: Service {ref} has no load balancer address (type {svc.type}; "
+                              f"a LoadBalancer needs spec.loadBalancerPool in the Cluster)")
+        ip = str(alloc.load_balancer_ip)
+    else:
+        if alloc.cluster_ip is None:
+            raise TargetError(f"{text}: Service {ref} has no cluster IP (headless or ExternalName)")
+        ip = str(alloc.cluster_ip)
+    return Target(f"{kind}/{ref}:{p.name or p.port}", None, ip, kind, p.port, p.protocol.value.lower())
+
+
+def resolve(cl: Cluster, text: str, proto: str | None = None) -> Target:
     c = cl.topology.cluster
+    if text.startswith(("svc/", "lb/")):
+        return _service(cl, text, text.split("/", 1)[0], proto)
+    if text.startswith("nodeport/"):
+        node, port = _split_port(text[len("nodeport/"):])
+        if node not in c.nodes or port is None or not port.isdigit():
+            raise TargetError(f"{text}: expected nodeport/NODE:PORT with a node of {c.name} "
+                              f"({', '.join(c.nodes)})")
+        return Target(text, None, str(node_ips(c)[node]), "nodeport", int(port))
     if text == "external":
         return Target("external", names.external_netns(c.name), str(external_ip(c)), "external")
     if text.startswith("node/"):
@@ -31,18 +73,22 @@ def resolve(cl: Cluster, text: str) -> Target:
         if node not in c.nodes:
             raise TargetError(f"{text}: no node {node!r} in cluster {c.name} (nodes: {', '.join(c.nodes)})")
         return Target(text, names.node_netns(c.name, node), str(node_ips(c)[node]), "node")
+    addr, port = _split_port(text)
     try:
-        ip = ipaddress.IPv4Address(text)
+        ip = ipaddress.IPv4Address(addr)
     except ValueError:
         pass
     else:
-        return Target(who(cl, str(ip)) or str(ip), None, str(ip), "ip")
+        if port is not None and not port.isdigit():
+            raise TargetError(f"{text}: expected IP or IP:PORT")
+        return Target(who(cl, str(ip)) or text, None, str(ip), "ip", int(port) if port else None)
     if "/" in text:
         pp = cl.plan.pod(text)
         if pp is None:
             raise TargetError(f"{text}: no pod {text} in cluster {c.name} (emu get pods -A)")
         return Target(text, pp.netns.name, str(pp.ip), "pod")
-    raise TargetError(f"{text}: expected NS/POD, node/NAME, external or an IP address")
+    raise TargetError(f"{text}: expected NS/POD, node/NAME, external, svc/NS/NAME[:PORT], lb/NS/NAME[:PORT], "
+                      f"nodeport/NODE:PORT, IP or IP:PORT")
 
 
 def who(cl: Cluster, ip: str) -> str | None:
@@ -56,4 +102,9 @@ def who(cl: Cluster, ip: str) -> str | None:
             return f"node/{n.name}"
     if str(external_ip(c)) == ip:
         return "external"
+    for key, a in cl.allocations.services.items():
+        if a.cluster_ip is not None and str(a.cluster_ip) == ip:
+            return f"svc/{key}"
+        if a.load_balancer_ip is not None and str(a.load_balancer_ip) == ip:
+            return f"lb/{key}"
     return None

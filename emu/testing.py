@@ -49,6 +49,14 @@ class ClusterHandle:
     def pod_ip(self, key: str) -> str:
         return targets.resolve(self._cl, key).ip
 
+    def cluster_ip(self, key: str) -> str:
+        """A Service's ClusterIP ("ns/name")."""
+        return str(self._cl.allocations.services[key].cluster_ip)
+
+    def mark(self, pod: str, condition: str) -> clusters.Change:
+        """ready | not-ready | terminating | terminating-not-serving."""
+        return clusters.mark(self.name, pod, condition)
+
     def probe(self, src: str, dst: str, proto: str = "tcp", port: int | None = None, size: int | None = None,
               df: bool = False, count: int = 1, timeout: float = 1.0) -> dict[str, Any]:
         return probing.probe_many(self._cl, src, dst, proto, port, size, df, count, timeout)

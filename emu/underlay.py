@@ -10,7 +10,7 @@ import ipaddress
 from . import names
 from .ipam import external_ip
 from .model import ClusterSpec
-from .plan import Address, Link, NetnsPlan
+from .plan import Address, Link, NetnsPlan, Route
 
 UNDERLAY_BRIDGE = "br-underlay"
 
@@ -25,7 +25,10 @@ def underlay_plan(c: ClusterSpec) -> NetnsPlan:
                      up=("lo", *(link.name for link in links)))
 
 
-def external_plan(c: ClusterSpec) -> NetnsPlan:
+def external_plan(c: ClusterSpec, lb_routes: tuple[Route, ...] = ()) -> NetnsPlan:
+    """The external host: a client outside the cluster, and the router that learns LoadBalancer addresses the way a
+    BGP-announcing load balancer advertises them (an ECMP route via every announcing node, hashed on L4)."""
     ip = ipaddress.IPv4Interface(f"{external_ip(c)}/{c.node_network.prefixlen}")
     return NetnsPlan(names.external_netns(c.name), "external", "external", up=("lo", "eth0"),
-                     mtu=(("eth0", c.mtu),), addresses=(Address("eth0", ip),))
+                     mtu=(("eth0", c.mtu),), addresses=(Address("eth0", ip),), routes=lb_routes,
+                     sysctls=(("net.ipv4.fib_multipath_hash_policy", "1"),))

@@ -7,7 +7,10 @@ from typing import Any
 
 from . import netns, report
 from .cluster import Cluster
+from .endpoints import all_services
 from .flannel import mtu as flannel_mtu
+from .model import Service
+from .svcalloc import ServiceAlloc
 
 VERSION = "v1.33.0-emu"
 
@@ -34,6 +37,10 @@ def get(cl: Cluster, kind: str, namespace: str | None) -> View:
         return nodes(cl)
     if kind in ("namespaces", "namespace", "ns"):
         return namespaces(cl)
+    if kind in ("services", "service", "svc"):
+        return services(cl, namespace)
+    if kind in ("endpoints", "ep", "endpointslices"):
+        return endpoints(cl, namespace)
     return pods(cl, namespace)
 
 
@@ -88,3 +95,71 @@ def namespaces(cl: Cluster) -> View:
         wide.append([npods, labels])
         items.append({"name": ns.name, "status": "Active", "labels": dict(ns.labels), "pods": npods})
     return View(["NAME", "STATUS", "AGE"], ["PODS", "LABELS"], rows, wide, items, "No resources found")
+
+
+def _svc_ports(svc: Service, a: ServiceAlloc | None) -> str:
+    out = []
+    for p in svc.ports:
+        np = a.node_ports.get(f"{p.port}/{p.protocol.value}") if a else None
+        out.append(f"{p.port}:{np}/{p.protocol.value}" if np else f"{p.port}/{p.protocol.value}")
+    return ",".join(out) or "<none>"
+
+
+def _external(svc: Service, a: ServiceAlloc | None) -> str:
+    if svc.type == "ExternalName":
+        return svc.external_name or "<none>"
+    ips = [str(ip) for ip in svc.external_ips]
+    if svc.type == "LoadBalancer":
+        ips = ([str(a.load_balancer_ip)] if a and a.load_balancer_ip else ["<pending>"]) + ips
+    return ",".join(ips) or "<none>"
+
+
+def services(cl: Cluster, namespace: str | None) -> View:
+    rows, wide, items = [], [], []
+    for svc in cl.topology.services:
+        if namespace is not None and svc.namespace != namespace:
+            continue
+        a = cl.allocations.services.get(svc.key)
+        cip = "None" if svc.headless else (str(a.cluster_ip) if a and a.cluster_ip else "<none>")
+        selector = ",".join(f"{k}={v}" for k, v in (svc.selector or {}).items()) or "<none>"
+        rows.append(([svc.namespace] if namespace is None else []) +
+                    [svc.name, svc.type, cip, _external(svc, a), _svc_ports(svc, a), _age(cl)])
+        wide.append([selector])
+        items.append({"namespace": svc.namespace, "name": svc.name, "type": svc.type, "clusterIP": cip,
+                      "externalIPs": [str(i) for i in svc.external_ips],
+                      "loadBalancerIP": str(a.load_balancer_ip) if a and a.load_balancer_ip else None,
+                      "healthCheckNodePort": a.health_check_node_port if a else None,
+                      "ports": [{"name": p.name, "port": p.port, "protocol": p.protocol.value,
+                                 "targetPort": p.target_port if p.target_port is not None else p.port,
+                                 "nodePort": a.node_ports.get(f"{p.port}/{p.protocol.value}") if a else None}
+                                for p in svc.ports],
+                      "selector": dict(svc.selector) if svc.selector else None,
+                      "externalTrafficPolicy": "Local" if svc.external_policy_local else "Cluster",
+                      "internalTrafficPolicy": "Local" if svc.internal_policy_local else "Cluster",
+                      "sessionAffinity": "ClientIP" if svc.session_affinity else "None"})
+    headers = (["NAMESPACE"] if namespace is None else []) + ["NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP",
+                                                              "PORT(S)", "AGE"]
+    return View(headers, ["SELECTOR"], rows, wide, items, "No resources found")
+
+
+def endpoints(cl: Cluster, namespace: str | None) -> View:
+    """kubectl get endpoints: the ready addresses of each Service (EndpointSlice conditions in -o json/wide)."""
+    rows, wide, items = [], [], []
+    eps = all_services(cl.topology, cl.allocations)
+    for svc in cl.topology.services:
+        if namespace is not None and svc.namespace != namespace:
+            continue
+        ready = [f"{e.ip}:{e.port}" for pe in eps[svc.key] for e in pe.endpoints if e.ready]
+        ready = list(dict.fromkeys(ready))
+        shown = ",".join(ready[:3]) + (f" + {len(ready) - 3} more..." if len(ready) > 3 else "")
+        other = [f"{e.ip}:{e.port}({'terminating' if e.terminating else 'not-ready'})"
+                 for pe in eps[svc.key] for e in pe.endpoints if not e.ready]
+        rows.append(([svc.namespace] if namespace is None else []) + [svc.name, shown or "<none>", _age(cl)])
+        wide.append([",".join(dict.fromkeys(other)) or "<none>"])
+        items.append({"namespace": svc.namespace, "name": svc.name, "ports": [
+            {"name": pe.spec.name, "port": pe.spec.port, "protocol": pe.spec.protocol.value, "endpoints": [
+                {"ip": str(e.ip), "port": e.port, "node": e.node, "pod": e.pod,
+                 "conditions": {"ready": e.ready, "serving": e.serving, "terminating": e.terminating}}
+                for e in pe.endpoints]} for pe in eps[svc.key]]})
+    headers = (["NAMESPACE"] if namespace is None else []) + ["NAME", "ENDPOINTS", "AGE"]
+    return View(headers, ["NOT-READY"], rows, wide, items, "No resources found")

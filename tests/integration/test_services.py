@@ -1,0 +1,215 @@
+"""Services on the real dataplane, in iptables and nftables mode: the packet flows kube-proxy's own proxier tests
+check (pkg/proxy/iptables and nftables: packetFlowTest), proved with real packets and the answering pod's view."""
+from __future__ import annotations
+
+import collections
+import math
+import socket
+import time
+
+import numpy as np
+import pytest
+
+from emu import netns
+from tests.conftest import TOPOLOGIES
+
+SERVICES = (TOPOLOGIES / "services.yaml").read_text()
+WEB = {"default/web-0", "default/web-1", "default/web-2"}
+
+
+def topology_file(tmp_path_factory, mode: str) -> str:
+    p = tmp_path_factory.mktemp("svc") / f"services-{mode}.yaml"
+    p.write_text(SERVICES.replace("mode: iptables", f"mode: {mode}"))
+    return str(p)
+
+
+@pytest.fixture(scope="module", params=["iptables", "nftables"])
+def svc(request, emu_cluster, tmp_path_factory):
+    with emu_cluster(topology_file(tmp_path_factory, request.param)) as c:
+        c.mode = request.param
+        yield c
+
+
+def answers(c, src, dst, n, proto="tcp", port=None):
+    return collections.Counter(c.probe(src, dst, proto=proto, port=port)["answered_by"] for _ in range(n))
+
+
+def test_pod_to_cluster_ip_reaches_exactly_the_endpoints(svc):
+    seen = answers(svc, "default/client-0", "svc/default/web:http", 60)
+    assert set(seen) == WEB
+    r = svc.probe("default/client-0", "svc/default/web:http")
+    assert r["client_ip_seen"] == svc.pod_ip("default/client-0")  # pod traffic keeps its source
+
+
+def test_udp_port_and_target_port_by_name(svc):
+    r = svc.probe("default/client-0", "svc/default/web:dns", proto="udp")
+    assert r["ok"] and r["answered_by"] in WEB and r["answer"]["port"] == 80
+    r = svc.probe("default/client-0", "svc/default/web:alt")  # port 8081 -> targetPort "alt" = 81
+    assert r["ok"] and r["answer"]["port"] == 81
+
+
+def test_tcp_only_port_gets_nothing_over_udp(svc):
+    r = svc.probe("default/client-0", "svc/default/web:http", proto="udp", port=80, timeout=0.5)
+    assert not r["ok"]
+    # nftables mode rejects unknown ports of an allocated ClusterIP; iptables mode has no rule and it is lost
+    assert r["verdict"] == ("refused" if svc.mode == "nftables" else "timeout")
+
+
+def test_hairpin_to_own_service_is_masqueraded(svc):
+    for _ in range(60):
+        r = svc.probe("default/web-0", "svc/default/web:http")
+        if r["answered_by"] == "default/web-0":
+            break
+    assert r["answered_by"] == "default/web-0"
+    assert r["client_ip_seen"] == "10.244.0.1"  # KUBE-SEP -s <ep> -j KUBE-MARK-MASQ: the bridge address
+
+
+def test_node_to_cluster_ip_and_node_port_are_masqueraded(svc):
+    for dst in ("svc/default/web:http", "nodeport/node-2:30080"):
+        r = svc.probe("node/node-1", dst)
+        assert r["ok"], r
+        assert r["client_ip_seen"] != "172.18.0.2"
+        assert r["client_ip_seen"].startswith("10.244.")  # masqueraded to the node's pod-network address
+
+
+def test_external_to_node_port_cluster_policy_is_masqueraded_and_reaches_every_endpoint(svc):
+    seen = collections.Counter()
+    for _ in range(60):
+        r = svc.probe("external", "nodeport/node-1:30080")
+        assert r["ok"] and r["client_ip_seen"] != "172.18.0.1"
+        seen[r["answered_by"]] += 1
+    assert set(seen) == WEB
+
+
+def test_external_traffic_policy_local(svc):
+    r = svc.probe("external", "nodeport/node-2:30081")
+    assert r["ok"] and r["answered_by"] == "default/local-0"
+    assert r["client_ip_seen"] == "172.18.0.1"  # no SNAT with Local
+    r = svc.probe("external", "nodeport/node-1:30081", timeout=0.5)
+    assert not r["ok"] and r["verdict"] == "timeout"  # no local endpoint: dropped
+
+
+def test_internal_traffic_policy_local(svc):
+    r = svc.probe("default/web-1", "svc/default/local-internal")  # web-1 is on node-2 with local-0
+    assert r["ok"] and r["answered_by"] == "default/local-0"
+    r = svc.probe("default/client-0", "svc/default/local-internal", timeout=0.5)  # node-1: none local
+    assert not r["ok"] and r["verdict"] == "timeout"
+
+
+def test_load_balancer_from_external_and_source_ranges(svc):
+    r = svc.probe("external", "lb/default/web-lb")
+    assert r["ok"] and r["answered_by"] in WEB
+    r = svc.probe("external", "lb/default/web-lb-restricted", timeout=0.5)
+    assert not r["ok"] and r["verdict"] == "timeout"  # 172.18.0.1 is not in 10.0.0.0/8
+
+
+def test_service_without_endpoints_is_rejected(svc):
+    r = svc.probe("default/client-0", "svc/default/empty")
+    assert not r["ok"] and r["verdict"] == "refused"
+
+
+def test_session_affinity_sticks(svc):
+    seen = answers(svc, "default/client-0", "svc/default/sticky", 20)
+    assert len(seen) == 1
+
+
+def test_selectorless_service_with_explicit_endpoint_slice(svc):
+    r = svc.probe("default/client-0", "svc/default/manual:http")
+    assert r["ok"] and r["answered_by"] == "default/web-1" and r["answer"]["port"] == 81
+
+
+def test_nftables_only_differences(svc):
+    cip = svc.cluster_ip("default/web")
+    r = svc.probe("default/client-0", f"{cip}:9999", timeout=0.5)  # allocated ClusterIP, unknown port
+    assert r["verdict"] == ("refused" if svc.mode == "nftables" else "timeout")
+    r = svc.probe("node/node-1", "127.0.0.1:30080", timeout=0.5)  # localhost NodePort
+    assert r["ok"] is (svc.mode == "iptables")
+
+
+def test_load_balancing_passes_a_chi_square_test(svc):
+    """>= 1000 connections over 3 endpoints: the split is uniform (df=2, p = exp(-chi2/2)) at p > 0.001."""
+    n = 1050
+    seen = answers(svc, "default/client-0", "svc/default/web:http", n)
+    counts = np.array([seen[k] for k in sorted(WEB)], dtype=float)
+    assert counts.sum() == n
+    chi2 = float(((counts - n / 3) ** 2 / (n / 3)).sum())
+    p = math.exp(-chi2 / 2)
+    assert p > 0.001, (counts, chi2, p)
+
+
+def test_rules_and_conntrack_commands(svc):
+    r = svc.exec("node/node-1", *(["nft", "list", "table", "ip", "kube-proxy"] if svc.mode == "nftables"
+                                  else ["iptables-save", "-t", "nat"]))
+    assert ("service-ips" in r.stdout) if svc.mode == "nftables" else ("KUBE-SERVICES" in r.stdout)
+
+
+CHURN = """apiVersion: emu.dev/v1alpha1
+kind: Cluster
+metadata: {name: churn}
+spec: {nodes: 2, proxy: {mode: MODE}}
+---
+kind: Pod
+metadata: {name: a, labels: {app: s}}
+spec: {nodeName: node-2, containers: [{name: c, ports: [{containerPort: 80}, {containerPort: 80, protocol: UDP}]}]}
+---
+kind: Pod
+metadata: {name: b, labels: {app: s}}
+spec: {nodeName: node-2, containers: [{name: c, ports: [{containerPort: 80}, {containerPort: 80, protocol: UDP}]}]}
+---
+kind: Pod
+metadata: {name: client}
+spec: {nodeName: node-1, containers: [{name: c, ports: [{containerPort: 80}]}]}
+---
+kind: Service
+metadata: {name: s}
+spec:
+  selector: {app: s}
+  ports: [{name: tcp, port: 80}, {name: udp, port: 80, protocol: UDP}]
+"""
+
+
+@pytest.mark.parametrize("mode", ["iptables", "nftables"])
+def test_endpoint_churn(emu_cluster, tmp_path, mode):
+    path = tmp_path / "churn.yaml"
+    path.write_text(CHURN.replace("MODE", mode))
+    with emu_cluster(str(path)) as c:
+        cip = c.cluster_ip("default/s")
+        # An established TCP connection survives an unrelated endpoint change.
+        tcp = netns.socket_in(c.netns("default/client"), socket.AF_INET, socket.SOCK_STREAM)
+        tcp.settimeout(3)
+        tcp.connect((cip, 80))
+        c.mark("default/b", "not-ready")  # an endpoint change (maybe of the very endpoint: it still serves)
+        tcp.sendall(b"hello\n")
+        data = tcp.recv(4096)
+        tcp.close()
+        assert b'"owner"' in data
+        c.mark("default/b", "ready")
+        # A UDP flow to a removed endpoint moves on after the conntrack cleanup.
+        udp = netns.socket_in(c.netns("default/client"), socket.AF_INET, socket.SOCK_DGRAM)
+        udp.settimeout(2)
+        udp.bind(("0.0.0.0", 40000))
+        udp.sendto(b"hello", (cip, 80))
+        first = udp.recv(4096).decode()
+        owner = "default/a" if '"default/a"' in first else "default/b"
+        other = "default/b" if owner == "default/a" else "default/a"
+        for _ in range(3):  # the flow is pinned by conntrack
+            udp.sendto(b"hello", (cip, 80))
+            assert f'"{owner}"' in udp.recv(4096).decode()
+        c.mark(owner, "not-ready")
+        time.sleep(0.1)
+        udp.sendto(b"hello", (cip, 80))
+        assert f'"{other}"' in udp.recv(4096).decode()
+        udp.close()
+
+
+@pytest.mark.parametrize("mode", ["iptables", "nftables"])
+def test_terminating_endpoint_fallback(emu_cluster, tmp_path, mode):
+    path = tmp_path / "term.yaml"
+    path.write_text(CHURN.replace("MODE", mode))
+    with emu_cluster(str(path)) as c:
+        c.mark("default/a", "terminating")
+        seen = answers(c, "default/client", "svc/default/s:tcp", 20)
+        assert set(seen) == {"default/b"}  # ready endpoints are preferred
+        c.mark("default/b", "not-ready")
+        seen = answers(c, "default/client", "svc/default/s:tcp", 10)
+        assert set(seen) == {"default/a"}  # none ready: serving-and-terminating is used
