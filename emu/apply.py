@@ -187,12 +187,12 @@ def restore_text(tables: Iterable[IptablesTable]) -> str:
     return "\n".join(out) + "\n"
 
 
-def iptables_restore(ns: str, tables: Iterable[IptablesTable]) -> None:
+def iptables_restore(ns: str, tables: Iterable[IptablesTable], cmd: str = "iptables-restore") -> None:
     """One `iptables-restore --noflush` per namespace and sync, run by a thread inside the namespace."""
     text = restore_text(tables)
     if text.strip() == "":
         return
-    proc = netns.run_in(ns, lambda: subprocess.run(["iptables-restore", "--noflush", "-w"], input=text,
+    proc = netns.run_in(ns, lambda: subprocess.run([cmd, "--noflush", "-w"], input=text,
                                                      capture_output=True, text=True))
     if proc.returncode != 0:
         raise ApplyError(f"iptables-restore in {ns} failed: {proc.stderr.strip()}")
@@ -212,7 +212,7 @@ def apply_infra(plans: Iterable[NetnsPlan], s: Sockets, ix: Indexes) -> None:
         finally:
             b.sock.close()
         if ns.iptables:
-            iptables_restore(ns.name, ns.iptables)
+            iptables_restore(ns.name, ns.iptables, ns.iptables_restore)
 
 
 def apply_pods(pods: Iterable[PodPlan], s: Sockets, ix: Indexes, progress: Callable[[int], None] = lambda n: None

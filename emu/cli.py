@@ -241,7 +241,8 @@ def rules(target: str, table: str | None, cluster_name: str | None) -> None:
     if t.kind != "node" or t.netns is None:
         raise UserError(f"{target}: rules lives on nodes (node/NAME)", 2)
     mode = cl.topology.cluster.proxy.mode.value
-    argv = ["nft", "list", "ruleset"] if mode == "nftables" else ["iptables-save"] + (["-t", table] if table else [])
+    save = cl.topology.cluster.iptables("save")
+    argv = ["nft", "list", "ruleset"] if mode == "nftables" else [save] + (["-t", table] if table else [])
     os.execvp("ip", ["ip", "netns", "exec", t.netns, *argv])
 
 

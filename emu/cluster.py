@@ -120,7 +120,7 @@ def sync_services(cl: Cluster, old: Cluster | None) -> list[kpsync.SyncResult]:
     old_states = inputs.node_states(old.topology, old.allocations) if old else {}
     mode = cl.topology.cluster.proxy.mode
     return kpsync.sync_all([(n.netns, new_states[n.name], old_states.get(n.name)) for n in cl.plan.nodes], mode,
-                           first=old is None)
+                           first=old is None, backend=cl.topology.cluster.iptables_backend)
 
 
 def preflight(plan: ClusterPlan, topo: Topology) -> None:
@@ -138,8 +138,8 @@ def preflight(plan: ClusterPlan, topo: Topology) -> None:
     if os.geteuid() != 0:
         raise ClusterError("emu up needs root (network namespaces, netlink and iptables)")
     from shutil import which
-    if which("iptables-restore") is None:
-        raise ClusterError("iptables-restore is not installed (run tools/setup)")
+    if which(topo.cluster.iptables("restore")) is None:
+        raise ClusterError(f"{topo.cluster.iptables('restore')} is not installed (run tools/setup)")
 
 
 def _build(cl: Cluster, progress: Progress) -> None:

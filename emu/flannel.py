@@ -119,4 +119,5 @@ def node_plan(c: ClusterSpec, node: str, subnets: dict[str, ipaddress.IPv4Networ
         fdb=tuple(fdb),
         sysctls=node_sysctls(c),
         iptables=iptables(c, subnet),
+        iptables_restore=c.iptables("restore"),
     )

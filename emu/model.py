@@ -51,6 +51,12 @@ class ClusterSpec:
     cni: CNISpec
     proxy: ProxySpec = field(default_factory=ProxySpec)
     load_balancer_pool: IPv4Network | None = None
+    iptables_backend: str = "nft"  # the nodes' iptables alternative: "nft" (Debian's default) or "legacy"
+
+    def iptables(self, tool: str = "") -> str:
+        """The iptables binary every component on the nodes uses (one backend per node, as iptables-wrapper
+        picks it: mixing them is a known dataplane bug)."""
+        return f"iptables-{self.iptables_backend}" + (f"-{tool}" if tool else "")
 
 
 @dataclass(frozen=True, slots=True)

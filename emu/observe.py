@@ -82,9 +82,9 @@ def read(ns: str, s: Sockets) -> Observed:
     return Observed(links, addrs, frozenset(routes), neigh, fdb)
 
 
-def iptables_rules(ns: str, table: str) -> list[str]:
+def iptables_rules(ns: str, table: str, save: str = "iptables-save") -> list[str]:
     """`iptables-save -t TABLE` inside the namespace, as rule lines ('-A ...')."""
-    out = netns.run_in(ns, lambda: subprocess.run(["iptables-save", "-t", table], capture_output=True, text=True))
+    out = netns.run_in(ns, lambda: subprocess.run([save, "-t", table], capture_output=True, text=True))
     return [line for line in out.stdout.splitlines() if line.startswith("-A ")]
 
 

@@ -89,6 +89,7 @@ class NetnsPlan:
     fdb: tuple[Fdb, ...] = ()
     sysctls: tuple[tuple[str, str], ...] = ()
     iptables: tuple[IptablesTable, ...] = ()
+    iptables_restore: str = "iptables-restore"  # the backend's binary (iptables-nft-restore, ...)
 
 
 @dataclass(frozen=True, slots=True)

@@ -53,7 +53,7 @@ def netns_commands(ns: NetnsPlan, links: tuple[Link, ...] | None = None) -> Iter
     for key, value in ns.sysctls:
         yield f"ip netns exec {n} sysctl -qw {key}={value}"
     if ns.iptables:
-        yield f"ip netns exec {n} iptables-restore --noflush <<'EOF'\n{restore_text(ns.iptables)}EOF"
+        yield f"ip netns exec {n} {ns.iptables_restore} --noflush <<'EOF'\n{restore_text(ns.iptables)}EOF"
 
 
 def script(plan: ClusterPlan) -> str:

@@ -63,6 +63,7 @@ CLUSTER_DEFAULTS: dict[str, Any] = {
     "cni": {"plugin": "flannel", "backend": "vxlan"},
     "proxy": {"mode": "iptables", "masqueradeAll": False},
     "loadBalancerPool": None,
+    "iptablesBackend": "nft",
 }
 # The alphabet Kubernetes' rand.SafeEncodeString and rand.String use (no vowels, no look-alikes).
 SAFE_ALPHANUMS = "bcdfghjklmnpqrstvwxz2456789"
@@ -189,8 +190,12 @@ def parse_cluster(doc: Document, c: Collector, name_override: str | None = None)
               f"{nodenet} has room for {max(nodenet.num_addresses - 3, 0)} nodes (and the external host), "
               f"not {len(nodes)}")
     fallback = ipaddress.IPv4Network("0.0.0.0/32")
+    backend = s["iptablesBackend"]
+    if backend not in ("nft", "legacy"):
+        c.add(doc, f, obj, "spec.iptablesBackend", f"{backend!r} is not one of nft, legacy")
+        backend = "nft"
     return ClusterSpec(name, tuple(nodes), pod or fallback, svc or fallback, mask, nodenet or fallback, mtu, cni,
-                       proxy, pool)
+                       proxy, pool, backend)
 
 
 def _parse_proxy(v: Any, doc: Document, c: Collector, obj: str) -> ProxySpec:

@@ -409,13 +409,18 @@ class Sync:
             self.tx.flush_set(name, kind="map")
 
     # -- syncProxyRules, one service port
-    def service(self, svc: ServicePort, endpoints: tuple[Endpoint, ...]) -> None:
+    def service(self, svc: ServicePort, endpoints: tuple[Endpoint, ...], unchanged: bool = False) -> None:
+        """One service port.  `unchanged` (partial sync, as kube-proxy does for services whose port and endpoints
+        did not change since the last sync): its chains stay as they are; only its map elements are re-added,
+        because the maps are flushed and refilled every sync."""
         p = plan_service(svc, endpoints, self.state.node)
-        self._service_chains(p)
+        self._service_chains(p, write=not unchanged)
         self._cluster_ip_elements(p)
         self._external_ip_elements(p)
         self._load_balancer_elements(p)
         self._node_port_elements(p)
+        if unchanged:
+            return
         self._internal_rules(p)
         self._external_rules(p)
         self._firewall_rules(p)
@@ -427,18 +432,22 @@ class Sync:
         for ep in p.cat.all_reachable:
             self._endpoint_rules(svc, ep)
 
-    def _service_chains(self, p: ServicePlan) -> None:
+    def _service_chains(self, p: ServicePlan, write: bool = True) -> None:
         svc = p.svc
-        for ep in p.cat.all_reachable:
-            self.ensure_chain(endpoint_chain(svc, ep), self.active_chains)
-            if svc.session_affinity:
-                self.active_affinity_sets.add(affinity_set(svc, ep))
+        names = [endpoint_chain(svc, ep) for ep in p.cat.all_reachable]
+        if svc.session_affinity:
+            self.active_affinity_sets.update(affinity_set(svc, ep) for ep in p.cat.all_reachable)
         if p.uses_cluster_chain:
-            self.ensure_chain(service_chain(svc), self.active_chains)
+            names.append(service_chain(svc))
         if p.uses_local_chain:
-            self.ensure_chain(local_chain(svc), self.active_chains)
+            names.append(local_chain(svc))
         if p.uses_external_chain:
-            self.ensure_chain(external_chain(svc), self.active_chains)
+            names.append(external_chain(svc))
+        for name in names:
+            if write:
+                self.ensure_chain(name, self.active_chains)
+            else:
+                self.active_chains.add(name)
 
     def _port_key(self, ip: object, svc: ServicePort) -> list[str]:
         return [str(ip), svc.proto, str(svc.port)]
@@ -562,10 +571,12 @@ class Sync:
                 self.tx.delete_chain(name)
         return chains
 
-    def build(self, existing: Iterable[str] = (), defer_deletion: bool = False) -> str:
+    def build(self, existing: Iterable[str] = (), defer_deletion: bool = False,
+              previous: NodeProxyState | None = None) -> str:
         self.setup()
+        before = set(previous.services) if previous is not None and not self.first_sync else set()
         for svc, endpoints in self.state.services:
-            self.service(svc, endpoints)
+            self.service(svc, endpoints, unchanged=(svc, endpoints) in before)
         self.stale(existing, defer_deletion)
         return self.tx.text()
 
@@ -573,7 +584,7 @@ class Sync:
 # ----------------------------------------------------------------------------------------- API
 
 def sync_text(state: NodeProxyState, existing_chains: set[str] | None = None, *, first_sync: bool = True,
-              defer_stale_deletion: bool = False) -> str:
+              defer_stale_deletion: bool = False, previous: NodeProxyState | None = None) -> str:
     """The `nft -f` input of one full kube-proxy sync for `state`'s node.
 
     `existing_chains`: names of the per-service chains and affinity sets already in the table (what kube-proxy
@@ -583,8 +594,11 @@ def sync_text(state: NodeProxyState, existing_chains: set[str] | None = None, *,
     `delete_chains_text(...)` >= 1 s later.
 
     `first_sync`: kube-proxy's first sync after start also add+deletes every base chain (`proxier.flushed`).
+
+    `previous`: the state of the last successful sync; service ports whose endpoints did not change keep their
+    chains untouched (kube-proxy's partial sync).
     """
-    return Sync(state, first_sync=first_sync).build(existing_chains or (), defer_stale_deletion)
+    return Sync(state, first_sync=first_sync).build(existing_chains or (), defer_stale_deletion, previous)
 
 
 def managed_names(state: NodeProxyState) -> set[str]:

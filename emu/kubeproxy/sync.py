@@ -34,11 +34,11 @@ def _run(ns: str, argv: list[str], stdin: str | None = None) -> subprocess.Compl
     return netns.run_in(ns, lambda: subprocess.run(argv, input=stdin, capture_output=True, text=True))
 
 
-def iptables_chains(ns: str) -> dict[str, set[str]]:
+def iptables_chains(ns: str, backend: str = "nft") -> dict[str, set[str]]:
     """The per-service chains kube-proxy owns that the kernel holds now, by table (to delete stale ones)."""
     out: dict[str, set[str]] = {}
     for table in ("filter", "nat"):
-        saved = _run(ns, ["iptables-save", "-t", table]).stdout
+        saved = _run(ns, [f"iptables-{backend}-save", "-t", table]).stdout
         out[table] = {line[1:].split()[0] for line in saved.splitlines()
                       if line.startswith(":") and line[1:].startswith(SERVICE_CHAIN_PREFIXES)}
     return out
@@ -76,14 +76,18 @@ def first_sync_jumps() -> str:
     return "".join(f"*{t}\n" + "\n".join(lines) + "\nCOMMIT\n" for t, lines in tables.items())
 
 
-def sync_node(ns: str, state: NodeProxyState, mode: ProxyMode, first: bool) -> SyncResult:
+def sync_node(ns: str, state: NodeProxyState, mode: ProxyMode, first: bool, backend: str = "nft",
+              previous: NodeProxyState | None = None) -> SyncResult:
+    """One sync of one node.  `previous` is the state of the node's last successful sync (nftables mode then
+    rewrites only the services that changed and knows what it created without listing the table)."""
     t0 = time.monotonic()
     if mode is ProxyMode.IPTABLES:
-        existing = {"nat": set(), "filter": set()} if first else iptables_chains(ns)
+        existing: dict[str, set[str]] = {"nat": set(), "filter": set()} if first else iptables_chains(ns, backend)
         text = (first_sync_jumps() if first else "") + ipt.restore_text(state, existing)
-        r = _run(ns, ["iptables-restore", "--noflush", "-w"], text)
+        r = _run(ns, [f"iptables-{backend}-restore", "--noflush", "-w"], text)
     elif mode is ProxyMode.NFTABLES:
-        text = nft.sync_text(state, nft_objects(ns), first_sync=first)
+        existing = set() if first else nft.managed_names(previous) if previous is not None else nft_objects(ns)
+        text = nft.sync_text(state, existing, first_sync=first, previous=previous)
         r = _run(ns, ["nft", "-f", "-"], text)
     else:
         raise SyncError(f"proxy mode {mode.value} is not implemented by this sync")
@@ -137,11 +141,11 @@ def cleanup(ns: str, mode: ProxyMode) -> None:
 
 
 def sync_all(states: Iterable[tuple[str, NodeProxyState, NodeProxyState | None]], mode: ProxyMode,
-             first: bool) -> list[SyncResult]:
+             first: bool, backend: str = "nft") -> list[SyncResult]:
     out = []
     for ns, state, old in states:
         if not first and old == state:
             continue
-        out.append(sync_node(ns, state, mode, first))
+        out.append(sync_node(ns, state, mode, first, backend, old))
         conntrack_cleanup(ns, old, state)
     return out
