@@ -19,6 +19,7 @@ from .plan import IptablesTable, Link, NetnsPlan, PodPlan
 
 
 
+FIRST_INDEX = 32  # above every fallback tunnel device a new namespace may start with
 ENTER_CHUNK = 200  # namespaces entered per worker trip (bounds the sockets open at once)
 
 
@@ -79,9 +80,11 @@ class Sockets:
 class Indexes:
     """Interface indexes, chosen by us so that no request has to look one up.
 
-    RTM_NEWLINK accepts an ifindex (and a veth peer's); in namespaces we just created only our links exist, so a
-    per-namespace counter from 2 (lo is 1) never collides.  For a namespace that already holds links (live changes),
-    `seed` continues after the highest index the kernel reports.
+    RTM_NEWLINK accepts an ifindex (and a veth peer's).  A namespace we just created holds lo (1) and, when the
+    ipip/gre/sit modules are loaded and net.core.fb_tunnels_only_for_init_net is 0 (the default), their fallback
+    devices (tunl0, gre0, gretap0, erspan0, sit0, ...), which take the next low indexes; so our counter starts at
+    FIRST_INDEX, well above them.  For a namespace that already holds links (live changes), `seed` continues after
+    the highest index the kernel reports.
     """
 
     def __init__(self) -> None:
@@ -91,7 +94,7 @@ class Indexes:
     def assign(self, ns: str, name: str) -> int:
         key = (ns, name)
         if key not in self._map:
-            self._map[key] = self._next.get(ns, 2)
+            self._map[key] = self._next.get(ns, FIRST_INDEX)
             self._next[ns] = self._map[key] + 1
         return self._map[key]
 

@@ -13,6 +13,7 @@ from .. import netns
 from ..errors import EmuError
 from ..model import ProxyMode
 from . import iptables as ipt
+from . import ipvs
 from . import nftables as nft
 from .model import NodeProxyState, categorize
 
@@ -89,6 +90,8 @@ def sync_node(ns: str, state: NodeProxyState, mode: ProxyMode, first: bool, back
         existing = set() if first else nft.managed_names(previous) if previous is not None else nft_objects(ns)
         text = nft.sync_text(state, existing, first_sync=first, previous=previous)
         r = _run(ns, ["nft", "-f", "-"], text)
+    elif mode is ProxyMode.IPVS:
+        return ipvs.sync_node(ns, state, first, backend, previous)
     else:
         raise SyncError(f"proxy mode {mode.value} is not implemented by this sync")
     if r.returncode != 0:

@@ -164,3 +164,17 @@ def test_an_unrecorded_agent_exits_once_its_cluster_is_gone():
         time.sleep(0.05)
     assert not os.path.exists(f"/proc/{pid}") or "emu.agent" not in open(f"/proc/{pid}/cmdline").read() or \
         open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] == "Z"
+
+
+def test_ipvs_mode_on_a_kernel_without_ip_vs_fails_at_once_in_one_line(tmp_path):
+    from emu import kernel
+
+    if kernel.has("ip_vs") and kernel.has("dummy"):
+        pytest.skip("this kernel has IP_VS and dummy: the kernel-lane tests cover ipvs mode")
+    topo = tmp_path / "ipvs.yaml"
+    topo.write_text(open(VXLAN).read().replace("  cni:\n", "  proxy: {mode: ipvs}\n  cni:\n", 1))
+    r = emu("up", str(topo), "--name", "ipvsless")
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+    (line,) = [x for x in r.stderr.splitlines() if x.strip()]
+    assert "kube-proxy ipvs mode needs ip_vs" in line and "which this kernel lacks" in line
+    assert mine("ipvsless") == [] and state.load("ipvsless") is None
