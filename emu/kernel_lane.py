@@ -85,10 +85,15 @@ FEATURE_CONFIG = {
 # Host environment variables a command in the lane sees as well (besides PATH, HOME, TERM, LANG, COLUMNS).
 PASS_ENV = re.compile(r"^(EMU_.*|PYTEST_ADDOPTS|CI|NO_COLOR|FORCE_COLOR|PYTHONHASHSEED|PYTHONDONTWRITEBYTECODE)$")
 
+# Loaded before the command, as on a Kubernetes node (kubeadm's preflight wants br_netfilter; the bridge module
+# alone does not load it).
+PRELOAD = ("br_netfilter",)
+
 START_MARKER = "@@emu-kernel-lane: command starts@@"
 LANE_MOUNT = "/run/emu-lane"  # where the per-run share is mounted inside the guest
 
 CACHE_STAMP = ".emu-kernel-ready"
+KEEP_KERNELS = 2  # downloaded kernels kept in the cache (the newest; older ones are removed after a download)
 
 
 class LaneError(EmuError):
@@ -139,7 +144,8 @@ def ensure_tools() -> None:
     _log(f"installing {' '.join(missing)}")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     for argv in (["apt-get", "update", "-qq"],
-                 ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing]):
+                 ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "-o", "DPkg::Lock::Timeout=300",
+                  *missing]):
         r = subprocess.run(argv, env=env, capture_output=True, text=True)
         if r.returncode != 0:
             raise LaneError(f"{' '.join(argv[:2])} failed ({r.returncode}): {_last_line(r.stderr or r.stdout)}")
@@ -241,11 +247,32 @@ def _download_kernel(pkg: str, ver: str, dest: Path) -> None:
         _log(f"kernel {k.version} ready in {time.monotonic() - t0:.1f}s ({dest})")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    prune_cache()
+
+
+def prune_cache(keep: int = KEEP_KERNELS) -> list[Path]:
+    """Remove downloaded kernels beyond the KEEP newest (~450 MB each), with their boot images and initramfs
+    files; returns what was removed."""
+    removed = []
+    for d in _cached_kernels()[keep:]:
+        version = json.loads((d / CACHE_STAMP).read_text()).get("kernel", "")
+        shutil.rmtree(d, ignore_errors=True)
+        removed.append(d)
+        for sub in ("vmlinux", "initramfs") if version else ():
+            for f in (cache_dir() / sub).glob(f"{version}-*"):
+                f.unlink(missing_ok=True)
+                removed.append(f)
+    return removed
 
 
 def _from_cache_dir(d: Path) -> KernelImage:
     meta = json.loads((d / CACHE_STAMP).read_text())
     return _kernel_in(d / "root", meta["package"])
+
+
+def is_path_spec(spec: str) -> bool:
+    """Whether a --kernel SPEC is a vmlinuz path (anything but debian-stable or a linux-image-* package name)."""
+    return os.path.sep in spec or not (spec == DEFAULT_SPEC or spec.startswith("linux-image-"))
 
 
 def ensure_kernel(spec: str = DEFAULT_SPEC, modules: str | os.PathLike[str] | None = None) -> KernelImage:
@@ -255,7 +282,7 @@ def ensure_kernel(spec: str = DEFAULT_SPEC, modules: str | os.PathLike[str] | No
     (`linux-image-6.1.0-27-amd64`), or the PATH of a vmlinuz: its modules directory is MODULES, or found next to it
     (see `kernel_from_path`).
     """
-    if spec != DEFAULT_SPEC and not spec.startswith("linux-image-") or os.path.sep in spec:
+    if is_path_spec(spec):
         return kernel_from_path(spec, modules)
     if shutil.which("apt-cache") is None:
         raise LaneError("the kernel lane downloads Debian's kernel with apt, which this machine does not have")
@@ -437,7 +464,7 @@ mount -t tmpfs -o mode=1777 tmpfs /newroot/tmp
 mkdir -p /newroot{LANE_MOUNT} "/newroot$EMU_PROJECT" "/newroot/lib/modules/$EMU_KVER"
 mount --move /lane /newroot{LANE_MOUNT}
 mount -t 9p -o {nine_p},$EMU_PROJECT_CACHE project "/newroot$EMU_PROJECT" || fail "cannot mount $EMU_PROJECT"
-mount --bind "/newroot$EMU_MODULES" "/newroot/lib/modules/$EMU_KVER" || fail "cannot bind the kernel's modules"
+mount --bind "/lower$EMU_MODULES" "/newroot/lib/modules/$EMU_KVER" || fail "cannot bind the kernel's modules"
 mount --move /dev /newroot/dev
 mount --move /sys /newroot/sys
 mount --move /proc /newroot/proc
@@ -445,31 +472,34 @@ exec switch_root /newroot /bin/sh {LANE_MOUNT}/guest.sh
 """
 
 
-def boot_env(project: str, modules: str, version: str, project_cache: str = "cache=mmap") -> str:
+def boot_env(project: str, modules: str, version: str, project_cache: str = "cache=loose") -> str:
     """The per-run settings /init sources (shell assignments)."""
     vals = {"EMU_PROJECT": project, "EMU_MODULES": modules, "EMU_KVER": version, "EMU_PROJECT_CACHE": project_cache}
     return "".join(f"{k}={shlex.quote(v)}\n" for k, v in vals.items())
 
 
-def guest_script(cmd: Sequence[str], cwd: str, env: Mapping[str, str]) -> str:
-    """What runs as PID 1 after switch_root (the host's /bin/sh): finish the mounts, run CMD in CWD with ENV and
-    stdin from /dev/null, write its exit status to the per-run share, power off."""
+def guest_script(cmd: Sequence[str], cwd: str, env: Mapping[str, str], preload: Sequence[str] = PRELOAD) -> str:
+    """What runs as PID 1 after switch_root (the host's /bin/sh): finish the mounts, load PRELOAD modules, run CMD
+    in CWD with ENV and stdin from /dev/null, write its exit status to the per-run share, power off."""
     if not cmd:
         raise ValueError("empty command")
     exports = "".join(f"export {k}={shlex.quote(v)}\n" for k, v in sorted(env.items()))
+    modprobe = f"modprobe -q -a {shlex.join(preload)}\n" if preload else ""
     status = f"{LANE_MOUNT}/status"
     return f"""# PID 1 of the emu kernel lane (generated by emu/kernel_lane.py)
+export PATH=/usr/sbin:/usr/bin:/sbin:/bin
 mkdir -p /dev/pts /dev/shm
 mount -t devpts -o gid=5,mode=620,ptmxmode=666 devpts /dev/pts
 mount -t tmpfs -o mode=1777 tmpfs /dev/shm
 [ -e /dev/fd ] || ln -s /proc/self/fd /dev/fd
 ip link set lo up 2>/dev/null || /bin/busybox ip link set lo up
 /bin/busybox hostname emu-kernel-lane
-{exports}echo {shlex.quote(START_MARKER)}
+{modprobe}{exports}echo {shlex.quote(START_MARKER)}
 (cd {shlex.quote(cwd)} && exec {command_line(cmd)}) </dev/null
 rc=$?
 echo "$rc" > {status}.tmp && mv {status}.tmp {status}
 sync
+echo 0 > /proc/sys/kernel/printk
 /bin/busybox poweroff -f
 echo o > /proc/sysrq-trigger
 sleep 30
@@ -558,6 +588,83 @@ def build_initramfs(kernel: KernelImage, busybox: str | os.PathLike[str] = BUSYB
     return out
 
 
+# --- the boot image: an uncompressed vmlinux booted through its PVH entry point ------------------------------------
+
+XEN_ELFNOTE_PHYS32_ENTRY = 18  # the ELF note that marks a kernel QEMU can start directly (PVH), skipping firmware
+COMPRESSED_MAGIC = {b"\xfd7zXZ\x00": "xz", b"\x1f\x8b\x08": "gzip", b"\x28\xb5\x2f\xfd": "zstd"}
+
+
+def has_pvh_note(elf: bytes) -> bool:
+    """Whether a 64-bit little-endian ELF image has the Xen PHYS32_ENTRY note in a PT_NOTE segment."""
+    if elf[:5] != b"\x7fELF\x02" or len(elf) < 64:
+        return False
+    phoff = int.from_bytes(elf[0x20:0x28], "little")
+    phentsize = int.from_bytes(elf[0x36:0x38], "little")
+    phnum = int.from_bytes(elf[0x38:0x3A], "little")
+    for i in range(phnum):
+        ph = elf[phoff + i * phentsize: phoff + (i + 1) * phentsize]
+        if len(ph) < 40 or int.from_bytes(ph[0:4], "little") != 4:  # PT_NOTE
+            continue
+        off, size = int.from_bytes(ph[8:16], "little"), int.from_bytes(ph[32:40], "little")
+        pos, end = off, off + size
+        while pos + 12 <= end:
+            namesz, descsz, ntype = (int.from_bytes(elf[pos + 4 * j: pos + 4 * j + 4], "little") for j in range(3))
+            name = elf[pos + 12: pos + 12 + namesz]
+            if name.rstrip(b"\0") == b"Xen" and ntype == XEN_ELFNOTE_PHYS32_ENTRY:
+                return True
+            pos += 12 + (namesz + 3) // 4 * 4 + (descsz + 3) // 4 * 4
+    return False
+
+
+def _decompress_at(data: bytes, off: int, kind: str) -> bytes | None:
+    try:
+        if kind == "xz":
+            return lzma.LZMADecompressor().decompress(data[off:])
+        if kind == "gzip":
+            import zlib
+            return zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(data[off:])
+        if kind == "zstd" and shutil.which("zstd"):
+            r = subprocess.run(["zstd", "-dcq"], input=data[off:], capture_output=True)
+            return r.stdout or None
+    except Exception:  # not a stream after all (the magic bytes occur by chance): the caller tries the next offset
+        return None
+    return None
+
+
+def extract_vmlinux(bzimage: bytes) -> bytes | None:
+    """The ELF kernel inside a bzImage (what scripts/extract-vmlinux does), or None if none is found."""
+    for magic, kind in COMPRESSED_MAGIC.items():
+        off = bzimage.find(magic)
+        while off >= 0:
+            out = _decompress_at(bzimage, off, kind)
+            if out and out[:4] == b"\x7fELF":
+                return out
+            off = bzimage.find(magic, off + 1)
+    return None
+
+
+def boot_image(kernel: KernelImage) -> Path:
+    """What QEMU's -kernel gets: the uncompressed vmlinux if it has a PVH entry (cached; the boot skips firmware
+    and decompression, about 2.5 s less under TCG), else the vmlinuz itself."""
+    st = kernel.vmlinuz.stat()
+    key = hashlib.sha256(f"{kernel.vmlinuz.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()[:16]
+    base = cache_dir() / "vmlinux" / f"{kernel.version}-{key}"
+    elf_path, no_pvh = base.with_name(base.name + ".elf"), base.with_name(base.name + ".no-pvh")
+    if elf_path.is_file():
+        return elf_path
+    if no_pvh.is_file():
+        return kernel.vmlinuz
+    elf = extract_vmlinux(kernel.vmlinuz.read_bytes())
+    base.parent.mkdir(parents=True, exist_ok=True)
+    if elf is None or not has_pvh_note(elf):
+        no_pvh.write_text("no PVH-capable ELF kernel inside: QEMU boots the bzImage\n")
+        return kernel.vmlinuz
+    tmp = base.with_name(base.name + f".{os.getpid()}.tmp")
+    tmp.write_bytes(elf)
+    tmp.replace(elf_path)
+    return elf_path
+
+
 # --- running --------------------------------------------------------------------------------------------------------
 
 
@@ -568,9 +675,10 @@ def project_dir() -> Path:
     return root if (root / "pyproject.toml").is_file() else Path.cwd().resolve()
 
 
-def qemu_argv(kernel: KernelImage, initramfs: Path, run_dir: Path, project: Path, mem: str, cpus: int,
+def qemu_argv(image: Path, initramfs: Path, run_dir: Path, project: Path, mem: str, cpus: int,
               qemu: str = QEMU) -> list[str]:
-    """The QEMU command line: TCG only (never KVM), no network, a serial console on stdio, three 9p shares."""
+    """The QEMU command line: TCG only (never KVM), no network, a serial console on stdio, three 9p shares.
+    IMAGE is boot_image()'s: a PVH vmlinux or a bzImage."""
     append = "console=ttyS0 quiet loglevel=3 panic=-1 mitigations=off random.trust_cpu=on rdinit=/init"
 
     def share(tag: str, path: Path, readonly: bool) -> list[str]:
@@ -578,10 +686,10 @@ def qemu_argv(kernel: KernelImage, initramfs: Path, run_dir: Path, project: Path
         return ["-fsdev", f"local,id={tag},path={path},security_model=none,multidevs=remap{ro}",
                 "-device", f"virtio-9p-pci,fsdev={tag},mount_tag={tag}"]
 
-    return [qemu, "-accel", "tcg,thread=multi", "-cpu", "max", "-smp", str(cpus), "-m", mem,
+    return [qemu, "-machine", "q35", "-accel", "tcg,thread=multi", "-cpu", "max", "-smp", str(cpus), "-m", mem,
             "-nodefaults", "-no-user-config", "-display", "none", "-nic", "none", "-no-reboot",
             "-serial", "stdio", "-device", "virtio-rng-pci",
-            "-kernel", str(kernel.vmlinuz), "-initrd", str(initramfs), "-append", append,
+            "-kernel", str(image), "-initrd", str(initramfs), "-append", append,
             *share("hostroot", Path("/"), True), *share("project", project, False), *share("lane", run_dir, False)]
 
 
@@ -591,10 +699,15 @@ def guest_env(project: Path, extra: Mapping[str, str] | None = None) -> dict[str
     path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
     if sys.prefix != sys.base_prefix:  # running from a virtualenv: the same one inside
         path = f"{Path(sys.prefix) / 'bin'}:{path}"
-    env = {"PATH": path, "HOME": "/root", "LANG": "C.UTF-8", "TERM": os.environ.get("TERM", "dumb") or "dumb",
-           "COLUMNS": str(shutil.get_terminal_size((100, 24)).columns), "EMU_KERNEL_LANE": "1"}
+    tty = sys.stdout.isatty()
+    env = {"PATH": path, "HOME": "/root", "LANG": "C.UTF-8",
+           "TERM": (os.environ.get("TERM") or "dumb") if tty else "dumb",
+           "COLUMNS": str(shutil.get_terminal_size((100, 24)).columns)}
+    if not tty:  # the guest's stdout is always a tty (the serial console): no colour codes in a log file
+        env["PY_COLORS"] = "0"
     env.update({k: v for k, v in os.environ.items() if PASS_ENV.match(k)})
     env.update(extra or {})
+    env["EMU_KERNEL_LANE"] = "1"  # tests use it to tell they run inside the lane
     return env
 
 
@@ -687,20 +800,26 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 def run(cmd: Sequence[str], kernel: KernelImage | str = DEFAULT_SPEC, mem: str = DEFAULT_MEM, cpus: int = DEFAULT_CPUS,
         timeout: float | None = DEFAULT_TIMEOUT, env: Mapping[str, str] | None = None,
         project: str | os.PathLike[str] | None = None, cwd: str | os.PathLike[str] | None = None,
-        out: Any = None) -> int:
+        out: Any = None, timings: dict[str, float] | None = None) -> int:
     """Boot KERNEL (a KernelImage or a spec for ensure_kernel) in a throw-away VM and run CMD there as root.
 
     CMD runs in CWD (default: the current directory if inside PROJECT, else PROJECT; PROJECT defaults to
     project_dir()), with the host's / read-only underneath a tmpfs overlay and PROJECT shared read-write. Its
-    console output is streamed to OUT (default stdout) as it comes. Returns CMD's exit status; 124 if TIMEOUT
-    seconds passed (the VM is killed), 125 if the guest never reported a status (boot failure, kernel panic).
-    QEMU and the per-run directory are always removed, also on Ctrl-C, SIGTERM and SIGHUP.
+    console output is streamed to OUT (default stdout) as it comes. TIMINGS, if given, receives "boot" (QEMU start
+    to the command's start), "command" (from then to the VM's exit) and "total" seconds.
+
+    Returns CMD's exit status; 124 if TIMEOUT seconds passed (the VM is killed), 125 if the guest never reported a
+    status (boot failure, kernel panic). QEMU and the per-run directory are always removed, also on Ctrl-C, SIGTERM
+    and SIGHUP.
     """
     if not cmd:
         raise LaneError("no command to run")
+    if os.environ.get("EMU_KERNEL_LANE") == "1":
+        raise LaneError("already inside the kernel lane (it does not nest): run the command directly")
     ensure_tools()
     k = kernel if isinstance(kernel, KernelImage) else ensure_kernel(kernel)
     initrd = build_initramfs(k)
+    image = boot_image(k)
     proj = Path(project).resolve() if project else project_dir()
     here = Path(cwd).resolve() if cwd else Path.cwd().resolve()
     if here != proj and proj not in here.parents:
@@ -714,7 +833,7 @@ def run(cmd: Sequence[str], kernel: KernelImage | str = DEFAULT_SPEC, mem: str =
     try:
         (run_dir / "boot.env").write_text(boot_env(str(proj), str(k.modules.resolve()), k.version))
         (run_dir / "guest.sh").write_text(guest_script(cmd, str(here), guest_env(proj, env)))
-        argv = qemu_argv(k, initrd, run_dir, proj, mem, cpus)
+        argv = qemu_argv(image, initrd, run_dir, proj, mem, cpus)
         t0 = time.monotonic()
         started: dict[str, float] = {}
 
@@ -747,9 +866,11 @@ def run(cmd: Sequence[str], kernel: KernelImage | str = DEFAULT_SPEC, mem: str =
             _log("the guest stopped without reporting the command's exit status (see the console output above)")
             return EXIT_LANE_FAILED
         rc = int(status.read_text().strip() or EXIT_LANE_FAILED)
+        end = time.monotonic()
         if "t" in started:
-            _log(f"exit status {rc}; command ran {time.monotonic() - started['t']:.1f}s, "
-                 f"total {time.monotonic() - t0:.1f}s")
+            if timings is not None:
+                timings.update(boot=started["t"] - t0, command=end - started["t"], total=end - t0)
+            _log(f"exit status {rc}; command and power-off {end - started['t']:.1f}s, total {end - t0:.1f}s")
         return rc
     finally:
         if proc is not None:
@@ -771,7 +892,7 @@ def _write(sink: Any, data: bytes) -> None:
 def cached_kernel(spec: str = DEFAULT_SPEC) -> KernelImage | None:
     """The kernel SPEC names if it is already in the cache (never downloads); for debian-stable the one apt would
     fetch now, else the newest cached."""
-    if spec != DEFAULT_SPEC and not spec.startswith("linux-image-") or os.path.sep in spec:
+    if is_path_spec(spec):
         return kernel_from_path(spec)
     want = None
     with contextlib.suppress(Exception):
