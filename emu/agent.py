@@ -99,8 +99,8 @@ def parse_endpoints(items: Iterable[dict[str, Any]]) -> tuple[dict[ListenerKey, 
         count += 1
         for port, proto in ep.ports:
             key = (ep.netns, proto, port)
-            if proto not in ("TCP", "UDP") or not 0 < port < 65536:
-                errors.append(f"netns {ep.netns}: {ep.owner}: unsupported port {port}/{proto} (TCP and UDP only)")
+            if proto not in ("TCP", "UDP", "SCTP") or not 0 < port < 65536:
+                errors.append(f"netns {ep.netns}: {ep.owner}: unsupported port {port}/{proto}")
                 continue
             if key in wanted and wanted[key].owner != ep.owner:
                 errors.append(f"netns {ep.netns}: {proto} port {port} of {ep.owner} already served for "
@@ -122,11 +122,13 @@ def http_response(body: bytes, content_type: str, head_only: bool = False) -> by
     return head if head_only else head + body
 
 
-def tcp_reply(request: bytes, ep: Endpoint, port: int, local: tuple[str, int], client: tuple[str, int]) -> bytes:
-    """What a TCP client gets for its request: an HTTP response to an HTTP request, else a JSON line."""
+def tcp_reply(request: bytes, ep: Endpoint, port: int, local: tuple[str, int], client: tuple[str, int],
+              protocol: str = "TCP") -> bytes:
+    """What a stream (TCP or SCTP) client gets for its request: an HTTP response to an HTTP request, else a JSON
+    line."""
     first = request.split(b"\n", 1)[0]
     m = HTTP_REQUEST_LINE.match(first)
-    obj = answer(ep, "TCP", port, local, client)
+    obj = answer(ep, protocol, port, local, client)
     if not m:
         return json.dumps(obj).encode() + b"\n"
     path = m.group(2).split(b"?", 1)[0]
@@ -207,20 +209,31 @@ def ns_inode(name: str) -> int | None:
         return None
 
 
-def _create_in_ns(name: str, protos: list[str]) -> tuple[list[socket.socket], int]:
-    """Create one socket per protocol inside namespace `name`; also return the namespace's inode."""
+# SCTP one-to-one style sockets (SOCK_STREAM + IPPROTO_SCTP) listen, accept and stream like TCP.
+SOCKET_KINDS = {"TCP": (socket.SOCK_STREAM, 0), "UDP": (socket.SOCK_DGRAM, 0), "SCTP": (socket.SOCK_STREAM, 132)}
+STREAM_PROTOCOLS = ("TCP", "SCTP")
 
-    def work() -> tuple[list[socket.socket], int]:
+
+def _create_in_ns(name: str, protos: list[str]) -> tuple[list[socket.socket | OSError], int]:
+    """Create one socket per protocol inside namespace `name` (an OSError in place of a socket the kernel refused,
+    e.g. SCTP on a kernel without it); also return the namespace's inode."""
+
+    def one(proto: str) -> socket.socket | OSError:
+        try:
+            return socket.socket(socket.AF_INET, *SOCKET_KINDS[proto])
+        except OSError as e:
+            return e
+
+    def work() -> tuple[list[socket.socket | OSError], int]:
         inode = os.stat(f"/proc/self/task/{threading.get_native_id()}/ns/net").st_ino
-        kinds = {"TCP": socket.SOCK_STREAM, "UDP": socket.SOCK_DGRAM}
-        return [socket.socket(socket.AF_INET, kinds[p]) for p in protos], inode
+        return [one(p) for p in protos], inode
 
     return netns.run_in(name, work)
 
 
 def _bind(sock: socket.socket, proto: str, port: int) -> None:
     sock.setblocking(False)
-    if proto == "TCP":
+    if proto in STREAM_PROTOCOLS:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("0.0.0.0", port))
         sock.listen(BACKLOG)
@@ -317,6 +330,9 @@ class Agent:
             return 0
         opened = 0
         for sock, key in zip(socks, keys):
+            if isinstance(sock, OSError):
+                errors.append(f"netns {name}: {key[1]} port {key[2]}: {sock.strerror or sock}")
+                continue
             try:
                 _bind(sock, key[1], key[2])
             except OSError as e:
@@ -328,7 +344,7 @@ class Agent:
         return opened
 
     def _add_listener(self, lst: Listener) -> None:
-        handler = self._on_accept if lst.protocol == "TCP" else self._on_datagram
+        handler = self._on_accept if lst.protocol in STREAM_PROTOCOLS else self._on_datagram
         self.sel.register(lst.sock, selectors.EVENT_READ, (handler, lst))
         self.listeners[lst.key] = lst
 
@@ -393,7 +409,7 @@ class Agent:
 
     def _respond(self, conn: Connection) -> None:
         lst = conn.listener
-        conn.outbuf = tcp_reply(bytes(conn.inbuf), lst.endpoint, lst.port, conn.local, conn.client)
+        conn.outbuf = tcp_reply(bytes(conn.inbuf), lst.endpoint, lst.port, conn.local, conn.client, lst.protocol)
         conn.deadline = time.monotonic() + REQUEST_TIMEOUT
         self.conns.pop(conn.sock, None)
         self.conns[conn.sock] = conn  # keep the dict in deadline order

@@ -48,6 +48,8 @@ VERDICTS = ("connected", "refused", "timeout", "unreachable", "frag-needed", "er
 _EXTENDED_ERR = struct.Struct("=IBBBBII")  # ee_errno, ee_origin, ee_type, ee_code, ee_pad, ee_info, ee_data
 _idents = itertools.count(os.getpid())
 
+IPPROTO_SCTP = 132
+
 
 @dataclass(frozen=True, slots=True)
 class ProbeResult:
@@ -310,14 +312,28 @@ def tcp(netns_name: str, ip: str, port: int, timeout: float = 1.0) -> ProbeResul
 
     `timeout` applies to the handshake and, separately, to the answer.
     """
-    mk = partial(_result, "tcp", netns_name, ip, port, bytes_sent=len(TCP_REQUEST))
-    with _open(netns_name, socket.SOCK_STREAM, 0, None) as s:
+    return _stream("tcp", 0, netns_name, ip, port, timeout)
+
+
+def sctp(netns_name: str, ip: str, port: int, timeout: float = 1.0) -> ProbeResult:
+    """Like `tcp`, over an SCTP association (one-to-one style socket); needs a kernel with SCTP."""
+    return _stream("sctp", IPPROTO_SCTP, netns_name, ip, port, timeout)
+
+
+def _stream(label: str, ipproto: int, netns_name: str, ip: str, port: int, timeout: float) -> ProbeResult:
+    mk = partial(_result, label, netns_name, ip, port, bytes_sent=len(TCP_REQUEST))
+    try:
+        sock = _open(netns_name, socket.SOCK_STREAM, ipproto, None)
+    except OSError as e:
+        return mk("error", detail=f"cannot open a {label} socket: {e.strerror or e}")
+    with sock as s:
         s.settimeout(timeout)
         t0 = time.monotonic()
         try:
             s.connect((ip, port))
         except TimeoutError:
-            return mk("timeout", detail=f"no answer to SYN within {timeout:g}s")
+            return mk("timeout", detail=f"no answer to the {'SYN' if label == 'tcp' else 'INIT'} "
+                                         f"within {timeout:g}s")
         except OSError as e:
             return _from_oserror(mk, s, e, t0)
         rtt = _ms(t0)

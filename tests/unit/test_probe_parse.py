@@ -109,11 +109,13 @@ def test_when_a_request_is_complete() -> None:
 def test_endpoint_parsing_reports_bad_entries_and_port_clashes() -> None:
     good = {"netns": "a", "owner": "d/a", "node": "n", "ip": "1.1.1.1", "ports": [{"port": 80, "protocol": "TCP"}]}
     clash = {**good, "owner": "d/b"}
-    sctp = {**good, "netns": "b", "ports": [{"port": 1, "protocol": "SCTP"}, {"port": 2, "protocol": "UDP"}]}
-    wanted, count, errors = agent.parse_endpoints([good, {"owner": "x"}, clash, sctp])
-    assert list(wanted) == [("a", "TCP", 80), ("b", "UDP", 2)] and wanted[("a", "TCP", 80)].owner == "d/a"
+    odd = {**good, "netns": "b", "ports": [{"port": 1, "protocol": "DCCP"}, {"port": 2, "protocol": "UDP"},
+                                           {"port": 3, "protocol": "SCTP"}]}
+    wanted, count, errors = agent.parse_endpoints([good, {"owner": "x"}, clash, odd])
+    assert list(wanted) == [("a", "TCP", 80), ("b", "UDP", 2), ("b", "SCTP", 3)]
+    assert wanted[("a", "TCP", 80)].owner == "d/a"
     assert count == 3 and len(errors) == 3
-    assert "malformed" in errors[0] and "already served" in errors[1] and "1/SCTP" in errors[2]
+    assert "malformed" in errors[0] and "already served" in errors[1] and "1/DCCP" in errors[2]
 
 
 def test_payloads() -> None:
