@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import signal
 import socket
 import time
@@ -15,6 +16,7 @@ from typing import Any
 from . import agent, apply, ipam, kernel, netns, planner, state, topology
 from .kubeproxy import inputs
 from .kubeproxy import sync as kpsync
+from .netpol import sync as netpol_sync
 from .errors import ClusterError, Problem, ValidationError
 from .ipam import Allocations
 from .model import Protocol, ProxyMode, Topology
@@ -128,7 +130,8 @@ def preflight(plan: ClusterPlan, topo: Topology) -> None:
     if mode is ProxyMode.IPVS:
         kernel.require("ip_vs", "kube-proxy ipvs mode")
         kernel.require("dummy", "kube-proxy ipvs mode (kube-ipvs0)")
-        raise ClusterError("kube-proxy ipvs mode is not implemented yet (the Services issue tracks it)")
+        if shutil.which("ipset") is None:
+            raise ClusterError("kube-proxy ipvs mode needs the ipset tool (run tools/setup)")
     if mode is ProxyMode.NFTABLES:
         kernel.require("nftables", "kube-proxy nftables mode")
     taken = [n for n in plan.all_netns() if netns.exists(n)]
@@ -160,16 +163,18 @@ def _build(cl: Cluster, progress: Progress) -> None:
     wait_ready(cl, progress)
     sync_services(cl, None)
     progress("kube-proxy", len(plan.nodes), len(plan.nodes))
+    netpol_sync.sync_cluster(cl)  # kube-router's policy controller, once the cluster has a NetworkPolicy
 
 
 def endpoints(cl: Cluster) -> list[dict[str, Any]]:
     """What the per-cluster server daemon answers: every declared containerPort of every pod, in its namespace."""
+    sctp = kernel.has("sctp")
     out = []
     for pod in cl.topology.pods:
         pp = cl.plan.pod(pod.key)
         assert pp is not None
         ports = [{"port": p.container_port, "protocol": p.protocol.value} for p in pod.ports
-                 if p.protocol is not Protocol.SCTP]  # no SCTP sockets on this kernel (see the kernel-lane issue)
+                 if p.protocol is not Protocol.SCTP or sctp]  # SCTP only where the kernel has SCTP sockets
         out.append({"netns": pp.netns.name, "owner": pod.key, "node": pp.node, "ip": str(pp.ip), "ports": ports})
     return out
 
@@ -355,6 +360,7 @@ def _converge(cl: Cluster, docs: list[dict[str, Any]], progress: Progress) -> Ch
     wait_ready(Cluster(rec, _only(topo, {p.key for p in added}), alloc, plan), progress)
     _update_external_routes(cl.plan, plan)
     sync_services(new, cl)
+    netpol_sync.sync_cluster(new)  # pods, labels, namespaces or policies changed: regenerate where it matters
     return Change(tuple(p.key for p in added), tuple(p.key for p in removed), len(now) - len(added))
 
 

@@ -4,7 +4,10 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
+
+if TYPE_CHECKING:
+    from .netpol.model import NetworkPolicy
 
 IPv4Network = ipaddress.IPv4Network
 IPv4Address = ipaddress.IPv4Address
@@ -174,6 +177,7 @@ class Topology:
     pods: tuple[Pod, ...]
     services: tuple[Service, ...] = ()
     endpoint_slices: tuple[EndpointSlice, ...] = ()
+    network_policies: tuple["NetworkPolicy", ...] = ()  # networking.k8s.io/v1, in document order (emu.netpol)
 
     def namespace(self, name: str) -> Namespace | None:
         return next((n for n in self.namespaces if n.name == name), None)

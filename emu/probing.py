@@ -11,6 +11,9 @@ from . import probe, report, targets
 from .cluster import Cluster, Progress, _quiet
 from .errors import EmuError
 from .model import Protocol
+from .netpol import explain as netpol_explain
+from .netpol import sync as netpol_sync
+from .netpol.engine import Engine
 
 
 def _default_port(cl: Cluster, dst: targets.Target, proto: str) -> int:
@@ -39,6 +42,8 @@ def _one(cl: Cluster, src: targets.Target, dst: targets.Target, proto: str, port
         r = probe.icmp(src.netns, dst.ip, size=56 if size is None else size, df=df, timeout=timeout, seq=seq)
     elif proto == "udp":
         r = probe.udp(src.netns, dst.ip, port or 80, size=size, df=df, timeout=timeout)
+    elif proto == "sctp":
+        r = probe.sctp(src.netns, dst.ip, port or 80, timeout=timeout)
     else:
         r = probe.tcp(src.netns, dst.ip, port or 80, timeout=timeout)
     d = r.to_dict()
@@ -118,9 +123,15 @@ def pmtu_text(res: dict[str, Any]) -> str:
 
 
 def matrix(cl: Cluster, proto: str, port: int, timeout: float, progress: Progress = _quiet,
-           workers: int = 32) -> dict[str, Any]:
-    """Every pod to every pod (itself included), probed in parallel."""
-    pods = [p.key for p in cl.plan.pods]
+           workers: int = 64, namespaces: list[str] | None = None, retries: int = 1) -> dict[str, Any]:
+    """Every pod to every pod (itself included, only `namespaces` when given), probed in parallel, beside what the
+    policy engine expects.  A probe that gets no answer is tried again (`retries` times) before it counts as failed,
+    so a short `timeout` is safe: a slow first answer (neighbour resolution, a cold path) is not read as a denial.
+    A policy's REJECT answers at once (ICMP port unreachable), until the node's ICMP rate limit (the kernel's
+    net.ipv4.icmp_ratelimit: a burst of 6, then 1/s per destination) makes further denials cost the timeout.
+    `failures` counts probes that did not connect; `disagreements` lists the pairs where the dataplane differs
+    from the engine; `expected` is the engine's matrix."""
+    pods = [p.key for p in cl.plan.pods if namespaces is None or p.key.split("/", 1)[0] in namespaces]
     tgt = {k: targets.resolve(cl, k) for k in pods}
     pairs = [(a, b) for a in pods for b in pods]
     t0 = time.monotonic()
@@ -128,7 +139,12 @@ def matrix(cl: Cluster, proto: str, port: int, timeout: float, progress: Progres
 
     def run(pair: tuple[str, str]) -> tuple[str, str, dict[str, Any]]:
         a, b = pair
-        return a, b, _one(cl, tgt[a], tgt[b], proto, port, None, False, timeout)
+        r = _one(cl, tgt[a], tgt[b], proto, port, None, False, timeout)
+        for _ in range(retries):
+            if r["ok"] or r["verdict"] == "refused":  # an RST or a port unreachable (a REJECT) is an answer
+                break
+            r = _one(cl, tgt[a], tgt[b], proto, port, None, False, timeout)
+        return a, b, r
 
     results: dict[str, dict[str, Any]] = {a: {} for a in pods}
     with ThreadPoolExecutor(max_workers=workers) as ex:
@@ -137,16 +153,56 @@ def matrix(cl: Cluster, proto: str, port: int, timeout: float, progress: Progres
             done += 1
             progress("probes", done, len(pairs))
     observed = {a: {b: results[a][b]["ok"] for b in pods} for a in pods}
+    verdicts = {a: {b: results[a][b]["verdict"] for b in pods} for a in pods}
     failures = sum(not ok for row in observed.values() for ok in row.values())
-    return {"proto": proto, "port": port, "pods": pods, "observed": observed,
-            "verdicts": {a: {b: results[a][b]["verdict"] for b in pods} for a in pods},
+    expected = Engine.for_cluster(cl.topology, cl.allocations).matrix(pods, port, Protocol(proto.upper()))
+    return {"proto": proto, "port": port, "pods": pods, "observed": observed, "verdicts": verdicts,
             "client_ip_seen": {a: {b: results[a][b].get("client_ip_seen") for b in pods} for a in pods},
-            "probes": len(pairs), "failures": failures, "seconds": round(time.monotonic() - t0, 3)}
+            "probes": len(pairs), "failures": failures, "seconds": round(time.monotonic() - t0, 3),
+            "expected": expected, "disagreements": netpol_explain.disagreements(pods, observed, expected, verdicts),
+            "policies": len(cl.topology.network_policies)}
+
+
+def matrix_failed(res: dict[str, Any]) -> bool:
+    """The matrix's exit status: once the cluster has policies, any disagreement with the engine; without any,
+    any probe that did not connect (every pod must reach every pod)."""
+    return bool(res["disagreements"]) if res["policies"] else res["failures"] > 0
 
 
 def matrix_text(res: dict[str, Any]) -> str:
+    if res.get("policies"):
+        return netpol_explain.matrix_text(res)
     pods = res["pods"]
     rows = [[f"{i}", p] + ["." if res["observed"][p][q] else "X" for q in pods] for i, p in enumerate(pods, 1)]
     grid = report.table(["#", "FROM \\ TO"] + [str(i) for i in range(1, len(pods) + 1)], rows)
     return (f"{res['proto']}/{res['port']}: '.' answered, 'X' failed\n{grid}\n"
             f"{res['probes']} probes, {res['failures']} failures, {res['seconds']:.2f}s")
+
+
+def explain(cl: Cluster, src: str, dst: str, proto: str, port: int | None) -> dict[str, Any]:
+    """What the policy engine decides for FROM -> TO, with the rules behind it and the chains that enforce it."""
+    engine = Engine.for_cluster(cl.topology, cl.allocations)
+    try:
+        a, b = engine.endpoint(src), engine.endpoint(dst)
+    except (KeyError, ValueError):
+        raise targets.TargetError(f"explain takes NS/POD, node/NAME, external or an IP address: {src} -> {dst}") \
+            from None
+    if port is None:
+        port = _default_port(cl, targets.resolve(cl, dst), proto) if b.pod is not None else 80
+    v = engine.check(a, b, port, Protocol(proto.upper()))
+    return netpol_explain.verdict_dict(v, _dataplane(cl, v))
+
+
+def _dataplane(cl: Cluster, v: Any) -> dict[str, str]:
+    """Where each side is enforced: the node, the pod's KUBE-POD-FW chain and the rule that rejects."""
+    out = {}
+    for side in (v.egress, v.ingress):
+        if side.pod is None or not side.policies:
+            continue
+        pp = cl.plan.pod(side.pod)
+        index = netpol_sync.load_index(cl.record, pp.node) if pp else {}
+        chain = next((c for c, what in index.items() if what == f"pod {side.pod}"), None)
+        if pp and chain:
+            out[f"{side.direction.lower} of {side.pod}"] = (
+                f"node {pp.node}, chain {chain}; what no policy allows hits its rule \"{side.pod} reject\"")
+    return out

@@ -15,6 +15,7 @@ from typing import Any, Iterable
 import yaml
 
 from . import services
+from .netpol import parse as netpol_parse
 from .documents import (
     DNS_LABEL,
     DNS_SUBDOMAIN,
@@ -39,6 +40,7 @@ from .model import (
     Service,
     Topology,
 )
+from .netpol.model import NetworkPolicy
 
 CLUSTER_API = "emu.dev/v1alpha1"
 BUILTIN_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
@@ -47,7 +49,6 @@ READY_ANNOTATION = "emu.dev/ready"  # "false": the pod is not ready (its endpoin
 TERMINATING_ANNOTATION = "emu.dev/terminating"  # "true": the pod is terminating (deletionTimestamp set)
 RESERVED_NODE_NAMES = ("underlay", "external")  # namespaces of the emulated infrastructure
 KNOWN_LATER = {
-    "NetworkPolicy": "the NetworkPolicy issue",
     "NetworkAttachmentDefinition": "the DNS/secondary-networks issue",
     "Ingress": "the DNS/Ingress issue",
     "ConfigMap": "the DNS issue",
@@ -97,6 +98,7 @@ def build(path: str, cluster: ClusterSpec, docs: Iterable[Document]) -> Topology
     pods: list[tuple[Pod, Document]] = []
     svcs: list[tuple[Service, Document]] = []
     slices: list[tuple[EndpointSlice, Document]] = []
+    policies: list[tuple[NetworkPolicy, Document]] = []
     seen_ns: set[str] = set()
     for doc in docs:
         kind = doc.kind
@@ -121,6 +123,10 @@ def build(path: str, cluster: ClusterSpec, docs: Iterable[Document]) -> Topology
             sl = services.parse_slice(doc, c)
             if sl:
                 slices.append((sl, doc))
+        elif kind == "NetworkPolicy":
+            pol = netpol_parse.parse_policy(doc, c)
+            if pol:
+                policies.append((pol, doc))
         elif kind == "Cluster":
             c.add(doc, doc.file, doc.label(), "kind", "only the first document may be the Cluster")
         elif not kind:
@@ -131,10 +137,11 @@ def build(path: str, cluster: ClusterSpec, docs: Iterable[Document]) -> Topology
             c.add(doc, doc.file, doc.label(), "kind", f"kind {kind} is not implemented")
     _check_pods(pods, namespaces, cluster, c)
     services.check(svcs, slices, namespaces, cluster, c)
+    netpol_parse.check(policies, namespaces, c)
     if c.problems:
         raise ValidationError(c.problems)
     return Topology(path, cluster, tuple(namespaces.values()), tuple(p for p, _ in pods),
-                    tuple(s for s, _ in svcs), tuple(s for s, _ in slices))
+                    tuple(s for s, _ in svcs), tuple(s for s, _ in slices), tuple(p for p, _ in policies))
 
 
 # --- the Cluster document -------------------------------------------------------------------------------------------
