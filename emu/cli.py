@@ -267,7 +267,7 @@ def conntrack(target: str, proto: str | None, cluster_name: str | None) -> None:
 @main.command()
 @click.argument("src", metavar="FROM")
 @click.argument("dst", metavar="TO")
-@click.option("--proto", type=click.Choice(["tcp", "udp", "icmp"]), default="tcp", show_default=True)
+@click.option("--proto", type=click.Choice(["tcp", "udp", "sctp", "icmp"]), default="tcp", show_default=True)
 @click.option("--port", type=click.IntRange(1, 65535), help="Destination port (default: the target's first "
                                                              "declared port for the protocol, else 80).")
 @click.option("--size", type=click.IntRange(0, 65507), help="Payload bytes after the ICMP/UDP header (ping -s).")
@@ -275,10 +275,13 @@ def conntrack(target: str, proto: str | None, cluster_name: str | None) -> None:
 @click.option("--count", type=click.IntRange(1, 10000), default=1, show_default=True)
 @click.option("--timeout", type=float, default=1.0, show_default=True, help="Seconds to wait for each answer.")
 @click.option("--pmtu", is_flag=True, help="Discover the path MTU with DF probes and name the hop that limits it.")
+@click.option("--traceroute", is_flag=True, help="List the routers on the way (one probe per TTL).")
+@click.option("--max-hops", type=click.IntRange(1, 64), default=8, show_default=True)
 @OUTPUT
 @CLUSTER
 def probe(src: str, dst: str, proto: str, port: int | None, size: int | None, df: bool, count: int,
-          timeout: float, pmtu: bool, output: str, cluster_name: str | None) -> None:
+          timeout: float, pmtu: bool, traceroute: bool, max_hops: int, output: str, cluster_name: str | None
+          ) -> None:
     """Send real packets from FROM to TO and report what happened."""
     from . import probing
 
@@ -287,30 +290,87 @@ def probe(src: str, dst: str, proto: str, port: int | None, size: int | None, df
         res = _run(lambda: probing.pmtu(cl, src, dst, timeout))
         click.echo(report.to_json(res) if output == "json" else probing.pmtu_text(res))
         return
+    if traceroute:
+        from .trace import traceroute as tr
+
+        res = _run(lambda: tr.traceroute(cl, src, dst, proto, port, max_hops, timeout))
+        click.echo(report.to_json(res) if output == "json" else tr.traceroute_text(res))
+        sys.exit(0 if res["reached"] else 1)
     res = _run(lambda: probing.probe_many(cl, src, dst, proto, port, size, df, count, timeout))
-    click.echo(report.to_json(res) if output == "json" else probing.probe_text(res, wide=output == "wide"))
+    if size is not None and not df and proto in ("udp", "icmp"):
+        from .trace import fragments as fr  # one more probe, watched on the wire: how it was fragmented
+
+        res["fragmentation"] = _run(lambda: fr.fragments(cl, src, dst, size, proto, timeout))
+    if output == "json":
+        click.echo(report.to_json(res))
+    else:
+        click.echo(probing.probe_text(res, wide=output == "wide"))
+        if "fragmentation" in res:
+            from .trace import fragments as fr
+
+            click.echo(fr.fragments_text(res["fragmentation"]))
     if not res["ok"]:
         sys.exit(1)
+
+
+def _namespaces(value: str | None) -> list[str] | None:
+    return [n for n in value.split(",") if n] if value else None
 
 
 @main.command()
 @click.option("--proto", type=click.Choice(["tcp", "udp"]), default="tcp", show_default=True)
 @click.option("--port", type=click.IntRange(1, 65535), default=80, show_default=True)
-@click.option("--timeout", type=float, default=1.0, show_default=True)
+@click.option("--namespaces", metavar="NS,NS", help="Only pods of these namespaces (as sources and destinations).")
+@click.option("--timeout", type=float, default=0.3, show_default=True,
+              help="Seconds to wait for each answer (a failed probe is tried again, see --retries).")
+@click.option("--retries", type=click.IntRange(0, 10), default=1, show_default=True,
+              help="Tries again for a probe that failed before it counts as failed.")
+@click.option("--workers", type=click.IntRange(1, 512), default=64, show_default=True, help="Probes in parallel.")
 @OUTPUT
 @CLUSTER
-def matrix(proto: str, port: int, timeout: float, output: str, cluster_name: str | None) -> None:
-    """Probe every pod from every pod; print the grid and the number of failures."""
+def matrix(proto: str, port: int, namespaces: str | None, timeout: float, retries: int, workers: int, output: str,
+           cluster_name: str | None) -> None:
+    """Probe every pod from every pod; beside what the NetworkPolicies allow, with every disagreement marked.
+
+    Exit status 1: with NetworkPolicies, when the dataplane disagrees with the policy engine; without any, when
+    a probe fails."""
     from . import probing
 
     cl = _run(lambda: clusters.open_cluster(clusters.pick(cluster_name)))
     risk = neighbours.for_matrix(cl.plan)
     if risk.at_risk:
         click.echo(risk.message(), err=True)
-    res = probing.matrix(cl, proto, port, timeout, _progress(output != "json"))
+    res = probing.matrix(cl, proto, port, timeout, _progress(output != "json"), workers=workers,
+                         namespaces=_namespaces(namespaces), retries=retries)
     click.echo(report.to_json(res) if output == "json" else probing.matrix_text(res))
-    if res["failures"]:
+    if probing.matrix_failed(res):
         sys.exit(1)
+
+
+@main.command()
+@click.argument("src", metavar="FROM")
+@click.argument("dst", metavar="TO")
+@click.option("--proto", type=click.Choice(["tcp", "udp", "sctp"]), default="tcp", show_default=True)
+@click.option("--port", type=click.IntRange(1, 65535), help="Destination port (default: the destination pod's first "
+                                                             "declared port for the protocol, else 80).")
+@OUTPUT
+@CLUSTER
+def explain(src: str, dst: str, proto: str, port: int | None, output: str, cluster_name: str | None) -> None:
+    """Which NetworkPolicies select FROM (egress) and TO (ingress), which rule allows the traffic, or why none does.
+
+    FROM and TO are NS/POD, node/NAME, external or an IP address.  Decided from the model alone (no packets);
+    `emu matrix` checks the dataplane against the same decisions."""
+    from . import probing
+
+    cl = _run(lambda: clusters.open_cluster(clusters.pick(cluster_name)))
+    res = _run(lambda: probing.explain(cl, src, dst, proto, port))
+    click.echo(report.to_json(res) if output == "json" else _explain_text(res))
+
+
+def _explain_text(res: dict[str, Any]) -> str:
+    from .netpol import explain as netpol_explain
+
+    return netpol_explain.explain_text(res)
 
 
 @main.command()
@@ -327,6 +387,16 @@ def demo(file: str, name: str | None, output: str) -> None:
         click.echo(report.to_json(res))
     if not res["ok"]:
         sys.exit(1)
+
+
+from .cli_kernel import kernel_features, kernel_lane  # noqa: E402
+from .cli_trace import capture as _capture_cmd  # noqa: E402
+from .cli_trace import trace as _trace_cmd  # noqa: E402
+
+main.add_command(kernel_lane)
+main.add_command(kernel_features)
+main.add_command(_trace_cmd)
+main.add_command(_capture_cmd)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,11 @@
 """Which dataplane features the running kernel has, found by trying them in a scratch namespace (never the root
-one), so every mode that needs one can say in one line what is missing instead of half-building."""
+one), so every mode that needs one can say in one line what is missing instead of half-building.
+
+Some modules create devices in the root namespace the moment they load: dummy makes `dummy0` (numdummies=1),
+ipip `tunl0`, ip_gre `gre0`/`gretap0`/`erspan0`.  Trying those link types would load them and leave links in the
+root namespace, which emu never does; for them we only look whether the module is built in, loaded, or installed
+(modules.builtin / modules.dep), without loading it.
+"""
 from __future__ import annotations
 
 import errno
@@ -40,8 +46,32 @@ def _run(ns: str, *argv: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["ip", "-n", ns, *argv], capture_output=True, text=True)
 
 
+# link kinds whose module creates fallback devices in every namespace (the root one included) when it loads
+NOT_TRIED = {"dummy": "dummy", "ipip": "ipip", "gre": "ip_gre"}
+
+
+def module_available(module: str) -> bool:
+    """Built in, loaded, or installed for the running kernel, found without loading it."""
+    if os.path.isdir(f"/sys/module/{module}"):
+        return True
+    base = f"/lib/modules/{os.uname().release}"
+    for name in ("modules.builtin", "modules.dep"):
+        try:
+            with open(os.path.join(base, name)) as f:
+                if any(line.split(":", 1)[0].rsplit("/", 1)[-1].split(".ko", 1)[0].replace("-", "_") ==
+                       module.replace("-", "_") for line in f):
+                    return True
+        except OSError:
+            continue
+    return False
+
+
 def _link(ns: str, kind: str) -> Feature:
     need, args = LINK_KINDS[kind]
+    if kind in NOT_TRIED:
+        ok = module_available(NOT_TRIED[kind])
+        return Feature(kind, ok, f"needed by {need}" + ("" if ok else f": no {NOT_TRIED[kind]} module for "
+                                                                       f"{os.uname().release}"))
     r = _run(ns, "link", "add", *args)
     why = r.stderr.strip().splitlines()[-1] if r.stderr.strip() else ""
     return Feature(kind, r.returncode == 0, f"needed by {need}" + ("" if r.returncode == 0 else f": {why}"))

@@ -638,11 +638,20 @@ def _link_index(ipr, name: str) -> int | None:  # type: ignore[no-untyped-def]
     return found[0] if found else None
 
 
+def _load_dummy_without_dummy0() -> None:
+    """The dummy module creates `dummy0` in the root namespace when it loads (numdummies defaults to 1); load it
+    ourselves with numdummies=0 first, so creating kube-ipvs0 leaves no link in the root namespace."""
+    if os.path.isdir("/sys/module/dummy"):
+        return
+    subprocess.run(["modprobe", "dummy", "numdummies=0"], capture_output=True)
+
+
 def ensure_dummy_device(ipr) -> int:  # type: ignore[no-untyped-def]
     """EnsureDummyDevice: create kube-ipvs0 (type dummy) if missing and leave it down, as kube-proxy does."""
     index = _link_index(ipr, DUMMY_DEVICE)
     if index is not None:
         return index
+    _load_dummy_without_dummy0()
     try:
         ipr.link("add", ifname=DUMMY_DEVICE, kind="dummy")
     except Exception as e:

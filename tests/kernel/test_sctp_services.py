@@ -1,0 +1,42 @@
+"""SCTP Services (kernel lane: this host has no SCTP sockets): an SCTP containerPort is served, and a ClusterIP
+Service reaches it through kube-proxy's rules in iptables and nftables mode."""
+from __future__ import annotations
+
+import pytest
+
+from emu.testing import running
+
+pytestmark = [pytest.mark.kernel("sctp"), pytest.mark.integration]
+
+TOPOLOGY = """apiVersion: emu.dev/v1alpha1
+kind: Cluster
+metadata: {name: sctp}
+spec: {nodes: 2, proxy: {mode: MODE}}
+---
+kind: Pod
+metadata: {name: srv, labels: {app: s}}
+spec: {nodeName: node-2, containers: [{name: c, ports: [{name: assoc, containerPort: 9000, protocol: SCTP}]}]}
+---
+kind: Pod
+metadata: {name: client}
+spec: {nodeName: node-1, containers: [{name: c, ports: [{containerPort: 80}]}]}
+---
+kind: Service
+metadata: {name: s}
+spec:
+  selector: {app: s}
+  ports: [{name: assoc, port: 7000, targetPort: assoc, protocol: SCTP}]
+"""
+
+
+@pytest.mark.parametrize("mode", ["iptables", "nftables"])
+def test_sctp_service_reaches_the_endpoint(tmp_path, mode):
+    path = tmp_path / "sctp.yaml"
+    path.write_text(TOPOLOGY.replace("MODE", mode))
+    with running(str(path)) as c:
+        direct = c.probe("default/client", "default/srv", proto="sctp", port=9000, timeout=5)
+        assert direct["ok"] and direct["answered_by"] == "default/srv", direct
+        r = c.probe("default/client", "svc/default/s:assoc", proto="sctp", timeout=5)
+        assert r["ok"] and r["answered_by"] == "default/srv", r
+        assert r["answer"]["protocol"] == "SCTP" and r["answer"]["port"] == 9000
+        assert r["client_ip_seen"] == c.pod_ip("default/client")
