@@ -40,3 +40,38 @@ def test_sctp_service_reaches_the_endpoint(tmp_path, mode):
         assert r["ok"] and r["answered_by"] == "default/srv", r
         assert r["answer"]["protocol"] == "SCTP" and r["answer"]["port"] == 9000
         assert r["client_ip_seen"] == c.pod_ip("default/client")
+
+
+POLICY = """apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: sctp-from-clients}
+spec:
+  podSelector: {matchLabels: {app: s}}
+  policyTypes: [Ingress]
+  ingress:
+  - from: [{podSelector: {matchLabels: {role: client}}}]
+    ports: [{protocol: SCTP, port: 9000}]
+"""
+
+CLIENTS = """kind: Pod
+metadata: {name: allowed, labels: {role: client}}
+spec: {nodeName: node-1, containers: [{name: c, ports: [{containerPort: 80}]}]}
+---
+kind: Pod
+metadata: {name: other}
+spec: {nodeName: node-1, containers: [{name: c, ports: [{containerPort: 80}]}]}
+"""
+
+
+def test_sctp_network_policy_port(tmp_path):
+    path = tmp_path / "sctp.yaml"
+    path.write_text(TOPOLOGY.replace("MODE", "iptables"))
+    (tmp_path / "clients.yaml").write_text(CLIENTS)
+    (tmp_path / "policy.yaml").write_text(POLICY)
+    with running(str(path)) as c:
+        c.apply(str(tmp_path / "clients.yaml"))
+        c.apply(str(tmp_path / "policy.yaml"))
+        ok = c.probe("default/allowed", "default/srv", proto="sctp", port=9000, timeout=5)
+        assert ok["ok"] and ok["answered_by"] == "default/srv", ok
+        denied = c.probe("default/other", "default/srv", proto="sctp", port=9000, timeout=2)
+        assert not denied["ok"], denied
