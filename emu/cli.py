@@ -397,6 +397,9 @@ main.add_command(kernel_lane)
 main.add_command(kernel_features)
 main.add_command(_trace_cmd)
 main.add_command(_capture_cmd)
+from .cni.cli import cni as _cni_cmd  # noqa: E402
+
+main.add_command(_cni_cmd)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import agent, apply, ipam, kernel, netns, planner, state, topology
+from .cni import pods as cni_pods
 from .kubeproxy import inputs
 from .kubeproxy import sync as kpsync
 from .netpol import sync as netpol_sync
@@ -155,7 +156,14 @@ def _build(cl: Cluster, progress: Progress) -> None:
     with apply.Sockets() as s:
         ix = apply.Indexes()
         apply.apply_infra(plan.infra, s, ix)
-        apply.apply_pods(plan.pods, s, ix, lambda i: progress("pods", i, total))
+        if not cni_pods.is_cni(cl.topology.cluster):
+            apply.apply_pods(plan.pods, s, ix, lambda i: progress("pods", i, total))
+    if cni_pods.is_cni(cl.topology.cluster):  # real plugin binaries wire the pods; their addresses are the truth
+        cl.allocations, cl.plan, _ = cni_pods.attach(cl.record.dir, cl.topology, cl.allocations, plan,
+                                                     [p.key for p in plan.pods], progress)
+        plan = cl.plan
+        cl.record.allocations = cl.allocations.to_json()
+        cl.record.save()
     for n in plan.nodes:
         state.write_file(cl.record, f"nodes/{n.name}/run/flannel/subnet.env", n.subnet_env)
     _start_agent(cl)
@@ -277,6 +285,7 @@ def down(name: str) -> bool:
             return True
         return False
     _stop_agent(rec)
+    cni_pods.detach(rec.dir)  # DEL for every recorded CNI ADD, while the namespaces still exist
     for ns in rec.netns:
         netns.remove(ns)
     state.forget(name)
@@ -341,16 +350,32 @@ def _converge(cl: Cluster, docs: list[dict[str, Any]], progress: Progress) -> Ch
     new = Cluster(rec, topo, alloc, plan)
     staying = Cluster(rec, _only(cl.topology, set(old) - {p.key for p in removed}), cl.allocations, cl.plan)
     agent.AgentClient(rec.agent_dir).sync(endpoints(staying))  # stop serving removed pods first
+    cni = cni_pods.is_cni(topo.cluster)
+    if cni and removed:
+        cni_pods.detach(rec.dir, [p.key for p in removed])  # DEL before the pod's namespace goes
     for p in removed:
         netns.remove(p.netns.name)  # the kernel deletes the veth pair with the namespace
     netns.create_many([p.netns.name for p in added])
+    wire = added
+    if cni and added:
+        try:
+            alloc, plan, _ = cni_pods.attach(rec.dir, topo, alloc, plan, [p.key for p in added], progress)
+        except BaseException:  # roll the new pods back: DEL what was added, remove their namespaces
+            cni_pods.detach(rec.dir, [p.key for p in added])
+            for p in added:
+                netns.remove(p.netns.name)
+            rec.netns = [n for n in rec.netns if n not in {p.netns.name for p in added}]
+            rec.save()
+            raise
+        new = Cluster(rec, topo, alloc, plan)
+        wire = []  # wired by the plugins
     with apply.Sockets() as s:
         ix = apply.Indexes()
         for ns in plan.infra:
-            if ns.role == "node" and any(p.node == ns.owner for p in added):
+            if ns.role == "node" and any(p.node == ns.owner for p in wire):
                 ix.seed(ns.name, s)
                 apply.ensure_node(ns, s, ix)  # cni0 and its address on a node's first pod
-        apply.apply_pods(added, s, ix, lambda i: progress("pods", i, len(added)))
+        apply.apply_pods(wire, s, ix, lambda i: progress("pods", i, len(wire)))
     rec.documents = docs
     rec.pod_conditions = {k: v for k, v in rec.pod_conditions.items() if k in now}
     rec.allocations = alloc.to_json()

@@ -32,8 +32,11 @@ class Protocol(str, Enum):
 
 @dataclass(frozen=True, slots=True)
 class CNISpec:
-    plugin: str = "flannel"
+    plugin: str = "flannel"  # flannel (built-in wiring) | cni (real plugin binaries: emu.cni)
     backend: Backend = Backend.VXLAN
+    conflist: str | None = None  # plugin cni: absolute path of the .conflist/.conf (None: flannel's delegate)
+    bin_dir: tuple[str, ...] = ()  # plugin cni: CNI_PATH
+    node_config: str = "flannel"  # plugin cni: flannel (emu plays flanneld) | none
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +78,7 @@ class ContainerPort:
     container_port: int
     protocol: Protocol = Protocol.TCP
     name: str | None = None
+    host_port: int | None = None  # hostPort: with plugin cni, the portmap plugin's portMappings capability
 
 
 @dataclass(frozen=True, slots=True)

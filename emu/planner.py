@@ -19,7 +19,11 @@ def build(topo: Topology, alloc: Allocations) -> ClusterPlan:
         a = alloc.pods[p.key]
         pods_by_node[a.node] += 1
         pods.append(cnibridge.pod_plan(c, p, a, subnets[a.node], flannel.mtu(c)))
-    node_plans = [flannel.node_plan(c, n, subnets, ips, has_pods=pods_by_node[n] > 0) for n in c.nodes]
+    if c.cni.plugin == "cni":  # real plugins wire the pods (emu.cni): the nodes hold no cni0 until they run
+        from .cni import nodes as cni_nodes
+        node_plans = [cni_nodes.node_plan(c, n, subnets, ips) for n in c.nodes]
+    else:
+        node_plans = [flannel.node_plan(c, n, subnets, ips, has_pods=pods_by_node[n] > 0) for n in c.nodes]
     infos = tuple(NodeInfo(n, names.node_netns(c.name, n), ips[n], subnets[n],
                            names.vtep_mac(c.name, n) if c.cni.backend.value == "vxlan" else None,
                            flannel.subnet_env(c, subnets[n])) for n in c.nodes)

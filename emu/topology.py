@@ -267,12 +267,15 @@ def _parse_cni(v: Any, doc: Document, c: Collector, obj: str) -> CNISpec:
     if not isinstance(v, dict):
         c.add(doc, doc.file, obj, "spec.cni", "must be a mapping with plugin and backend")
         return CNISpec()
+    plugin = v.get("plugin", "flannel")
+    if plugin == "cni":  # real plugin binaries: emu.cni
+        from .cni import spec as cni_spec
+        return cni_spec.parse(v, doc, c, obj)
     for key in v:
         if key not in ("plugin", "backend"):
             c.add(doc, doc.file, obj, f"spec.cni.{key}", "unknown field (known: plugin, backend)")
-    plugin = v.get("plugin", "flannel")
     if plugin != "flannel":
-        c.add(doc, doc.file, obj, "spec.cni.plugin", f"plugin {plugin!r} is not implemented (known: flannel)")
+        c.add(doc, doc.file, obj, "spec.cni.plugin", f"plugin {plugin!r} is not implemented (known: flannel, cni)")
     backend = v.get("backend", "vxlan")
     try:
         b = Backend(backend)
@@ -377,7 +380,12 @@ def _parse_port(p: Any, doc: Document, c: Collector, pf: str) -> ContainerPort |
         c.add(doc, doc.file, doc.label(), f"{pf}.name",
               f"{name!r} must be an IANA service name (at most 15 lowercase letters, digits and '-')")
         return None
-    return ContainerPort(num, protocol, name)
+    host_port = p.get("hostPort")
+    if host_port is not None and (not isinstance(host_port, int) or isinstance(host_port, bool)
+                                  or not 1 <= host_port <= 65535):
+        c.add(doc, doc.file, doc.label(), f"{pf}.hostPort", f"must be a port number from 1 to 65535, got {host_port!r}")
+        return None
+    return ContainerPort(num, protocol, name, host_port)
 
 
 def _expand_deployment(doc: Document, c: Collector) -> list[Pod]:
