@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from .. import ipam, names, netns, planner
+from .. import ipam, names, netns, planner, quantity
 from ..ipam import Allocations, Assignment
 from ..model import ClusterSpec, Pod, Topology
 from ..plan import ClusterPlan, PodPlan
@@ -111,13 +111,20 @@ def _runtime(c_bins: tuple[str, ...] | list[str], state_dir: str, node: str, nod
 
 
 def capability_args(pod: Pod | None) -> dict[str, Any]:
-    """runtimeConfig the kubelet's CRI runtime offers: portMappings from the containers' hostPorts (containerd
-    sends them only when there are some)."""
+    """runtimeConfig the kubelet's CRI runtime offers: portMappings from the containers' hostPorts, bandwidth from
+    the kubernetes.io/ingress-bandwidth and egress-bandwidth annotations (bits per second, bursts math.MaxUint32,
+    as containerd's toCNIBandWidth); containerd sends each only when there is something to send."""
     if pod is None:
         return {}
+    out: dict[str, Any] = {}
     pm = [{"hostPort": p.host_port, "containerPort": p.container_port, "protocol": p.protocol.value.lower()}
           for p in pod.ports if p.host_port]
-    return {"portMappings": pm} if pm else {}
+    if pm:
+        out["portMappings"] = pm
+    bw = quantity.bandwidth_capability(pod.annotations)
+    if bw:
+        out["bandwidth"] = bw
+    return out
 
 
 def _add_one(c: ClusterSpec, state_dir: str, pp: PodPlan, net: NetConfList, pod: Pod | None = None) -> Attached:
