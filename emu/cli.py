@@ -266,7 +266,10 @@ def conntrack(target: str, proto: str | None, cluster_name: str | None) -> None:
 
 @main.command()
 @click.argument("src", metavar="FROM")
-@click.argument("dst", metavar="TO")
+@click.argument("dst", metavar="TO", required=False)
+@click.option("--dns", "dns_name", metavar="NAME", help="Resolve NAME with FROM's resolv.conf: every query the "
+                                                         "search path and ndots cause, with its answer and time.")
+@click.option("--dns-type", default="A", show_default=True, help="Record type for --dns (A, SRV, PTR, ...).")
 @click.option("--proto", type=click.Choice(["tcp", "udp", "sctp", "icmp"]), default="tcp", show_default=True)
 @click.option("--port", type=click.IntRange(1, 65535), help="Destination port (default: the target's first "
                                                              "declared port for the protocol, else 80).")
@@ -279,13 +282,21 @@ def conntrack(target: str, proto: str | None, cluster_name: str | None) -> None:
 @click.option("--max-hops", type=click.IntRange(1, 64), default=8, show_default=True)
 @OUTPUT
 @CLUSTER
-def probe(src: str, dst: str, proto: str, port: int | None, size: int | None, df: bool, count: int,
-          timeout: float, pmtu: bool, traceroute: bool, max_hops: int, output: str, cluster_name: str | None
-          ) -> None:
-    """Send real packets from FROM to TO and report what happened."""
+def probe(src: str, dst: str | None, dns_name: str | None, dns_type: str, proto: str, port: int | None,
+          size: int | None, df: bool, count: int, timeout: float, pmtu: bool, traceroute: bool, max_hops: int,
+          output: str, cluster_name: str | None) -> None:
+    """Send real packets from FROM to TO and report what happened (or, with --dns NAME, resolve NAME)."""
     from . import probing
 
     cl = _run(lambda: clusters.open_cluster(clusters.pick(cluster_name)))
+    if dns_name:
+        from .dns import addon as dns_addon
+
+        res = _run(lambda: dns_addon.probe_dns(cl, src, dns_name, dns_type.upper(), timeout=timeout))
+        click.echo(report.to_json(res) if output == "json" else dns_addon.probe_dns_text(res))
+        sys.exit(0 if res["ok"] else 1)
+    if dst is None:
+        raise click.UsageError("missing argument TO (or --dns NAME)")
     if pmtu:
         res = _run(lambda: probing.pmtu(cl, src, dst, timeout))
         click.echo(report.to_json(res) if output == "json" else probing.pmtu_text(res))

@@ -15,6 +15,7 @@ from typing import Any
 
 from . import agent, apply, ipam, kernel, netns, planner, state, topology
 from .cni import pods as cni_pods
+from .dns import addon as dns_addon
 from .kubeproxy import inputs
 from .kubeproxy import sync as kpsync
 from .netpol import sync as netpol_sync
@@ -172,6 +173,7 @@ def _build(cl: Cluster, progress: Progress) -> None:
     sync_services(cl, None)
     progress("kube-proxy", len(plan.nodes), len(plan.nodes))
     netpol_sync.sync_cluster(cl)  # kube-router's policy controller, once the cluster has a NetworkPolicy
+    dns_addon.start(cl)  # pods' resolv.conf; with the coredns ConfigMap, the cluster DNS server
 
 
 def endpoints(cl: Cluster) -> list[dict[str, Any]]:
@@ -285,6 +287,7 @@ def down(name: str) -> bool:
             return True
         return False
     _stop_agent(rec)
+    dns_addon.stop(rec)  # the DNS server and the /etc/netns resolv.conf files the record names
     cni_pods.detach(rec.dir)  # DEL for every recorded CNI ADD, while the namespaces still exist
     for ns in rec.netns:
         netns.remove(ns)
@@ -386,6 +389,7 @@ def _converge(cl: Cluster, docs: list[dict[str, Any]], progress: Progress) -> Ch
     _update_external_routes(cl.plan, plan)
     sync_services(new, cl)
     netpol_sync.sync_cluster(new)  # pods, labels, namespaces or policies changed: regenerate where it matters
+    dns_addon.sync(new)  # new records (the DNS server re-reads its zone), resolv.conf of new pods
     return Change(tuple(p.key for p in added), tuple(p.key for p in removed), len(now) - len(added))
 
 

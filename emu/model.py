@@ -98,6 +98,7 @@ class Pod:
     document: int | None = field(default=None, compare=False)  # YAML document it came from, for errors
     ready: bool = True  # annotation emu.dev/ready: "false" makes the pod not ready (its endpoints too)
     terminating: bool = False  # annotation emu.dev/terminating: "true": deletionTimestamp set, still serving
+    annotations: Mapping[str, str] = field(default_factory=dict, compare=False)  # metadata.annotations (strings)
 
     @property
     def key(self) -> str:

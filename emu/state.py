@@ -33,6 +33,8 @@ class Record:
     # `emu mark`: per-pod condition overrides, pod key -> {"ready": bool, "terminating": bool}
     pod_conditions: dict[str, dict[str, bool]] = field(default_factory=dict)
     created: float = 0.0
+    dns_pid: int | None = None  # the cluster DNS daemon (emu.dns.server)
+    etc_files: list[str] = field(default_factory=list)  # /etc/netns/<netns>/resolv.conf files written (emu.dns)
 
     @property
     def dir(self) -> str:

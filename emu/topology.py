@@ -14,7 +14,7 @@ from typing import Any, Iterable
 
 import yaml
 
-from . import services
+from . import quantity, services
 from .netpol import parse as netpol_parse
 from .documents import (
     DNS_LABEL,
@@ -51,7 +51,6 @@ RESERVED_NODE_NAMES = ("underlay", "external")  # namespaces of the emulated inf
 KNOWN_LATER = {
     "NetworkAttachmentDefinition": "the DNS/secondary-networks issue",
     "Ingress": "the DNS/Ingress issue",
-    "ConfigMap": "the DNS issue",
     "Secret": "the Ingress issue",
 }
 CLUSTER_DEFAULTS: dict[str, Any] = {
@@ -100,6 +99,9 @@ def build(path: str, cluster: ClusterSpec, docs: Iterable[Document]) -> Topology
     slices: list[tuple[EndpointSlice, Document]] = []
     policies: list[tuple[NetworkPolicy, Document]] = []
     seen_ns: set[str] = set()
+    from .dns import addon as dns_addon  # the coredns ConfigMap brings kubeadm's CoreDNS addon objects
+    docs = list(docs)
+    docs += dns_addon.addon_documents(path, docs, cluster.service_cidr)
     for doc in docs:
         kind = doc.kind
         if kind == "Namespace":
@@ -127,6 +129,8 @@ def build(path: str, cluster: ClusterSpec, docs: Iterable[Document]) -> Topology
             pol = netpol_parse.parse_policy(doc, c)
             if pol:
                 policies.append((pol, doc))
+        elif kind == "ConfigMap":
+            dns_addon.check_configmap(doc, c)  # recorded; emu.dns reads the kube-system/coredns Corefile
         elif kind == "Cluster":
             c.add(doc, doc.file, doc.label(), "kind", "only the first document may be the Cluster")
         elif not kind:
@@ -318,6 +322,10 @@ def _parse_pod(doc: Document, c: Collector, namespace: Any, name: Any, body: dic
     if spec.get("hostNetwork"):
         c.add(doc, doc.file, obj, f"{prefix}spec.hostNetwork", "hostNetwork pods are not implemented yet")
         ok = False
+    from .dns import resolvconf
+    for fld, msg in resolvconf.validate(spec):  # dnsPolicy, dnsConfig (emu.dns writes the pod's resolv.conf)
+        c.add(doc, doc.file, obj, f"{prefix}spec.{fld}", msg)
+        ok = False
     node = spec.get("nodeName")
     if node is not None and not isinstance(node, str):
         c.add(doc, doc.file, obj, f"{prefix}spec.nodeName", "must be a node name")
@@ -326,9 +334,17 @@ def _parse_pod(doc: Document, c: Collector, namespace: Any, name: Any, body: dic
     annotations = meta.get("annotations") if isinstance(meta.get("annotations"), dict) else {}
     ready = str(annotations.get(READY_ANNOTATION, "true")).lower() != "false"
     terminating = str(annotations.get(TERMINATING_ANNOTATION, "false")).lower() == "true"
+    for ann in (quantity.INGRESS_BANDWIDTH, quantity.EGRESS_BANDWIDTH):
+        if ann in annotations:
+            try:
+                quantity.bandwidth_bps(annotations[ann])
+            except ValueError as e:
+                c.add(doc, doc.file, obj, f"{prefix}metadata.annotations[{ann}]", str(e))
+                ok = False
     if not ok or ports is None:
         return None
-    return Pod(str(namespace), str(name), labels, ports, node, owner, doc.index, ready, terminating)
+    return Pod(str(namespace), str(name), labels, ports, node, owner, doc.index, ready, terminating,
+               {str(k): str(v) for k, v in annotations.items()})
 
 
 def _parse_ports(containers: Any, doc: Document, c: Collector, fld: str) -> tuple[ContainerPort, ...] | None:
@@ -420,7 +436,7 @@ def _expand_deployment(doc: Document, c: Collector) -> list[Pod]:
         if p is None:
             return []
         pods.append(Pod(p.namespace, p.name, {**p.labels, "pod-template-hash": template_hash}, p.ports,
-                        p.node_name, p.owner, doc.index, p.ready, p.terminating))
+                        p.node_name, p.owner, doc.index, p.ready, p.terminating, p.annotations))
     return pods
 
 

@@ -1,0 +1,389 @@
+"""The cluster DNS addon, as kubeadm installs it: the `coredns` ConfigMap (kube-system) brings the `coredns`
+Deployment (2 replicas, k8s-app=kube-dns, dnsPolicy Default) and the `kube-dns` Service at serviceCIDR .10 (dns
+53/UDP, dns-tcp 53/TCP, metrics 9153/TCP) into the model, unless the topology has a kube-dns Service of its own.
+
+The server is a second per-cluster daemon (emu.dns.server) answering inside the coredns pods' namespaces, so
+queries reach it through kube-proxy's rules for the ClusterIP.  Every pod and node gets kubelet's resolv.conf in
+/etc/netns/<netns>/resolv.conf (what `ip netns exec`, hence `emu exec`, bind-mounts over /etc/resolv.conf)."""
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from typing import Any
+
+from .. import names, state
+from ..documents import Collector, Document
+from ..errors import ClusterError
+from ..ipam import external_ip
+from . import corefile, records, resolvconf, wire
+
+ADDON_INDEX = 100000  # document index of the synthesized objects (error messages name them as documents)
+DNS_LABELS = {"k8s-app": "kube-dns"}
+ETC_NETNS = os.environ.get("EMU_ETC_NETNS", "/etc/netns")
+
+
+def _is_coredns_configmap(body: dict[str, Any]) -> bool:
+    meta = body.get("metadata") or {}
+    return (body.get("kind") == "ConfigMap" and meta.get("name") == "coredns"
+            and (meta.get("namespace") or "default") == "kube-system")
+
+
+def corefile_text(bodies: list[dict[str, Any]]) -> str | None:
+    cm = next((b for b in bodies if _is_coredns_configmap(b)), None)
+    if cm is None:
+        return None
+    return str((cm.get("data") or {}).get("Corefile") or corefile.DEFAULT_COREFILE)
+
+
+def check_configmap(doc: Document, c: Collector) -> None:
+    """ConfigMaps are recorded; the coredns one must hold a Corefile CoreDNS would start with."""
+    data = doc.body.get("data")
+    if data is not None and not isinstance(data, dict):
+        c.add(doc, doc.file, doc.label(), "data", "must be a mapping of keys to strings")
+        return
+    if _is_coredns_configmap(doc.body) and data and "Corefile" in data:
+        try:
+            corefile.parse(str(data["Corefile"]))
+        except corefile.CorefileError as e:
+            c.add(doc, doc.file, doc.label(), "data.Corefile", str(e))
+
+
+def addon_documents(path: str, docs: list[Document], service_cidr: ipaddress.IPv4Network) -> list[Document]:
+    """kubeadm's CoreDNS addon objects, when the coredns ConfigMap is there and no kube-dns Service is."""
+    bodies = [d.body for d in docs]
+    if corefile_text(bodies) is None:
+        return []
+    has_svc = any(b.get("kind") == "Service" and (b.get("metadata") or {}).get("name") == "kube-dns"
+                  and (b.get("metadata") or {}).get("namespace") == "kube-system" for b in bodies)
+    has_deploy = any(b.get("kind") == "Deployment" and (b.get("metadata") or {}).get("name") == "coredns"
+                     and (b.get("metadata") or {}).get("namespace") == "kube-system" for b in bodies)
+    out = []
+    if not has_deploy:
+        out.append(Document(path, ADDON_INDEX, {
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "coredns", "namespace": "kube-system", "labels": dict(DNS_LABELS)},
+            "spec": {"replicas": 2, "selector": {"matchLabels": dict(DNS_LABELS)},
+                     "template": {"metadata": {"labels": dict(DNS_LABELS)},
+                                  "spec": {"dnsPolicy": "Default",
+                                           "containers": [{"name": "coredns",
+                                                           "image": "registry.k8s.io/coredns/coredns:v1.11.1"}]}}}}))
+    if not has_svc:
+        out.append(Document(path, ADDON_INDEX + 1, {
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "kube-dns", "namespace": "kube-system",
+                         "labels": {"k8s-app": "kube-dns", "kubernetes.io/name": "CoreDNS"}},
+            "spec": {"selector": dict(DNS_LABELS), "clusterIP": str(service_cidr.network_address + 10),
+                     "ports": [{"name": "dns", "port": 53, "protocol": "UDP", "targetPort": 53},
+                               {"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": 53},
+                               {"name": "metrics", "port": 9153, "protocol": "TCP", "targetPort": 9153}]}}))
+    return out
+
+
+# --- a running cluster ---------------------------------------------------------------------------------------------
+
+
+def _bodies(rec: state.Record) -> list[dict[str, Any]]:
+    return [d["body"] for d in rec.documents[1:]]
+
+
+def config(cl: Any) -> corefile.Config | None:
+    text = corefile_text(_bodies(cl.record))
+    return corefile.parse(text) if text is not None else None
+
+
+def dns_dir(rec: state.Record) -> str:
+    return os.path.join(rec.dir, "dns")
+
+
+def cluster_dns_ip(cl: Any) -> str | None:
+    a = cl.allocations.services.get("kube-system/kube-dns")
+    return str(a.cluster_ip) if a and a.cluster_ip else None
+
+
+def server_pods(cl: Any) -> list[str]:
+    return [p.key for p in cl.topology.pods if p.namespace == "kube-system"
+            and all(p.labels.get(k) == v for k, v in DNS_LABELS.items())]
+
+
+def node_dns(cl: Any) -> resolvconf.DNSConfig:
+    """The nodes' own /etc/resolv.conf (kubelet's --resolv-conf): the external host's resolver."""
+    return resolvconf.DNSConfig(servers=[str(external_ip(cl.topology.cluster))])
+
+
+def _pod_specs(cl: Any) -> dict[str, dict[str, Any]]:
+    """Each pod's spec as written (a Deployment's template spec for its pods), by pod key."""
+    by_ident: dict[tuple[str, str, str], dict[str, Any]] = {}
+    bodies = _bodies(cl.record)
+    path = cl.record.topology_file
+    bodies += [d.body for d in addon_documents(path, [Document(path, 0, b) for b in bodies],
+                                                cl.topology.cluster.service_cidr)]
+    for b in bodies:
+        meta = b.get("metadata") or {}
+        by_ident[(str(b.get("kind")), meta.get("namespace") or "default", str(meta.get("name")))] = b
+    out = {}
+    for p in cl.topology.pods:
+        if p.owner:
+            deploy = p.owner.split("/", 1)[1].rsplit("-", 1)[0]
+            b = by_ident.get(("Deployment", p.namespace, deploy)) or {}
+            spec = ((b.get("spec") or {}).get("template") or {}).get("spec") or {}
+        else:
+            spec = (by_ident.get(("Pod", p.namespace, p.name)) or {}).get("spec") or {}
+        out[p.key] = spec
+    return out
+
+
+def pod_dns_config(cl: Any, key: str, cfg: corefile.Config | None = None) -> resolvconf.DNSConfig:
+    cfg = cfg if cfg is not None else config(cl)
+    ns = key.split("/", 1)[0]
+    dns_ip = cluster_dns_ip(cl) if cfg is not None else None
+    domain = cfg.cluster_domain if cfg else "cluster.local."
+    return resolvconf.pod_dns(_pod_specs(cl).get(key, {}), ns, [dns_ip] if dns_ip else [], domain, node_dns(cl))
+
+
+def resolv_confs(cl: Any) -> dict[str, str]:
+    """netns -> resolv.conf text, for every pod and node."""
+    cfg = config(cl)
+    specs = _pod_specs(cl)
+    dns_ip = cluster_dns_ip(cl) if cfg is not None else None
+    domain = cfg.cluster_domain if cfg else "cluster.local."
+    host = node_dns(cl)
+    out = {n.netns: host.render() for n in cl.plan.nodes}
+    for p in cl.topology.pods:
+        pp = cl.plan.pod(p.key)
+        if pp is None:
+            continue
+        out[pp.netns.name] = resolvconf.pod_dns(specs.get(p.key, {}), p.namespace, [dns_ip] if dns_ip else [],
+                                                domain, host).render()
+    return out
+
+
+def _write_atomic(path: str, text: str) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def write_resolv_confs(cl: Any) -> None:
+    rec = cl.record
+    want = {os.path.join(ETC_NETNS, ns, "resolv.conf"): text for ns, text in resolv_confs(cl).items()}
+    rec.etc_files = sorted(set(rec.etc_files) | set(want))
+    rec.save()  # ownership first
+    for path, text in want.items():
+        _write_atomic(path, text)
+    for path in set(rec.etc_files) - set(want):
+        _remove_etc(path)
+    rec.etc_files = sorted(want)
+    rec.save()
+
+
+def _remove_etc(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    try:
+        os.rmdir(os.path.dirname(path))  # only when empty: never someone else's files
+    except OSError:
+        pass
+
+
+def write_zone(cl: Any) -> bool:
+    cfg = config(cl)
+    if cfg is None:
+        return False
+    d = dns_dir(cl.record)
+    os.makedirs(d, exist_ok=True)
+    _write_atomic(os.path.join(d, "zone.json"), json.dumps(records.snapshot(cl, cfg)))
+    upstreams = [str(external_ip(cl.topology.cluster)) if u == "/etc/resolv.conf" else u for u in cfg.forward]
+    listen = [cl.plan.pod(k).netns.name for k in server_pods(cl)]
+    _write_atomic(os.path.join(d, "server.json"), json.dumps({
+        "cluster": cl.name, "port": cfg.port, "listen": listen, "upstreams": upstreams,
+        "external_netns": names.external_netns(cl.name), "corefile": cfg.to_json()}))
+    return True
+
+
+def start(cl: Any) -> None:
+    """Up: resolv.conf for every pod and node; with the coredns ConfigMap, the zone and the server."""
+    write_resolv_confs(cl)
+    if not write_zone(cl):
+        return
+    if _pids(cl.record):
+        return
+    d = dns_dir(cl.record)
+    ready = os.path.join(d, "dns.ready")
+    if os.path.exists(ready):
+        os.unlink(ready)
+    env = dict(os.environ)
+    parent = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (parent, env.get("PYTHONPATH")) if p)
+    with open(os.path.join(d, "dns.log"), "ab") as logf, open(os.devnull, "rb") as devnull:
+        proc = subprocess.Popen([sys.executable, "-m", "emu.dns.server", "--dir", os.path.abspath(d)], stdin=devnull,
+                                stdout=logf, stderr=logf, start_new_session=True, close_fds=True, env=env)
+    threading.Thread(target=proc.wait, daemon=True).start()
+    with open(os.path.join(d, "dns.pid"), "w") as f:
+        f.write(f"{proc.pid}\n")
+    cl.record.dns_pid = proc.pid
+    cl.record.save()
+    deadline = time.monotonic() + 20
+    while not os.path.exists(ready):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise ClusterError(f"the DNS server did not start: {_log_tail(d)}")
+        time.sleep(0.02)
+
+
+def sync(cl: Any) -> None:
+    """After emu apply/delete/mark: new records (the server re-reads zone.json), resolv.conf for new pods."""
+    start(cl)
+
+
+def _log_tail(d: str) -> str:
+    try:
+        with open(os.path.join(d, "dns.log")) as f:
+            return " | ".join(f.read().splitlines()[-5:])
+    except OSError:
+        return "(no dns.log)"
+
+
+def _is_ours(pid: int, d: str) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv = f.read().decode(errors="replace").split("\0")
+        with open(f"/proc/{pid}/stat") as f:
+            if f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X"):
+                return False
+    except (OSError, IndexError):
+        return False
+    return "emu.dns.server" in argv and os.path.abspath(d) in argv
+
+
+def _pids(rec: state.Record) -> set[int]:
+    d = dns_dir(rec)
+    pids = {rec.dns_pid} if getattr(rec, "dns_pid", None) else set()
+    try:
+        with open(os.path.join(d, "dns.pid")) as f:
+            pids.add(int(f.read().strip()))
+    except (OSError, ValueError):
+        pass
+    return {p for p in pids if _is_ours(p, d)}
+
+
+def stop(rec: state.Record) -> None:
+    """Down: the server, then the resolv.conf files the record names."""
+    d = dns_dir(rec)
+    for pid in _pids(rec):
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            continue
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline and _is_ours(pid, d):
+            time.sleep(0.02)
+        if _is_ours(pid, d):
+            os.kill(pid, signal.SIGKILL)
+    for path in getattr(rec, "etc_files", []) or []:
+        _remove_etc(path)
+
+
+# --- emu probe FROM --dns NAME ---------------------------------------------------------------------------------------
+
+
+def _src(cl: Any, src: str) -> tuple[str, resolvconf.DNSConfig]:
+    from .. import targets
+
+    t = targets.resolve(cl, src)
+    if t.kind == "pod":
+        return t.netns, pod_dns_config(cl, t.label)
+    if t.kind in ("node", "external"):
+        return t.netns, node_dns(cl)
+    raise ClusterError(f"{src}: a DNS probe runs from a pod, a node or external")
+
+
+def candidates(name: str, searches: list[str], ndots: int) -> list[str]:
+    """The names glibc's res_search tries, in order."""
+    if name.endswith("."):
+        return [name]
+    absolute = [name + "."]
+    listed = [f"{name}.{s.rstrip('.')}." for s in searches]
+    return absolute + listed if name.count(".") >= ndots else listed + absolute
+
+
+def _ask(server: str, data: bytes, timeout: float) -> tuple[bytes | None, float, str | None]:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.settimeout(timeout)
+    t0 = time.perf_counter()
+    try:
+        s.sendto(data, (server, 53))
+        ans, _ = s.recvfrom(65535)
+        return ans, (time.perf_counter() - t0) * 1000, None
+    except OSError as e:
+        return None, (time.perf_counter() - t0) * 1000, "timeout" if isinstance(e, socket.timeout) else str(e)
+    finally:
+        s.close()
+
+
+def probe_dns(cl: Any, src: str, name: str, qtype: str = "A", timeout: float = 2.0,
+              attempts: int = 2) -> dict[str, Any]:
+    """Resolve NAME from SRC's namespace with SRC's resolv.conf, as the stub resolver does: each name the search
+    path and ndots give, each nameserver in turn; every query with its answer and time."""
+    from .. import netns as netns_mod
+
+    ns, conf = _src(cl, src)
+    names_tried = candidates(name, conf.searches, conf.ndots())
+
+    def run() -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        for i, cand in enumerate(names_tried):
+            for server in conf.servers:
+                done = False
+                for _ in range(attempts):
+                    mid = (os.getpid() + len(out) * 7919 + i) & 0xFFFF
+                    raw, ms, err = _ask(server, wire.query(cand, qtype, mid), timeout)
+                    q: dict[str, Any] = {"name": cand, "type": qtype, "server": server, "ms": round(ms, 3)}
+                    if raw is None:
+                        q.update(rcode="TIMEOUT" if err == "timeout" else "ERROR", error=err, answers=[])
+                        out.append(q)
+                        continue
+                    m = wire.decode(raw)
+                    q.update(rcode=m.rcode_name, answers=[r.to_json() for r in m.answer],
+                             authority=[r.to_json() for r in m.authority], aa=m.aa)
+                    out.append(q)
+                    done = True
+                    break
+                if done:
+                    break  # an answer (even NXDOMAIN) from a server: glibc does not ask the next one
+            last = out[-1] if out else None
+            if last and last["rcode"] == "NOERROR" and any(a["type"] == qtype for a in last["answers"]):
+                return out
+        return out
+
+    t0 = time.perf_counter()
+    queries = netns_mod.run_in(ns, run) if ns else run()
+    total = (time.perf_counter() - t0) * 1000
+    last = queries[-1] if queries else {}
+    found = last.get("rcode") == "NOERROR" and any(a["type"] == qtype for a in last.get("answers", []))
+    return {"ok": found, "from": src, "name": name, "type": qtype, "resolved_as": last.get("name") if found else None,
+            "addresses": [a["data"] for a in last.get("answers", []) if a["type"] == qtype] if found else [],
+            "queries": queries, "total_ms": round(total, 3), "resolv_conf": conf.render(),
+            "ndots": conf.ndots(), "search": conf.searches, "nameservers": conf.servers}
+
+
+def probe_dns_text(res: dict[str, Any]) -> str:
+    lines = [f"{res['from']} resolves {res['name']} ({res['type']}) with nameservers {', '.join(res['nameservers'])}"
+             f", ndots:{res['ndots']}, search {' '.join(res['search']) or '(none)'}"]
+    for q in res["queries"]:
+        ans = ", ".join(str(a["data"]) if not isinstance(a["data"], list) else " ".join(map(str, a["data"]))
+                        for a in q["answers"]) or "-"
+        lines.append(f"  {q['ms']:8.2f} ms  {q['server']:<15} {q['type']:<5} {q['name']:<50} {q['rcode']:<9} {ans}")
+    verdict = (f"{res['name']} -> {', '.join(map(str, res['addresses']))} (as {res['resolved_as']})" if res["ok"]
+               else f"{res['name']}: not resolved")
+    lines.append(f"{verdict}: {len(res['queries'])} queries in {res['total_ms']:.2f} ms")
+    return "\n".join(lines)

@@ -1,0 +1,140 @@
+"""Cluster DNS on the real dataplane: queries from pods reach the DNS server at the kube-dns ClusterIP through
+kube-proxy's rules, answers follow CoreDNS, names outside the cluster go to the external host's resolver, and
+`emu exec ... nslookup` / getent use the pod's resolv.conf."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from emu import cluster as clusters
+from emu import state
+from emu.dns import addon
+from tests.conftest import TOPOLOGIES
+
+
+@pytest.fixture(scope="module")
+def dns(emu_cluster):
+    with emu_cluster(str(TOPOLOGIES / "dns.yaml")) as c:
+        yield c
+
+
+def cl(c):
+    return clusters.open_cluster(c.name)
+
+
+def test_server_runs_in_coredns_pods(dns):
+    rec = state.load(dns.name)
+    assert rec.dns_pid and addon._pids(rec) == {rec.dns_pid}
+    assert all(os.path.exists(f) for f in rec.etc_files) and len(rec.etc_files) == 10  # 8 pods, 2 nodes
+
+
+def test_service_name_through_clusterip(dns):
+    r = addon.probe_dns(cl(dns), "ns1/client", "web.default")
+    assert r["ok"] and r["addresses"] == [dns.cluster_ip("default/web")]
+    # ndots:5: the search path first; web.default.ns1.svc... fails, web.default.svc.cluster.local answers
+    assert [q["name"] for q in r["queries"]] == ["web.default.ns1.svc.cluster.local.",
+                                                 "web.default.svc.cluster.local."]
+    assert [q["rcode"] for q in r["queries"]] == ["NXDOMAIN", "NOERROR"]
+    assert r["queries"][0]["authority"][0]["data"][:2] == ["ns.dns.cluster.local.", "hostmaster.cluster.local."]
+    fq = addon.probe_dns(cl(dns), "ns1/client", "web.default.svc.cluster.local.")
+    assert fq["ok"] and len(fq["queries"]) == 1
+
+
+def test_headless_srv_ptr_pod_over_the_wire(dns):
+    c = cl(dns)
+    web_ips = sorted(str(c.allocations.pods[p.key].ip) for p in c.topology.pods if p.labels.get("app") == "web")
+    r = addon.probe_dns(c, "default/nginx", "web-headless")
+    assert r["ok"] and sorted(r["addresses"]) == web_ips
+    r = addon.probe_dns(c, "default/nginx", "_http._tcp.web", "SRV")
+    assert r["ok"] and [a["data"] for a in r["queries"][-1]["answers"]] == [
+        [0, 100, 80, "web.default.svc.cluster.local."]]
+    r = addon.probe_dns(c, "default/nginx", "10.0.96.10.in-addr.arpa.", "PTR")
+    assert r["addresses"] == ["kube-dns.kube-system.svc.cluster.local."]
+    dashed = web_ips[0].replace(".", "-")
+    r = addon.probe_dns(c, "default/nginx", f"{dashed}.default.pod.cluster.local")
+    assert r["ok"] and r["addresses"] == [web_ips[0]]
+
+
+def test_forward_to_external_resolver(dns):
+    c = cl(dns)
+    r = addon.probe_dns(c, "ns1/client", "example.com")
+    assert r["ok"] and r["addresses"] == ["203.0.113.10"] and r["queries"][-1]["name"] == "example.com."
+    r = addon.probe_dns(c, "ns1/client", "ext.ns1.svc.cluster.local.")  # ExternalName: CNAME, then upstream A
+    assert r["ok"] and [a["type"] for a in r["queries"][0]["answers"]] == ["CNAME", "A"]
+    r = addon.probe_dns(c, "ns1/client", "no-such-name.example.")
+    assert not r["ok"] and r["queries"][-1]["rcode"] == "NXDOMAIN"
+    # dnsPolicy Default: the node's resolver, i.e. the external host directly
+    r = addon.probe_dns(c, "ns1/default-policy", "example.com")
+    assert r["ok"] and r["nameservers"] == ["172.18.0.1"] and len(r["queries"]) == 1
+
+
+def test_resolv_conf_in_exec(dns):
+    out = dns.exec("default/nginx", "cat", "/etc/resolv.conf").stdout
+    assert out == ("search default.svc.cluster.local svc.cluster.local cluster.local ns1.svc.cluster.local\n"
+                   "nameserver 10.96.0.10\nnameserver 8.8.8.8\noptions ndots:5\n")
+    assert dns.exec("ns1/none-policy", "cat", "/etc/resolv.conf").stdout == (
+        "search ns1.svc.cluster.local my.dns.search.suffix\nnameserver 10.96.0.10\nnameserver 1.1.1.1\n"
+        "options ndots:2 edns0\n")
+    got = dns.exec("ns1/client", "getent", "hosts", "web.default").stdout.split()
+    assert got[:2] == [dns.cluster_ip("default/web"), "web.default.svc.cluster.local"]
+
+
+@pytest.mark.skipif(shutil.which("nslookup") is None, reason="nslookup (dnsutils) is not installed")
+def test_nslookup_via_emu_exec(dns):
+    emu = os.path.join(os.path.dirname(sys.executable), "emu")
+    p = subprocess.run([emu, "exec", "--cluster", dns.name, "ns1/client", "--", "nslookup", "web.default"],
+                       capture_output=True, text=True, timeout=20)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "Server:\t\t10.96.0.10" in p.stdout and f"Address: {dns.cluster_ip('default/web')}" in p.stdout
+
+
+def test_cli_probe_dns(dns):
+    emu = os.path.join(os.path.dirname(sys.executable), "emu")
+    p = subprocess.run([emu, "probe", "--cluster", dns.name, "ns1/client", "--dns", "web-headless.default"],
+                       capture_output=True, text=True, timeout=20)
+    assert p.returncode == 0, p.stderr
+    assert "web-headless.default.ns1.svc.cluster.local." in p.stdout and "NXDOMAIN" in p.stdout
+    assert " ms " in p.stdout
+
+
+def test_records_follow_apply(dns, tmp_path):
+    f = tmp_path / "new.yaml"
+    f.write_text("""apiVersion: v1
+kind: Service
+metadata: {name: late, namespace: ns1}
+spec:
+  selector: {app: none}
+  ports: [{port: 80}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: late-pod, namespace: ns1}
+spec:
+  dnsPolicy: None
+  dnsConfig: {nameservers: [10.96.0.10]}
+  containers: [{name: c, image: x, ports: [{containerPort: 80}]}]
+""")
+    dns.apply(str(f))
+    import time
+    time.sleep(0.8)  # the server polls its zone file (the reload plugin's idea)
+    c = cl(dns)
+    r = addon.probe_dns(c, "ns1/client", "late")
+    assert r["ok"] and r["addresses"] == [dns.cluster_ip("ns1/late")]
+    assert dns.exec("ns1/late-pod", "cat", "/etc/resolv.conf").stdout == "nameserver 10.96.0.10\n"
+    dns.delete(str(f))
+    time.sleep(0.8)
+    assert not addon.probe_dns(cl(dns), "ns1/client", "late.ns1.svc.cluster.local.")["ok"]
+
+
+def test_down_removes_everything(emu_cluster):
+    with emu_cluster(str(TOPOLOGIES / "dns.yaml"), "dns-down") as c:
+        rec = state.load(c.name)
+        files, pid, d = list(rec.etc_files), rec.dns_pid, addon.dns_dir(rec)
+        assert addon._is_ours(pid, d)
+    assert files and not any(os.path.exists(f) for f in files)
+    assert not any(os.path.exists(os.path.dirname(f)) for f in files)
+    assert not addon._is_ours(pid, d)
