@@ -4,7 +4,6 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Callable
 from typing import Any
 
 import click
@@ -18,20 +17,8 @@ OUTPUT = click.option("-o", "--output", type=click.Choice(["table", "wide", "jso
 CLUSTER = click.option("--cluster", "cluster_name", metavar="NAME", help="Cluster to act on (implied when one is up).")
 
 
-class UserError(click.ClickException):
-    def __init__(self, message: str, code: int = 1):
-        super().__init__(message)
-        self.exit_code = code
-
-    def show(self, file: Any = None) -> None:
-        click.echo(f"error: {self.format_message()}", err=True)
-
-
-def _run(fn: Callable[[], Any]) -> Any:
-    try:
-        return fn()
-    except EmuError as e:
-        raise UserError(str(e), e.exit_code) from None
+from .clierrors import UserError  # noqa: E402
+from .clierrors import run as _run  # noqa: E402
 
 
 def _progress(enabled: bool) -> clusters.Progress:
@@ -317,9 +304,9 @@ def probe(src: str, dst: str | None, dns_name: str | None, dns_type: str, proto:
     else:
         click.echo(probing.probe_text(res, wide=output == "wide"))
         if "fragmentation" in res:
-            from .trace import fragments as fr
+            from .trace import fragments as frag
 
-            click.echo(fr.fragments_text(res["fragmentation"]))
+            click.echo(frag.fragments_text(res["fragmentation"]))
     if not res["ok"]:
         sys.exit(1)
 

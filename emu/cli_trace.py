@@ -4,31 +4,16 @@ from __future__ import annotations
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
 
 import click
 
 from . import cluster as clusters
 from . import report
-from .errors import EmuError
 
 
-class _UserError(click.ClickException):
-    def __init__(self, message: str, code: int = 1):
-        super().__init__(message)
-        self.exit_code = code
-
-    def show(self, file: Any = None) -> None:
-        click.echo(f"error: {self.format_message()}", err=True)
-
-
-def _run(fn: Callable[[], Any]) -> Any:
-    try:
-        return fn()
-    except EmuError as e:
-        raise _UserError(str(e), e.exit_code) from None
+from .clierrors import run as _run  # noqa: E402
 
 
 @contextmanager

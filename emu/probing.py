@@ -36,10 +36,12 @@ def _source(cl: Cluster, text: str) -> targets.Target:
 
 
 def _one(cl: Cluster, src: targets.Target, dst: targets.Target, proto: str, port: int | None, size: int | None,
-         df: bool, timeout: float, seq: int = 1) -> dict[str, Any]:
+         df: bool, timeout: float, seq: int = 1, ident: int | None = None) -> dict[str, Any]:
+    """One probe from a resolved source to a resolved target; answers that carry only an address are named."""
     assert src.netns is not None
     if proto == "icmp":
-        r = probe.icmp(src.netns, dst.ip, size=56 if size is None else size, df=df, timeout=timeout, seq=seq)
+        r = probe.icmp(src.netns, dst.ip, size=56 if size is None else size, df=df, timeout=timeout, seq=seq,
+                       ident=ident)
     elif proto == "udp":
         r = probe.udp(src.netns, dst.ip, port or 80, size=size, df=df, timeout=timeout)
     elif proto == "sctp":

@@ -9,10 +9,8 @@ import hashlib
 import ipaddress
 import json
 import re
-from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-import yaml
 
 from . import quantity, services
 from .netpol import parse as netpol_parse

@@ -12,7 +12,6 @@ import ipaddress
 import json
 import os
 import re
-from typing import Any
 
 from .runtime import NetConfList
 

@@ -51,20 +51,8 @@ class Raw:
 
 def _send(cl: Cluster, src: targets.Target, dst: targets.Target, proto: str, port: int | None, size: int | None,
           df: bool, timeout: float, ident: int) -> dict[str, Any]:
-    """One probe, as `emu probe` sends it (emu.probe), with a known ICMP identifier."""
-    assert src.netns is not None
-    if proto == "icmp":
-        r = probe.icmp(src.netns, dst.ip, size=56 if size is None else size, df=df, timeout=timeout, ident=ident)
-    elif proto == "udp":
-        r = probe.udp(src.netns, dst.ip, port or 80, size=size, df=df, timeout=timeout)
-    else:
-        r = probe.tcp(src.netns, dst.ip, port or 80, timeout=timeout)
-    d = r.to_dict()
-    if proto == "icmp" and d.get("answered_by"):
-        d["answered_by"] = targets.who(cl, d["answered_by"]) or d["answered_by"]
-    if d.get("icmp") and d["icmp"].get("sender") not in (None, "local"):
-        d["icmp"]["sender_name"] = targets.who(cl, d["icmp"]["sender"])
-    return d
+    """One probe, as `emu probe` sends it, with a known ICMP identifier."""
+    return probing._one(cl, src, dst, proto, port, size, df, timeout, ident=ident)
 
 
 def _rule_trace_plan(cl: Cluster) -> tuple[bool, list[str]]:
