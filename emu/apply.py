@@ -222,7 +222,7 @@ def apply_pods(pods: Iterable[PodPlan], s: Sockets, ix: Indexes, progress: Calla
                ) -> None:
     """Wire pods: per node one batch creates every veth (eth0 straight into its pod's namespace); then per pod one
     trip into its namespace configures eth0, lo, routes and sysctls."""
-    pods = list(pods)
+    pods = [p for p in pods if not p.host_network]  # hostNetwork pods have nothing to wire
     by_node: dict[str, list[PodPlan]] = {}
     for p in pods:
         by_node.setdefault(p.node_netns, []).append(p)

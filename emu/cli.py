@@ -71,7 +71,8 @@ def up(file: str, name: str | None, dry_run: bool, output: str) -> None:
         return
     c = cl.topology.cluster
     click.echo(f"cluster {cl.name} is up: {len(c.nodes)} nodes, {len(cl.plan.pods)} pods, flannel "
-               f"{c.cni.backend.value} (pod MTU {cl.plan.pods[0].host_link.mtu if cl.plan.pods else '-'}), "
+               f"{c.cni.backend.value} "
+               f"(pod MTU {next((p.host_link.mtu for p in cl.plan.pods if not p.host_network), '-')}), "
                f"in {elapsed:.2f}s")
     click.echo(report.table(["NODE", "INTERNAL-IP", "POD-CIDR", "PODS"],
                             [(n.name, n.ip, n.subnet, sum(p.node == n.name for p in cl.plan.pods))

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from . import agent, apply, ipam, kernel, netns, planner, state, topology
+from . import agent, apply, ipam, kernel, multus, netns, planner, state, topology
 from .cni import pods as cni_pods
 from .dns import addon as dns_addon
 from .kubeproxy import inputs
@@ -159,6 +159,7 @@ def _build(cl: Cluster, progress: Progress) -> None:
         apply.apply_infra(plan.infra, s, ix)
         if not cni_pods.is_cni(cl.topology.cluster):
             apply.apply_pods(plan.pods, s, ix, lambda i: progress("pods", i, total))
+            multus.wire(cl.topology, cl.allocations.secondary, plan.pods)  # secondary networks (built-in mode)
     if cni_pods.is_cni(cl.topology.cluster):  # real plugin binaries wire the pods; their addresses are the truth
         cl.allocations, cl.plan, _ = cni_pods.attach(cl.record.dir, cl.topology, cl.allocations, plan,
                                                      [p.key for p in plan.pods], progress)
@@ -224,7 +225,7 @@ def wait_ready(cl: Cluster, progress: Progress = _quiet, timeout: float = 30.0) 
     for pod in cl.topology.pods:
         port = next((x for x in pod.ports if x.protocol is not Protocol.SCTP), None)
         pp = cl.plan.pod(pod.key)
-        if port is not None and pp is not None:
+        if port is not None and pp is not None and (not pp.host_network or pp.netns.name not in checks):
             checks[pp.netns.name] = (str(pp.ip), port.container_port, port.protocol, pod.name, pod.key)
     total, deadline = len(checks), time.monotonic() + timeout
     while checks:
@@ -348,7 +349,9 @@ def _converge(cl: Cluster, docs: list[dict[str, Any]], progress: Progress) -> Ch
     added = [p for k, p in now.items() if k not in old]
     removed = [p for k, p in old.items() if k not in now]
     rec = cl.record
-    rec.netns = list(dict.fromkeys(rec.netns + [p.netns.name for p in added]))
+    added_ns = [p.netns.name for p in added if not p.host_network]  # hostNetwork pods live in their node's
+    removed_ns = [p.netns.name for p in removed if not p.host_network]
+    rec.netns = list(dict.fromkeys(rec.netns + added_ns))
     rec.save()  # ownership first
     new = Cluster(rec, topo, alloc, plan)
     staying = Cluster(rec, _only(cl.topology, set(old) - {p.key for p in removed}), cl.allocations, cl.plan)
@@ -356,18 +359,18 @@ def _converge(cl: Cluster, docs: list[dict[str, Any]], progress: Progress) -> Ch
     cni = cni_pods.is_cni(topo.cluster)
     if cni and removed:
         cni_pods.detach(rec.dir, [p.key for p in removed])  # DEL before the pod's namespace goes
-    for p in removed:
-        netns.remove(p.netns.name)  # the kernel deletes the veth pair with the namespace
-    netns.create_many([p.netns.name for p in added])
+    for n in removed_ns:
+        netns.remove(n)  # the kernel deletes the veth pair with the namespace
+    netns.create_many(added_ns)
     wire = added
     if cni and added:
         try:
             alloc, plan, _ = cni_pods.attach(rec.dir, topo, alloc, plan, [p.key for p in added], progress)
         except BaseException:  # roll the new pods back: DEL what was added, remove their namespaces
             cni_pods.detach(rec.dir, [p.key for p in added])
-            for p in added:
-                netns.remove(p.netns.name)
-            rec.netns = [n for n in rec.netns if n not in {p.netns.name for p in added}]
+            for n in added_ns:
+                netns.remove(n)
+            rec.netns = [n for n in rec.netns if n not in set(added_ns)]
             rec.save()
             raise
         new = Cluster(rec, topo, alloc, plan)
@@ -379,10 +382,11 @@ def _converge(cl: Cluster, docs: list[dict[str, Any]], progress: Progress) -> Ch
                 ix.seed(ns.name, s)
                 apply.ensure_node(ns, s, ix)  # cni0 and its address on a node's first pod
         apply.apply_pods(wire, s, ix, lambda i: progress("pods", i, len(wire)))
+    multus.wire(topo, alloc.secondary, wire)
     rec.documents = docs
     rec.pod_conditions = {k: v for k, v in rec.pod_conditions.items() if k in now}
     rec.allocations = alloc.to_json()
-    rec.netns = [n for n in rec.netns if n not in {p.netns.name for p in removed}]
+    rec.netns = [n for n in rec.netns if n not in set(removed_ns)]
     rec.save()
     agent.AgentClient(rec.agent_dir).sync(endpoints(new))
     wait_ready(Cluster(rec, _only(topo, {p.key for p in added}), alloc, plan), progress)

@@ -26,15 +26,16 @@ MASQ = 'flanneld masq'
 FWD = 'flanneld forward'
 
 
-def mtu(c: ClusterSpec) -> int:
-    """FLANNEL_MTU: the MTU flannel hands to CNI (and gives flannel.1)."""
-    return c.mtu - VXLAN_OVERHEAD if c.cni.backend is Backend.VXLAN else c.mtu
+def mtu(c: ClusterSpec, node: str | None = None) -> int:
+    """FLANNEL_MTU: the MTU flannel hands to CNI (and gives flannel.1), from the node's eth0 MTU."""
+    base = c.node_mtu(node)
+    return base - VXLAN_OVERHEAD if c.cni.backend is Backend.VXLAN else base
 
 
-def subnet_env(c: ClusterSpec, subnet: ipaddress.IPv4Network) -> str:
+def subnet_env(c: ClusterSpec, subnet: ipaddress.IPv4Network, node: str | None = None) -> str:
     """/run/flannel/subnet.env as WriteSubnetFile writes it; FLANNEL_SUBNET is the first usable address."""
     return (f"FLANNEL_NETWORK={c.pod_cidr}\nFLANNEL_SUBNET={gateway(subnet)}/{subnet.prefixlen}\n"
-            f"FLANNEL_MTU={mtu(c)}\nFLANNEL_IPMASQ=true\n")
+            f"FLANNEL_MTU={mtu(c, node)}\nFLANNEL_IPMASQ=true\n")
 
 
 def masq_rules(c: ClusterSpec, subnet: ipaddress.IPv4Network) -> tuple[str, ...]:
@@ -83,14 +84,14 @@ def peer_entries(c: ClusterSpec, node: str, subnets: dict[str, ipaddress.IPv4Net
     return neigh, fdb, routes
 
 
-def node_sysctls(c: ClusterSpec) -> tuple[tuple[str, str], ...]:
+def node_sysctls(c: ClusterSpec, node: str | None = None) -> tuple[tuple[str, str], ...]:
     """Forwarding (flanneld and the bridge plugin's isGateway), bridged traffic through iptables (kubeadm's
     preflight requires it: without it replies from a same-node endpoint skip the Service's reverse NAT), and
     route_localnet, which kube-proxy's iptables mode sets for localhost NodePorts."""
     out = [("net.ipv4.ip_forward", "1"), ("net.bridge.bridge-nf-call-iptables", "1")]
     if c.proxy.mode is ProxyMode.IPTABLES:
         out.append(("net.ipv4.conf.all.route_localnet", "1"))
-    return tuple(out)
+    return tuple(out) + (c.node_sysctls(node) if node is not None else ())  # the node's own settings last
 
 
 def node_plan(c: ClusterSpec, node: str, subnets: dict[str, ipaddress.IPv4Network],
@@ -100,11 +101,11 @@ def node_plan(c: ClusterSpec, node: str, subnets: dict[str, ipaddress.IPv4Networ
     links: list[Link] = []
     addrs = [Address(UNDERLAY_IFNAME, ipaddress.IPv4Interface(f"{ip}/{c.node_network.prefixlen}"))]
     if c.cni.backend is Backend.VXLAN:
-        links.append(Link(VXLAN_DEV, "vxlan", mtu=mtu(c), mac=names.vtep_mac(c.name, node),
+        links.append(Link(VXLAN_DEV, "vxlan", mtu=mtu(c, node), mac=names.vtep_mac(c.name, node),
                           vxlan=Vxlan(VXLAN_VNI, VXLAN_PORT, ip, UNDERLAY_IFNAME)))
         addrs.append(Address(VXLAN_DEV, ipaddress.IPv4Interface(f"{subnet.network_address}/32")))
     if has_pods:
-        links.append(cnibridge.bridge_link(mtu(c)))
+        links.append(cnibridge.bridge_link(mtu(c, node)))
         addrs.append(cnibridge.bridge_address(subnet))
     neigh, fdb, peer_routes = peer_entries(c, node, subnets, ips)
     default = Route(ipaddress.IPv4Network("0.0.0.0/0"), UNDERLAY_IFNAME, via=external_ip(c))
@@ -112,12 +113,12 @@ def node_plan(c: ClusterSpec, node: str, subnets: dict[str, ipaddress.IPv4Networ
         names.node_netns(c.name, node), "node", node,
         links=tuple(links),
         up=("lo", UNDERLAY_IFNAME, *(link.name for link in links)),
-        mtu=((UNDERLAY_IFNAME, c.mtu),),
+        mtu=((UNDERLAY_IFNAME, c.node_mtu(node)),),
         addresses=tuple(addrs),
         routes=(default, *peer_routes),
         neighbours=tuple(neigh),
         fdb=tuple(fdb),
-        sysctls=node_sysctls(c),
+        sysctls=node_sysctls(c, node),
         iptables=iptables(c, subnet),
         iptables_restore=c.iptables("restore"),
     )

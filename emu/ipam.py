@@ -54,6 +54,7 @@ class Allocations:
     pods: dict[str, Assignment]  # pod key "ns/name" -> assignment
     last_reserved: dict[str, IPv4Address]  # node -> host-local's last_reserved_ip.0
     services: dict[str, ServiceAlloc] = field(default_factory=dict)
+    secondary: dict[str, object] = field(default_factory=dict)  # Multus secondary networks (emu.multus.allocate)
 
     @classmethod
     def empty(cls) -> "Allocations":
@@ -64,6 +65,7 @@ class Allocations:
             "pods": {k: {"node": a.node, "ip": str(a.ip)} for k, a in self.pods.items()},
             "lastReserved": {n: str(ip) for n, ip in self.last_reserved.items()},
             "services": {k: a.to_json() for k, a in self.services.items()},
+            "secondary": self.secondary,
         }
 
     @classmethod
@@ -74,7 +76,7 @@ class Allocations:
         assert isinstance(pods, dict) and isinstance(last, dict) and isinstance(svcs, dict)
         return cls({k: Assignment(v["node"], IPv4Address(v["ip"])) for k, v in pods.items()},
                    {n: IPv4Address(ip) for n, ip in last.items()},
-                   {k: ServiceAlloc.from_json(v) for k, v in svcs.items()})
+                   {k: ServiceAlloc.from_json(v) for k, v in svcs.items()}, dict(d.get("secondary") or {}))
 
 
 def _next_free(subnet: IPv4Network, last: IPv4Address | None, used: set[IPv4Address]) -> IPv4Address | None:
@@ -97,18 +99,23 @@ def allocate(topo: Topology, previous: Allocations) -> Allocations:
     subnets = node_subnets(cluster)
     keep = {p.key: previous.pods[p.key] for p in topo.pods
             if p.key in previous.pods and previous.pods[p.key].node in subnets
-            and (p.node_name is None or p.node_name == previous.pods[p.key].node)}
+            and (p.node_name is None or p.node_name == previous.pods[p.key].node)
+            and p.host_network == (previous.pods[p.key].ip == node_ips(cluster)[previous.pods[p.key].node])}
     load = {n: 0 for n in cluster.nodes}
     used: dict[str, set[IPv4Address]] = {n: set() for n in cluster.nodes}
     for a in keep.values():
         load[a.node] += 1
-        used[a.node].add(a.ip)
+        used[a.node].add(a.ip)  # (a hostNetwork pod's node IP is outside the pod subnet: harmless)
     out = Allocations(dict(keep), dict(previous.last_reserved))
     problems: list[Problem] = []
     for p in topo.pods:
         if p.key in keep:
             continue
         node = p.node_name or min(cluster.nodes, key=lambda n: (load[n], cluster.nodes.index(n)))
+        if p.host_network:  # the node's own address; nothing from the node's pod subnet
+            load[node] += 1
+            out.pods[p.key] = Assignment(node, node_ips(cluster)[node])
+            continue
         ip = _next_free(subnets[node], out.last_reserved.get(node), used[node])
         if ip is None:
             problems.append(_full(topo, p, node, subnets[node]))
@@ -121,6 +128,8 @@ def allocate(topo: Topology, previous: Allocations) -> Allocations:
         raise ValidationError(problems)
     out.pods = {p.key: out.pods[p.key] for p in topo.pods}  # document order, drops removed pods
     out.services = svcalloc.allocate(topo, previous.services)
+    from . import multus
+    out.secondary = multus.allocate(topo, previous.secondary)
     return out
 
 

@@ -7,6 +7,8 @@ from enum import Enum
 from typing import TYPE_CHECKING, Mapping
 
 if TYPE_CHECKING:
+    from .multus import Nad
+    from .nodesettings import NodeSettings
     from .netpol.model import NetworkPolicy
 
 IPv4Network = ipaddress.IPv4Network
@@ -58,6 +60,16 @@ class ClusterSpec:
     proxy: ProxySpec = field(default_factory=ProxySpec)
     load_balancer_pool: IPv4Network | None = None
     iptables_backend: str = "nft"  # the nodes' iptables alternative: "nft" (Debian's default) or "legacy"
+    node_settings: Mapping[str, "NodeSettings"] = field(default_factory=dict)  # per node (emu.nodesettings)
+
+    def node_mtu(self, node: str | None) -> int:
+        """The node's eth0 MTU: its own setting, else the underlay's."""
+        s = self.node_settings.get(node) if node is not None else None
+        return s.mtu if s is not None and s.mtu is not None else self.mtu
+
+    def node_sysctls(self, node: str) -> tuple[tuple[str, str], ...]:
+        s = self.node_settings.get(node)
+        return s.sysctls if s is not None else ()
 
     def iptables(self, tool: str = "") -> str:
         """The iptables binary every component on the nodes uses (one backend per node, as iptables-wrapper
@@ -99,6 +111,7 @@ class Pod:
     ready: bool = True  # annotation emu.dev/ready: "false" makes the pod not ready (its endpoints too)
     terminating: bool = False  # annotation emu.dev/terminating: "true": deletionTimestamp set, still serving
     annotations: Mapping[str, str] = field(default_factory=dict, compare=False)  # metadata.annotations (strings)
+    host_network: bool = False  # spec.hostNetwork: the pod lives in its node's namespace, with the node's IP
 
     @property
     def key(self) -> str:
@@ -183,6 +196,7 @@ class Topology:
     services: tuple[Service, ...] = ()
     endpoint_slices: tuple[EndpointSlice, ...] = ()
     network_policies: tuple["NetworkPolicy", ...] = ()  # networking.k8s.io/v1, in document order (emu.netpol)
+    attachments: tuple["Nad", ...] = ()  # k8s.cni.cncf.io/v1 NetworkAttachmentDefinitions (emu.multus)
 
     def namespace(self, name: str) -> Namespace | None:
         return next((n for n in self.namespaces if n.name == name), None)

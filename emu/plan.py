@@ -103,6 +103,11 @@ class PodPlan:
     host_link: Link
     netns: NetnsPlan
 
+    @property
+    def host_network(self) -> bool:
+        """spec.hostNetwork: the pod's namespace is its node's (no veth, no namespace of its own)."""
+        return self.netns.name == self.node_netns
+
 
 @dataclass(frozen=True, slots=True)
 class NodeInfo:
@@ -122,7 +127,7 @@ class ClusterPlan:
     nodes: tuple[NodeInfo, ...] = field(default=())
 
     def all_netns(self) -> list[str]:
-        return [n.name for n in self.infra] + [p.netns.name for p in self.pods]
+        return [n.name for n in self.infra] + [p.netns.name for p in self.pods if not p.host_network]
 
     def pod(self, key: str) -> PodPlan | None:
         return next((p for p in self.pods if p.key == key), None)

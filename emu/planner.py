@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from . import cnibridge, endpoints, flannel, names, underlay
+from . import cnibridge, endpoints, flannel, hostnet, names, underlay
 from .ipam import Allocations, node_ips, node_subnets
 from .model import Topology
 from .plan import ClusterPlan, NodeInfo, Route
@@ -17,8 +17,11 @@ def build(topo: Topology, alloc: Allocations) -> ClusterPlan:
     pods = []
     for p in topo.pods:
         a = alloc.pods[p.key]
+        if p.host_network:
+            pods.append(hostnet.pod_plan(c, p, a))
+            continue
         pods_by_node[a.node] += 1
-        pods.append(cnibridge.pod_plan(c, p, a, subnets[a.node], flannel.mtu(c)))
+        pods.append(cnibridge.pod_plan(c, p, a, subnets[a.node], flannel.mtu(c, a.node)))
     if c.cni.plugin == "cni":  # real plugins wire the pods (emu.cni): the nodes hold no cni0 until they run
         from .cni import nodes as cni_nodes
         node_plans = [cni_nodes.node_plan(c, n, subnets, ips) for n in c.nodes]
@@ -26,7 +29,7 @@ def build(topo: Topology, alloc: Allocations) -> ClusterPlan:
         node_plans = [flannel.node_plan(c, n, subnets, ips, has_pods=pods_by_node[n] > 0) for n in c.nodes]
     infos = tuple(NodeInfo(n, names.node_netns(c.name, n), ips[n], subnets[n],
                            names.vtep_mac(c.name, n) if c.cni.backend.value == "vxlan" else None,
-                           flannel.subnet_env(c, subnets[n])) for n in c.nodes)
+                           flannel.subnet_env(c, subnets[n], n)) for n in c.nodes)
     infra = (underlay.underlay_plan(c), underlay.external_plan(c, lb_routes(topo, alloc)), *node_plans)
     return ClusterPlan(c.name, infra, tuple(pods), infos)
 

@@ -62,7 +62,7 @@ def script(plan: ClusterPlan) -> str:
     for ns in plan.infra:
         lines.append(f"# {ns.role} {ns.owner}")
         lines.extend(netns_commands(ns))
-    for p in plan.pods:
+    for p in (p for p in plan.pods if not p.host_network):
         lines.append(f"# pod {p.key} on {p.node}")
         node = NetnsPlan(p.node_netns, "node", p.node)
         lines.extend(netns_commands(node, (p.host_link,)))

@@ -12,7 +12,7 @@ import re
 from typing import Any, Iterable
 
 
-from . import quantity, services
+from . import multus, nodesettings, quantity, services
 from .netpol import parse as netpol_parse
 from .documents import (
     DNS_LABEL,
@@ -47,7 +47,6 @@ READY_ANNOTATION = "emu.dev/ready"  # "false": the pod is not ready (its endpoin
 TERMINATING_ANNOTATION = "emu.dev/terminating"  # "true": the pod is terminating (deletionTimestamp set)
 RESERVED_NODE_NAMES = ("underlay", "external")  # namespaces of the emulated infrastructure
 KNOWN_LATER = {
-    "NetworkAttachmentDefinition": "the DNS/secondary-networks issue",
     "Ingress": "the DNS/Ingress issue",
     "Secret": "the Ingress issue",
 }
@@ -62,6 +61,7 @@ CLUSTER_DEFAULTS: dict[str, Any] = {
     "proxy": {"mode": "iptables", "masqueradeAll": False},
     "loadBalancerPool": None,
     "iptablesBackend": "nft",
+    "nodeSettings": None,  # {mtu, sysctls} for every node (emu.nodesettings); nodes[] entries may override
 }
 # The alphabet Kubernetes' rand.SafeEncodeString and rand.String use (no vowels, no look-alikes).
 SAFE_ALPHANUMS = "bcdfghjklmnpqrstvwxz2456789"
@@ -96,6 +96,7 @@ def build(path: str, cluster: ClusterSpec, docs: Iterable[Document]) -> Topology
     svcs: list[tuple[Service, Document]] = []
     slices: list[tuple[EndpointSlice, Document]] = []
     policies: list[tuple[NetworkPolicy, Document]] = []
+    nads: dict[str, multus.Nad] = {}
     seen_ns: set[str] = set()
     from .dns import addon as dns_addon  # the coredns ConfigMap brings kubeadm's CoreDNS addon objects
     docs = list(docs)
@@ -127,6 +128,13 @@ def build(path: str, cluster: ClusterSpec, docs: Iterable[Document]) -> Topology
             pol = netpol_parse.parse_policy(doc, c)
             if pol:
                 policies.append((pol, doc))
+        elif kind == "NetworkAttachmentDefinition":
+            nad = multus.parse_nad(doc, c)
+            if nad:
+                if nad.key in nads:
+                    c.add(doc, doc.file, doc.label(), "metadata.name",
+                          f"duplicate NetworkAttachmentDefinition {nad.key}")
+                nads[nad.key] = nad
         elif kind == "ConfigMap":
             dns_addon.check_configmap(doc, c)  # recorded; emu.dns reads the kube-system/coredns Corefile
         elif kind == "Cluster":
@@ -140,10 +148,12 @@ def build(path: str, cluster: ClusterSpec, docs: Iterable[Document]) -> Topology
     _check_pods(pods, namespaces, cluster, c)
     services.check(svcs, slices, namespaces, cluster, c)
     netpol_parse.check(policies, namespaces, c)
+    multus.check(pods, nads, c)
     if c.problems:
         raise ValidationError(c.problems)
     return Topology(path, cluster, tuple(namespaces.values()), tuple(p for p, _ in pods),
-                    tuple(s for s, _ in svcs), tuple(s for s, _ in slices), tuple(p for p, _ in policies))
+                    tuple(s for s, _ in svcs), tuple(s for s, _ in slices), tuple(p for p, _ in policies),
+                    tuple(nads.values()))
 
 
 # --- the Cluster document -------------------------------------------------------------------------------------------
@@ -166,7 +176,10 @@ def parse_cluster(doc: Document, c: Collector, name_override: str | None = None)
         if key not in CLUSTER_DEFAULTS:
             c.add(doc, f, obj, f"spec.{key}", f"unknown field (known: {', '.join(CLUSTER_DEFAULTS)})")
     s = {**CLUSTER_DEFAULTS, **spec}
-    nodes = _parse_nodes(s["nodes"], doc, c, obj)
+    own: dict[str, nodesettings.NodeSettings] = {}
+    nodes = _parse_nodes(s["nodes"], doc, c, obj, own)
+    default = nodesettings.parse(s["nodeSettings"], doc, c, obj, "spec.nodeSettings")
+    settings = {n: nodesettings.merge(default, own.get(n, nodesettings.NodeSettings())) for n in nodes}
     nets = {k: _parse_net(s[k], doc, c, obj, f"spec.{k}") for k in ("podCIDR", "serviceCIDR", "nodeNetwork")}
     mask = s["nodeCIDRMaskSize"]
     if not isinstance(mask, int) or isinstance(mask, bool) or not 1 <= mask <= 30:
@@ -204,7 +217,7 @@ def parse_cluster(doc: Document, c: Collector, name_override: str | None = None)
         c.add(doc, f, obj, "spec.iptablesBackend", f"{backend!r} is not one of nft, legacy")
         backend = "nft"
     return ClusterSpec(name, tuple(nodes), pod or fallback, svc or fallback, mask, nodenet or fallback, mtu, cni,
-                       proxy, pool, backend)
+                       proxy, pool, backend, {n: v for n, v in settings.items() if v.mtu is not None or v.sysctls})
 
 
 def _parse_proxy(v: Any, doc: Document, c: Collector, obj: str) -> ProxySpec:
@@ -227,7 +240,8 @@ def _parse_proxy(v: Any, doc: Document, c: Collector, obj: str) -> ProxySpec:
     return ProxySpec(m, masq)
 
 
-def _parse_nodes(v: Any, doc: Document, c: Collector, obj: str) -> list[str]:
+def _parse_nodes(v: Any, doc: Document, c: Collector, obj: str,
+                 settings: dict[str, Any] | None = None) -> list[str]:
     if isinstance(v, int) and not isinstance(v, bool):
         if not 1 <= v <= 500:
             c.add(doc, doc.file, obj, "spec.nodes", f"a node count must be from 1 to 500, got {v}")
@@ -237,6 +251,12 @@ def _parse_nodes(v: Any, doc: Document, c: Collector, obj: str) -> list[str]:
         names: list[str] = []
         for i, n in enumerate(v):
             fld = f"spec.nodes[{i}]"
+            if isinstance(n, dict):  # {name, mtu, sysctls}: per-node settings (emu.nodesettings)
+                own = nodesettings.parse(n, doc, c, obj, fld, allow=("name",))
+                n = n.get("name")
+                fld += ".name"
+                if settings is not None and isinstance(n, str):
+                    settings[n] = own
             if not isinstance(n, str) or not DNS_LABEL.match(n) or len(n) > 63:
                 c.add(doc, doc.file, obj, fld, f"node name {n!r} must be a DNS label (lowercase letters, digits, '-')")
             elif n in RESERVED_NODE_NAMES:
@@ -246,7 +266,8 @@ def _parse_nodes(v: Any, doc: Document, c: Collector, obj: str) -> list[str]:
             else:
                 names.append(n)
         return names
-    c.add(doc, doc.file, obj, "spec.nodes", f"must be a node count or a non-empty list of names, got {v!r}")
+    c.add(doc, doc.file, obj, "spec.nodes",
+          f"must be a node count or a non-empty list of names (or {{name, mtu, sysctls}}), got {v!r}")
     return []
 
 
@@ -317,8 +338,9 @@ def _parse_pod(doc: Document, c: Collector, namespace: Any, name: Any, body: dic
     if not isinstance(spec, dict):
         c.add(doc, doc.file, obj, f"{prefix}spec", "missing pod spec")
         return None
-    if spec.get("hostNetwork"):
-        c.add(doc, doc.file, obj, f"{prefix}spec.hostNetwork", "hostNetwork pods are not implemented yet")
+    host_network = spec.get("hostNetwork", False)
+    if not isinstance(host_network, bool):
+        c.add(doc, doc.file, obj, f"{prefix}spec.hostNetwork", f"must be true or false, got {host_network!r}")
         ok = False
     from .dns import resolvconf
     for fld, msg in resolvconf.validate(spec):  # dnsPolicy, dnsConfig (emu.dns writes the pod's resolv.conf)
@@ -342,7 +364,7 @@ def _parse_pod(doc: Document, c: Collector, namespace: Any, name: Any, body: dic
     if not ok or ports is None:
         return None
     return Pod(str(namespace), str(name), labels, ports, node, owner, doc.index, ready, terminating,
-               {str(k): str(v) for k, v in annotations.items()})
+               {str(k): str(v) for k, v in annotations.items()}, host_network is True)
 
 
 def _parse_ports(containers: Any, doc: Document, c: Collector, fld: str) -> tuple[ContainerPort, ...] | None:
@@ -434,7 +456,7 @@ def _expand_deployment(doc: Document, c: Collector) -> list[Pod]:
         if p is None:
             return []
         pods.append(Pod(p.namespace, p.name, {**p.labels, "pod-template-hash": template_hash}, p.ports,
-                        p.node_name, p.owner, doc.index, p.ready, p.terminating, p.annotations))
+                        p.node_name, p.owner, doc.index, p.ready, p.terminating, p.annotations, p.host_network))
     return pods
 
 

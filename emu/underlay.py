@@ -16,8 +16,9 @@ UNDERLAY_BRIDGE = "br-underlay"
 
 
 def underlay_plan(c: ClusterSpec) -> NetnsPlan:
-    ports = [Link(names.underlay_port(n, i), "veth", mtu=c.mtu, master=UNDERLAY_BRIDGE, peer="eth0",
-                  peer_netns=names.node_netns(c.name, n), peer_mtu=c.mtu) for i, n in enumerate(c.nodes, start=1)]
+    ports = [Link(names.underlay_port(n, i), "veth", mtu=c.node_mtu(n), master=UNDERLAY_BRIDGE, peer="eth0",
+                  peer_netns=names.node_netns(c.name, n), peer_mtu=c.node_mtu(n))
+             for i, n in enumerate(c.nodes, start=1)]
     ports.append(Link("to-external", "veth", mtu=c.mtu, master=UNDERLAY_BRIDGE, peer="eth0",
                       peer_netns=names.external_netns(c.name), peer_mtu=c.mtu))
     links = (Link(UNDERLAY_BRIDGE, "bridge", mtu=c.mtu), *ports)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from . import netns, report
+from . import multus, netns, report
 from .cluster import Cluster
 from .endpoints import all_services
 from .flannel import mtu as flannel_mtu
@@ -56,12 +56,15 @@ def nodes(cl: Cluster) -> View:
         role = "control-plane" if n.name == c.nodes[0] else "<none>"
         npods = sum(p.node == n.name for p in cl.plan.pods)
         rows.append([n.name, ready, role, _age(cl), VERSION])
-        wide.append([n.ip, n.subnet, c.mtu, flannel_mtu(c), f"flannel/{c.cni.backend.value}", npods, n.netns])
+        sysctls = dict(c.node_sysctls(n.name))
+        wide.append([n.ip, n.subnet, c.node_mtu(n.name), flannel_mtu(c, n.name), f"flannel/{c.cni.backend.value}",
+                     npods, n.netns, ",".join(f"{k}={v}" for k, v in sysctls.items()) or "<none>"])
         items.append({"name": n.name, "status": ready, "roles": role, "internalIP": str(n.ip),
-                      "podCIDR": str(n.subnet), "mtu": c.mtu, "podMTU": flannel_mtu(c),
-                      "backend": c.cni.backend.value, "vtepMAC": n.vtep_mac, "pods": npods, "netns": n.netns})
+                      "podCIDR": str(n.subnet), "mtu": c.node_mtu(n.name), "podMTU": flannel_mtu(c, n.name),
+                      "backend": c.cni.backend.value, "vtepMAC": n.vtep_mac, "pods": npods, "netns": n.netns,
+                      "sysctls": sysctls})
     return View(["NAME", "STATUS", "ROLES", "AGE", "VERSION"],
-                ["INTERNAL-IP", "POD-CIDR", "MTU", "POD-MTU", "CNI", "PODS", "NETNS"], rows, wide, items,
+                ["INTERNAL-IP", "POD-CIDR", "MTU", "POD-MTU", "CNI", "PODS", "NETNS", "SYSCTLS"], rows, wide, items,
                 "No resources found")
 
 
@@ -75,10 +78,12 @@ def pods(cl: Cluster, namespace: str | None) -> View:
         st = "Running" if netns.exists(pp.netns.name) else "Unknown"
         first = [pod.namespace] if namespace is None else []
         rows.append(first + [pod.name, "1/1" if st == "Running" else "0/1", st, 0, _age(cl)])
-        wide.append([pp.ip, pp.node, pp.host_link.name, pp.netns.name])
+        wide.append([pp.ip, pp.node, pp.host_link.name or "<none>", pp.netns.name])
         items.append({"namespace": pod.namespace, "name": pod.name, "status": st, "ip": str(pp.ip), "node": pp.node,
                       "labels": dict(pod.labels), "owner": pod.owner, "hostVeth": pp.host_link.name,
                       "netns": pp.netns.name,
+                      "networks": [{"name": a.nad, "interface": a.ifname, "ips": [str(a.ip)]}
+                                   for a in multus.attachments(cl.allocations.secondary, pod.key)],
                       "ports": [{"name": p.name, "containerPort": p.container_port, "protocol": p.protocol.value}
                                 for p in pod.ports]})
     headers = (["NAMESPACE"] if namespace is None else []) + ["NAME", "READY", "STATUS", "RESTARTS", "AGE"]

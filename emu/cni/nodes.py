@@ -22,13 +22,13 @@ def node_plan(c: ClusterSpec, node: str, subnets: dict[str, ipaddress.IPv4Networ
     return NetnsPlan(
         names.node_netns(c.name, node), "node", node,
         up=("lo", flannel.UNDERLAY_IFNAME),
-        mtu=((flannel.UNDERLAY_IFNAME, c.mtu),),
+        mtu=((flannel.UNDERLAY_IFNAME, c.node_mtu(node)),),
         addresses=(Address(flannel.UNDERLAY_IFNAME, ipaddress.IPv4Interface(f"{ip}/{c.node_network.prefixlen}")),),
         routes=(Route(ipaddress.IPv4Network("0.0.0.0/0"), flannel.UNDERLAY_IFNAME, via=external_ip(c)),),
-        sysctls=flannel.node_sysctls(c),
+        sysctls=flannel.node_sysctls(c, node),
         iptables_restore=c.iptables("restore"),
     )
 
 
-def pod_mtu(c: ClusterSpec) -> int:
-    return flannel.mtu(c) if c.cni.node_config == "flannel" else c.mtu
+def pod_mtu(c: ClusterSpec, node: str | None = None) -> int:
+    return flannel.mtu(c, node) if c.cni.node_config == "flannel" else c.node_mtu(node)

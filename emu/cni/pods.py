@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from .. import ipam, names, netns, planner, quantity
+from .. import ipam, multus, names, netns, planner, quantity
 from ..ipam import Allocations, Assignment
 from ..model import ClusterSpec, Pod, Topology
 from ..plan import ClusterPlan, PodPlan
@@ -63,7 +63,7 @@ def template_values(c: ClusterSpec, state_dir: str, node: str) -> dict[str, str]
     nd = node_dir(state_dir, node)
     return {"NODE_NAME": node, "NODE_IP": str(ipam.node_ips(c)[node]), "NODE_SUBNET": str(subnet),
             "NODE_GATEWAY": str(ipam.gateway(subnet)), "POD_CIDR": str(c.pod_cidr), "SERVICE_CIDR": str(c.service_cidr),
-            "MTU": str(pod_mtu(c)), "DATA_DIR": os.path.join(nd, "ipam"), "STATE_DIR": nd, "CLUSTER": c.name}
+            "MTU": str(pod_mtu(c, node)), "DATA_DIR": os.path.join(nd, "ipam"), "STATE_DIR": nd, "CLUSTER": c.name}
 
 
 def node_network(c: ClusterSpec, state_dir: str, node: str) -> NetConfList:
@@ -72,7 +72,7 @@ def node_network(c: ClusterSpec, state_dir: str, node: str) -> NetConfList:
     values = template_values(c, state_dir, node)
     data_dir = values["DATA_DIR"]
     if c.cni.conflist is None:
-        net = config.flannel_delegate(ipam.node_subnets(c)[node], c.pod_cidr, pod_mtu(c), data_dir)
+        net = config.flannel_delegate(ipam.node_subnets(c)[node], c.pod_cidr, pod_mtu(c, node), data_dir)
     else:
         with open(c.cni.conflist) as f:
             net = config.load_text(f.read(), values, data_dir)
@@ -90,6 +90,7 @@ class Attached:
     ip: ipaddress.IPv4Address
     host_ifaces: list[str]
     plugin_ms: float  # time spent in plugin processes for this pod (all calls)
+    secondary: tuple[tuple[str, str, str], ...] = ()  # Multus networks: (NAD, ifname, address/prefix)
 
 
 def _container_id(cluster: str, key: str) -> str:
@@ -127,13 +128,16 @@ def capability_args(pod: Pod | None) -> dict[str, Any]:
     return out
 
 
-def _add_one(c: ClusterSpec, state_dir: str, pp: PodPlan, net: NetConfList, pod: Pod | None = None) -> Attached:
+def _add_one(c: ClusterSpec, state_dir: str, pp: PodPlan, net: NetConfList, pod: Pod | None = None,
+             extra: list[tuple[NetConfList, str, str]] | None = None) -> Attached:
+    """ADD lo, eth0 and then the pod's Multus secondary networks (`extra`: config, ifname, NAD), one attachment."""
     ns, name = pp.key.split("/", 1)
     cid = _container_id(c.name, pp.key)
     netns_path = netns.path(pp.netns.name)
     args = k8s_args(ns, name, cid)
-    nets = [(NetConfList.from_dict(config.LOOPBACK), "lo"), (net, POD_IFNAME)]
-    caps = {POD_IFNAME: capability_args(pod), "lo": {}}
+    extra = extra or []
+    nets = [(NetConfList.from_dict(config.LOOPBACK), "lo"), (net, POD_IFNAME), *((n, ifn) for n, ifn, _ in extra)]
+    caps = {POD_IFNAME: capability_args(pod), "lo": {}, **{ifn: {} for _, ifn, _ in extra}}
     att = {"pod": pp.key, "node": pp.node, "nodeNetns": pp.node_netns, "netns": pp.netns.name,
            "binDir": list(c.cni.bin_dir), "status": "adding",
            "networks": [{"conf": n.to_dict(), "rt": RuntimeConf(cid, netns_path, ifn, args, caps[ifn]).to_json()}
@@ -142,9 +146,16 @@ def _add_one(c: ClusterSpec, state_dir: str, pp: PodPlan, net: NetConfList, pod:
     _write_json(path, att)  # ownership first: from here on, DEL will be called for this pod
     rt = _runtime(c.cni.bin_dir, state_dir, pp.node, pp.node_netns, pp.key)
     try:
-        result: dict[str, Any] = {}
+        results: dict[str, dict[str, Any]] = {}
         for n, ifn in nets:
-            result = rt.add(n, RuntimeConf(cid, netns_path, ifn, args, caps[ifn]))
+            results[ifn] = rt.add(n, RuntimeConf(cid, netns_path, ifn, args, caps[ifn]))
+        result = results[POD_IFNAME]
+        secondary = []
+        for _, ifn, nad in extra:
+            v4s = [a for a in sandbox_ips(results[ifn], ifn) if "." in a]
+            if not v4s:
+                raise CNIError(f"network {nad} gave pod {pp.key} no IPv4 address on {ifn}: {json.dumps(results[ifn])}")
+            secondary.append((nad, ifn, v4s[0]))
         ips = [ipaddress.ip_interface(a) for a in sandbox_ips(result, POD_IFNAME)]
         v4 = [i.ip for i in ips if isinstance(i.ip, ipaddress.IPv4Address)]
         if not v4:
@@ -155,7 +166,7 @@ def _add_one(c: ClusterSpec, state_dir: str, pp: PodPlan, net: NetConfList, pod:
         raise
     att.update(status="added", ip=str(v4[0]), result=result)
     _write_json(path, att)
-    return Attached(pp.key, pp.node, v4[0], host_interfaces(result), sum(x.ms for x in rt.calls))
+    return Attached(pp.key, pp.node, v4[0], host_interfaces(result), sum(x.ms for x in rt.calls), tuple(secondary))
 
 
 def attach(state_dir: str, topo: Topology, alloc: Allocations, plan: ClusterPlan, keys: list[str],
@@ -170,6 +181,8 @@ def attach(state_dir: str, topo: Topology, alloc: Allocations, plan: ClusterPlan
     for k in keys:
         pp = plan.pod(k)
         assert pp is not None
+        if pp.host_network:  # no sandbox: the kubelet runs no CNI plugin for hostNetwork pods
+            continue
         by_node.setdefault(pp.node, []).append(pp)
     pods_by_key = {p.key: p for p in topo.pods}
     done: list[Attached] = []
@@ -178,7 +191,9 @@ def attach(state_dir: str, topo: Topology, alloc: Allocations, plan: ClusterPlan
 
     def node_work(pods: list[PodPlan]) -> None:
         for pp in pods:
-            a = _add_one(c, state_dir, pp, nets[pp.node], pods_by_key.get(pp.key))
+            data_dir = template_values(c, state_dir, pp.node)["DATA_DIR"]  # host-local per node, as for eth0
+            extra = multus.cni_networks(topo, pods_by_key.get(pp.key), data_dir)
+            a = _add_one(c, state_dir, pp, nets[pp.node], pods_by_key.get(pp.key), extra)
             with lock:
                 done.append(a)
                 progress("pods", len(done), total)
@@ -191,9 +206,12 @@ def attach(state_dir: str, topo: Topology, alloc: Allocations, plan: ClusterPlan
         if first is not None:
             raise first
     new_pods = dict(alloc.pods)
+    secondary = alloc.secondary
     for a in done:
         new_pods[a.key] = Assignment(a.node, a.ip)
-    alloc = Allocations(new_pods, dict(alloc.last_reserved), alloc.services)
+        if a.secondary:  # the plugins' addresses replace the prediction
+            secondary = multus.record_cni(secondary, a.key, list(a.secondary))
+    alloc = Allocations(new_pods, dict(alloc.last_reserved), alloc.services, secondary)
     return alloc, planner.build(topo, alloc), done
 
 

@@ -157,7 +157,7 @@ def resolv_confs(cl: Any) -> dict[str, str]:
     out = {n.netns: host.render() for n in cl.plan.nodes}
     for p in cl.topology.pods:
         pp = cl.plan.pod(p.key)
-        if pp is None:
+        if pp is None or pp.host_network:
             continue
         out[pp.netns.name] = resolvconf.pod_dns(specs.get(p.key, {}), p.namespace, [dns_ip] if dns_ip else [],
                                                 domain, host).render()

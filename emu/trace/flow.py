@@ -27,13 +27,14 @@ def labels(cl: Cluster) -> dict[str, str]:
     for ns in cl.plan.infra:
         out[ns.name] = f"node/{ns.owner}" if ns.role == "node" else ns.role
     for p in cl.plan.pods:
-        out[p.netns.name] = p.key
+        if not p.host_network:
+            out[p.netns.name] = p.key
     return out
 
 
 def roles(cl: Cluster) -> dict[str, str]:
     out = {ns.name: ns.role for ns in cl.plan.infra}
-    out.update({p.netns.name: "pod" for p in cl.plan.pods})
+    out.update({p.netns.name: "pod" for p in cl.plan.pods if not p.host_network})
     return out
 
 
