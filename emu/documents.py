@@ -85,3 +85,16 @@ def parse_labels(v: Any, doc: Document, c: Collector, fld: str) -> dict[str, str
             continue
         out[k] = str(val)
     return out
+
+
+def check_namespaced(items: list[tuple[Any, Document]], namespaces: Any, kind: str, c: Collector) -> None:
+    """The API server's rules for namespaced objects: the namespace exists, and `namespace/name` (the item's `key`)
+    is defined once."""
+    seen: dict[str, Document] = {}
+    for item, doc in items:
+        if item.namespace not in namespaces:
+            c.add(doc, doc.file, doc.label(), "metadata.namespace", f"namespace {item.namespace!r} does not exist")
+        if item.key in seen:
+            c.add(doc, doc.file, doc.label(), "metadata.name",
+                  f"duplicate {kind} {item.key} (first defined in document {seen[item.key].index})")
+        seen[item.key] = doc

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
-from .documents import DNS_LABEL, IANA_SVC_NAME, Collector, Document, parse_labels
+from .documents import DNS_LABEL, IANA_SVC_NAME, Collector, Document, check_namespaced, parse_labels
 from .model import (
     ClusterSpec,
     EndpointSlice,
@@ -213,18 +213,12 @@ def _from_endpoints(doc: Document, c: Collector, ns: str, name: str) -> Endpoint
 def check(svcs: list[tuple[Service, Document]], slices: list[tuple[EndpointSlice, Document]],
           namespaces: dict[str, Namespace], cluster: ClusterSpec, c: Collector) -> None:
     """Cross-object rules: namespaces exist, names and explicit clusterIPs/nodePorts are unique and in range."""
-    seen: dict[str, Document] = {}
     ips: dict[str, str] = {}
     node_ports: dict[tuple[int, Protocol], str] = {}
     reserved = {str(cluster.service_cidr.network_address + 1): "the kubernetes Service",
                 str(cluster.service_cidr.network_address + 10): "kube-dns"}
+    check_namespaced(svcs, namespaces, "Service", c)
     for s, doc in svcs:
-        if s.namespace not in namespaces:
-            c.add(doc, doc.file, doc.label(), "metadata.namespace", f"namespace {s.namespace!r} does not exist")
-        if s.key in seen:
-            c.add(doc, doc.file, doc.label(), "metadata.name",
-                  f"duplicate Service {s.key} (first defined in document {seen[s.key].index})")
-        seen[s.key] = doc
         if s.cluster_ip not in (None, "None"):
             ip = ipaddress.IPv4Address(s.cluster_ip)
             if ip not in cluster.service_cidr:

@@ -10,7 +10,7 @@ import ipaddress
 import re
 from typing import Any
 
-from ..documents import DNS_LABEL, DNS_SUBDOMAIN, IANA_SVC_NAME, Collector, Document
+from ..documents import DNS_LABEL, DNS_SUBDOMAIN, IANA_SVC_NAME, Collector, Document, check_namespaced
 from ..model import Namespace, Protocol
 from .model import Direction, IPBlock, LabelSelector, NetworkPolicy, Operator, Peer, PolicyPort, Requirement, Rule
 
@@ -261,11 +261,4 @@ def _label_value(x: _Ctx, v: Any, fld: str) -> bool:
 
 def check(policies: list[tuple[NetworkPolicy, Document]], namespaces: dict[str, Namespace], c: Collector) -> None:
     """Cross-object rules: the namespace exists and each namespace/name is defined once."""
-    seen: dict[str, Document] = {}
-    for p, doc in policies:
-        if p.namespace not in namespaces:
-            c.add(doc, doc.file, doc.label(), "metadata.namespace", f"namespace {p.namespace!r} does not exist")
-        if p.key in seen:
-            c.add(doc, doc.file, doc.label(), "metadata.name",
-                  f"duplicate NetworkPolicy {p.key} (first defined in document {seen[p.key].index})")
-        seen[p.key] = doc
+    check_namespaced(policies, namespaces, "NetworkPolicy", c)
