@@ -131,13 +131,28 @@ def tcp_reply(request: bytes, ep: Endpoint, port: int, local: tuple[str, int], c
     obj = answer(ep, protocol, port, local, client)
     if not m:
         return json.dumps(obj).encode() + b"\n"
-    path = m.group(2).split(b"?", 1)[0]
+    target = m.group(2)
+    path = target.split(b"?", 1)[0]
     head_only = m.group(1) == b"HEAD"
+    # what arrived, as agnhost's netexec /echo-like answers show it: the path after any proxy's rewrite, the Host
+    # and X-Forwarded-* headers an ingress controller adds
+    obj["request"] = {"method": m.group(1).decode(), "uri": target.decode(errors="replace"),
+                      "headers": _headers(request)}
     if path == b"/hostname":
         return http_response(ep.pod_name.encode(), "text/plain", head_only)
     if path == b"/clientip":
         return http_response(f"{client[0]}:{client[1]}".encode(), "text/plain", head_only)
     return http_response(json.dumps(obj).encode(), "application/json", head_only)
+
+
+def _headers(request: bytes) -> dict[str, str]:
+    head = request.split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0]
+    out = {}
+    for line in head.split(b"\n")[1:]:
+        name, sep, value = line.decode(errors="replace").partition(":")
+        if sep:
+            out[name.strip().lower()] = value.strip()
+    return out
 
 
 def request_complete(buf: bytes) -> bool:

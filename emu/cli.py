@@ -142,18 +142,23 @@ def status(name: str | None, output: str) -> None:
 @main.command()
 @click.argument("kind", type=click.Choice(["nodes", "node", "no", "pods", "pod", "po", "namespaces", "namespace",
                                            "ns", "services", "service", "svc", "endpoints", "ep",
-                                           "endpointslices"]))
+                                           "endpointslices", "ingresses", "ingress", "ing"]))
 @click.option("-n", "--namespace", default="default", show_default=True)
 @click.option("-A", "--all-namespaces", is_flag=True)
 @OUTPUT
 @CLUSTER
 def get(kind: str, namespace: str, all_namespaces: bool, output: str, cluster_name: str | None) -> None:
-    """List nodes, pods, namespaces, services or endpoints, like kubectl get."""
+    """List nodes, pods, namespaces, services, endpoints or ingresses, like kubectl get."""
     from . import views
 
     cl = _run(lambda: clusters.open_cluster(clusters.pick(cluster_name)))
     view = views.get(cl, kind, None if all_namespaces else namespace)
     click.echo(report.to_json(view.items) if output == "json" else view.table(wide=output == "wide"))
+    if kind in ("ingresses", "ingress", "ing") and output != "json":
+        from .ingress import controller
+
+        for w in controller.warnings(cl.record):  # what ingress-nginx would log: missing Secrets, Services
+            click.echo(f"Warning: {w}", err=True)
 
 
 @main.command("apply")
@@ -273,7 +278,10 @@ def conntrack(target: str, proto: str | None, cluster_name: str | None) -> None:
 def probe(src: str, dst: str | None, dns_name: str | None, dns_type: str, proto: str, port: int | None,
           size: int | None, df: bool, count: int, timeout: float, pmtu: bool, traceroute: bool, max_hops: int,
           output: str, cluster_name: str | None) -> None:
-    """Send real packets from FROM to TO and report what happened (or, with --dns NAME, resolve NAME)."""
+    """Send real packets from FROM to TO and report what happened (or, with --dns NAME, resolve NAME).
+
+    TO may be a URL (http://HOST/PATH or https://...): a real HTTP request, through the ingress controller when
+    HOST is an Ingress host."""
     from . import probing
 
     cl = _run(lambda: clusters.open_cluster(clusters.pick(cluster_name)))
@@ -285,6 +293,12 @@ def probe(src: str, dst: str | None, dns_name: str | None, dns_type: str, proto:
         sys.exit(0 if res["ok"] else 1)
     if dst is None:
         raise click.UsageError("missing argument TO (or --dns NAME)")
+    if dst.startswith(("http://", "https://")):  # through the ingress controller (or any HTTP server)
+        from .ingress import httpprobe
+
+        res = _run(lambda: httpprobe.probe_url(cl, probing._source(cl, src).netns or "", src, dst, timeout * 2))
+        click.echo(report.to_json(res) if output == "json" else httpprobe.probe_url_text(res))
+        sys.exit(0 if res["ok"] else 1)
     if pmtu:
         res = _run(lambda: probing.pmtu(cl, src, dst, timeout))
         click.echo(report.to_json(res) if output == "json" else probing.pmtu_text(res))
@@ -399,6 +413,9 @@ main.add_command(_capture_cmd)
 from .cni.cli import cni as _cni_cmd  # noqa: E402
 
 main.add_command(_cni_cmd)
+from .ingress.cli import create as _create_cmd  # noqa: E402
+
+main.add_command(_create_cmd)
 
 
 if __name__ == "__main__":

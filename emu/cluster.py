@@ -16,6 +16,8 @@ from typing import Any
 from . import agent, apply, ipam, kernel, multus, netns, planner, state, topology
 from .cni import pods as cni_pods
 from .dns import addon as dns_addon
+from .ingress import addon as ingress_addon
+from .ingress import controller as ingress
 from .kubeproxy import inputs
 from .kubeproxy import sync as kpsync
 from .netpol import sync as netpol_sync
@@ -175,17 +177,20 @@ def _build(cl: Cluster, progress: Progress) -> None:
     progress("kube-proxy", len(plan.nodes), len(plan.nodes))
     netpol_sync.sync_cluster(cl)  # kube-router's policy controller, once the cluster has a NetworkPolicy
     dns_addon.start(cl)  # pods' resolv.conf; with the coredns ConfigMap, the cluster DNS server
+    ingress.start(cl)  # with an Ingress: nginx in the ingress-nginx controller pod
 
 
 def endpoints(cl: Cluster) -> list[dict[str, Any]]:
-    """What the per-cluster server daemon answers: every declared containerPort of every pod, in its namespace."""
+    """What the per-cluster server daemon answers: every declared containerPort of every pod, in its namespace
+    (not those of pods an addon process serves, like the ingress controller's nginx)."""
     sctp = kernel.has("sctp")
     out = []
     for pod in cl.topology.pods:
         pp = cl.plan.pod(pod.key)
         assert pp is not None
         ports = [{"port": p.container_port, "protocol": p.protocol.value} for p in pod.ports
-                 if p.protocol is not Protocol.SCTP or sctp]  # SCTP only where the kernel has SCTP sockets
+                 if (p.protocol is not Protocol.SCTP or sctp)  # SCTP only where the kernel has SCTP sockets
+                 and ingress_addon.SERVED_BY not in pod.annotations]
         out.append({"netns": pp.netns.name, "owner": pod.key, "node": pp.node, "ip": str(pp.ip), "ports": ports})
     return out
 
@@ -223,6 +228,8 @@ def wait_ready(cl: Cluster, progress: Progress = _quiet, timeout: float = 30.0) 
     the interface and the server without filling the shared neighbour table on large topologies)."""
     checks = {}
     for pod in cl.topology.pods:
+        if ingress_addon.SERVED_BY in pod.annotations:
+            continue  # its server (nginx) starts after the pods: ingress.start waits for it
         port = next((x for x in pod.ports if x.protocol is not Protocol.SCTP), None)
         pp = cl.plan.pod(pod.key)
         if port is not None and pp is not None and (not pp.host_network or pp.netns.name not in checks):
@@ -288,7 +295,8 @@ def down(name: str) -> bool:
             return True
         return False
     _stop_agent(rec)
-    dns_addon.stop(rec)  # the DNS server and the /etc/netns resolv.conf files the record names
+    ingress.stop(rec)  # nginx, before its pod's namespace goes
+    dns_addon.stop(rec)  # the DNS server and the /etc/netns files the record names
     cni_pods.detach(rec.dir)  # DEL for every recorded CNI ADD, while the namespaces still exist
     for ns in rec.netns:
         netns.remove(ns)
@@ -359,6 +367,8 @@ def _converge(cl: Cluster, docs: list[dict[str, Any]], progress: Progress) -> Ch
     cni = cni_pods.is_cni(topo.cluster)
     if cni and removed:
         cni_pods.detach(rec.dir, [p.key for p in removed])  # DEL before the pod's namespace goes
+    if ingress.controller_pod(cl) in {p.key for p in removed}:
+        ingress.stop(rec)  # nginx leaves before its pod's namespace does
     for n in removed_ns:
         netns.remove(n)  # the kernel deletes the veth pair with the namespace
     netns.create_many(added_ns)
@@ -394,6 +404,7 @@ def _converge(cl: Cluster, docs: list[dict[str, Any]], progress: Progress) -> Ch
     sync_services(new, cl)
     netpol_sync.sync_cluster(new)  # pods, labels, namespaces or policies changed: regenerate where it matters
     dns_addon.sync(new)  # new records (the DNS server re-reads its zone), resolv.conf of new pods
+    ingress.sync(new)  # Ingresses, their Services' endpoints or Secrets changed: new nginx.conf, reload
     return Change(tuple(p.key for p in added), tuple(p.key for p in removed), len(now) - len(added))
 
 

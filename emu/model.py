@@ -10,6 +10,7 @@ if TYPE_CHECKING:
     from .multus import Nad
     from .nodesettings import NodeSettings
     from .netpol.model import NetworkPolicy
+    from .ingress.model import Ingress, IngressClass, Secret
 
 IPv4Network = ipaddress.IPv4Network
 IPv4Address = ipaddress.IPv4Address
@@ -197,6 +198,9 @@ class Topology:
     endpoint_slices: tuple[EndpointSlice, ...] = ()
     network_policies: tuple["NetworkPolicy", ...] = ()  # networking.k8s.io/v1, in document order (emu.netpol)
     attachments: tuple["Nad", ...] = ()  # k8s.cni.cncf.io/v1 NetworkAttachmentDefinitions (emu.multus)
+    ingresses: tuple["Ingress", ...] = ()  # networking.k8s.io/v1 Ingresses, in document order (emu.ingress)
+    ingress_classes: tuple["IngressClass", ...] = ()
+    secrets: tuple["Secret", ...] = ()  # kubernetes.io/tls Secrets (and others, recorded)
 
     def namespace(self, name: str) -> Namespace | None:
         return next((n for n in self.namespaces if n.name == name), None)

@@ -34,7 +34,8 @@ class Record:
     pod_conditions: dict[str, dict[str, bool]] = field(default_factory=dict)
     created: float = 0.0
     dns_pid: int | None = None  # the cluster DNS daemon (emu.dns.server)
-    etc_files: list[str] = field(default_factory=list)  # /etc/netns/<netns>/resolv.conf files written (emu.dns)
+    etc_files: list[str] = field(default_factory=list)  # /etc/netns/<netns>/{resolv.conf,hosts} files written
+    ingress_pid: int | None = None  # the ingress controller's nginx master (emu.ingress.controller)
 
     @property
     def dir(self) -> str:

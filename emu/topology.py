@@ -14,6 +14,9 @@ from typing import Any, Iterable
 
 from . import multus, nodesettings, quantity, services
 from .netpol import parse as netpol_parse
+from .ingress import addon as ingress_addon
+from .ingress import parse as ingress_parse
+from .ingress.model import Ingress, IngressClass, Secret
 from .documents import (
     DNS_LABEL,
     DNS_SUBDOMAIN,
@@ -46,10 +49,6 @@ NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"  # the API server sets it o
 READY_ANNOTATION = "emu.dev/ready"  # "false": the pod is not ready (its endpoints are not ready)
 TERMINATING_ANNOTATION = "emu.dev/terminating"  # "true": the pod is terminating (deletionTimestamp set)
 RESERVED_NODE_NAMES = ("underlay", "external")  # namespaces of the emulated infrastructure
-KNOWN_LATER = {
-    "Ingress": "the DNS/Ingress issue",
-    "Secret": "the Ingress issue",
-}
 CLUSTER_DEFAULTS: dict[str, Any] = {
     "nodes": 3,
     "podCIDR": "10.244.0.0/16",
@@ -101,6 +100,10 @@ def build(path: str, cluster: ClusterSpec, docs: Iterable[Document]) -> Topology
     from .dns import addon as dns_addon  # the coredns ConfigMap brings kubeadm's CoreDNS addon objects
     docs = list(docs)
     docs += dns_addon.addon_documents(path, docs, cluster.service_cidr)
+    docs += ingress_addon.addon_documents(path, docs, cluster.load_balancer_pool is not None)
+    ingresses: list[tuple[Ingress, Document]] = []
+    classes: list[tuple[IngressClass, Document]] = []
+    secrets: list[tuple[Secret, Document]] = []
     for doc in docs:
         kind = doc.kind
         if kind == "Namespace":
@@ -141,19 +144,31 @@ def build(path: str, cluster: ClusterSpec, docs: Iterable[Document]) -> Topology
             c.add(doc, doc.file, doc.label(), "kind", "only the first document may be the Cluster")
         elif not kind:
             c.add(doc, doc.file, doc.label(), "kind", "missing kind")
-        elif kind in KNOWN_LATER:
-            c.add(doc, doc.file, doc.label(), "kind", f"kind {kind} is not implemented yet ({KNOWN_LATER[kind]})")
+        elif kind == "Ingress":
+            ing = ingress_parse.parse_ingress(doc, c)
+            if ing:
+                ingresses.append((ing, doc))
+        elif kind == "IngressClass":
+            cls = ingress_parse.parse_ingress_class(doc, c)
+            if cls:
+                classes.append((cls, doc))
+        elif kind == "Secret":
+            sec = ingress_parse.parse_secret(doc, c)
+            if sec:
+                secrets.append((sec, doc))
         else:
             c.add(doc, doc.file, doc.label(), "kind", f"kind {kind} is not implemented")
     _check_pods(pods, namespaces, cluster, c)
     services.check(svcs, slices, namespaces, cluster, c)
     netpol_parse.check(policies, namespaces, c)
     multus.check(pods, nads, c)
+    ingress_parse.check(ingresses, classes, secrets, namespaces, c)
     if c.problems:
         raise ValidationError(c.problems)
     return Topology(path, cluster, tuple(namespaces.values()), tuple(p for p, _ in pods),
                     tuple(s for s, _ in svcs), tuple(s for s, _ in slices), tuple(p for p, _ in policies),
-                    tuple(nads.values()))
+                    tuple(nads.values()), tuple(i for i, _ in ingresses), tuple(k for k, _ in classes),
+                    tuple(s for s, _ in secrets))
 
 
 # --- the Cluster document -------------------------------------------------------------------------------------------

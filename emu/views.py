@@ -41,6 +41,8 @@ def get(cl: Cluster, kind: str, namespace: str | None) -> View:
         return services(cl, namespace)
     if kind in ("endpoints", "ep", "endpointslices"):
         return endpoints(cl, namespace)
+    if kind in ("ingresses", "ingress", "ing"):
+        return ingresses(cl, namespace)
     return pods(cl, namespace)
 
 
@@ -168,3 +170,34 @@ def endpoints(cl: Cluster, namespace: str | None) -> View:
                 for e in pe.endpoints]} for pe in eps[svc.key]]})
     headers = (["NAMESPACE"] if namespace is None else []) + ["NAME", "ENDPOINTS", "AGE"]
     return View(headers, ["NOT-READY"], rows, wide, items, "No resources found")
+
+
+def ingresses(cl: Cluster, namespace: str | None) -> View:
+    """kubectl get ingress: ADDRESS is what ingress-nginx publishes (its Service's LoadBalancer IP, else the
+    controller's node); an Ingress no controller serves has none."""
+    from .ingress import controller
+
+    served = {i.key for i in controller.served(cl)}
+    a = controller.address(cl)
+    rows, wide, items = [], [], []
+    for ing in cl.topology.ingresses:
+        if namespace is not None and ing.namespace != namespace:
+            continue
+        hosts = [r.host for r in ing.rules if r.host]
+        addr = a.ip if a and ing.key in served else ""
+        ports = "80, 443" if ing.tls else "80"
+        rules = [f"{r.host or '*'}{p.path}({p.path_type})->{p.backend.service}:{p.backend.port_text}"
+                 for r in ing.rules for p in r.paths]
+        rows.append(([ing.namespace] if namespace is None else []) +
+                    [ing.name, ing.class_name or "<none>", ",".join(hosts) or "*", addr, ports, _age(cl)])
+        wide.append([" ".join(rules) or "<default backend>"])
+        items.append({"namespace": ing.namespace, "name": ing.name, "class": ing.class_name, "hosts": hosts,
+                      "address": addr or None, "served": ing.key in served,
+                      "tls": [{"hosts": list(t.hosts), "secretName": t.secret_name} for t in ing.tls],
+                      "rules": [{"host": r.host, "paths": [{"path": p.path, "pathType": p.path_type,
+                                                            "service": p.backend.service,
+                                                            "port": p.backend.port_number or p.backend.port_name}
+                                                           for p in r.paths]} for r in ing.rules],
+                      "annotations": dict(ing.annotations)})
+    headers = (["NAMESPACE"] if namespace is None else []) + ["NAME", "CLASS", "HOSTS", "ADDRESS", "PORTS", "AGE"]
+    return View(headers, ["RULES"], rows, wide, items, "No resources found")

@@ -22,6 +22,7 @@ from .. import names, state
 from ..documents import Collector, Document
 from ..errors import ClusterError
 from ..ipam import external_ip
+from ..ingress import controller as ingress
 from . import corefile, records, resolvconf, wire
 
 ADDON_INDEX = 100000  # document index of the synthesized objects (error messages name them as documents)
@@ -155,6 +156,8 @@ def resolv_confs(cl: Any) -> dict[str, str]:
     domain = cfg.cluster_domain if cfg else "cluster.local."
     host = node_dns(cl)
     out = {n.netns: host.render() for n in cl.plan.nodes}
+    if cfg is not None:
+        out[names.external_netns(cl.topology.cluster.name)] = host.render()  # the external host asks itself
     for p in cl.topology.pods:
         pp = cl.plan.pod(p.key)
         if pp is None or pp.host_network:
@@ -180,8 +183,9 @@ def write_resolv_confs(cl: Any) -> None:
     for path, text in want.items():
         _write_atomic(path, text)
     for path in set(rec.etc_files) - set(want):
-        _remove_etc(path)
-    rec.etc_files = sorted(want)
+        if path.endswith("/resolv.conf"):  # other files (the external host's /etc/hosts) are emu.ingress's
+            _remove_etc(path)
+    rec.etc_files = sorted(set(want) | {p for p in rec.etc_files if not p.endswith("/resolv.conf")})
     rec.save()
 
 
@@ -202,12 +206,13 @@ def write_zone(cl: Any) -> bool:
         return False
     d = dns_dir(cl.record)
     os.makedirs(d, exist_ok=True)
-    _write_atomic(os.path.join(d, "zone.json"), json.dumps(records.snapshot(cl, cfg)))
     upstreams = [str(external_ip(cl.topology.cluster)) if u == "/etc/resolv.conf" else u for u in cfg.forward]
     listen = [cl.plan.pod(k).netns.name for k in server_pods(cl)]
     _write_atomic(os.path.join(d, "server.json"), json.dumps({
         "cluster": cl.name, "port": cfg.port, "listen": listen, "upstreams": upstreams,
-        "external_netns": names.external_netns(cl.name), "corefile": cfg.to_json()}))
+        "external_netns": names.external_netns(cl.name), "corefile": cfg.to_json(),
+        "external_names": {f"{h}.": ip for h, ip in ingress.external_names(cl).items()}}))
+    _write_atomic(os.path.join(d, "zone.json"), json.dumps(records.snapshot(cl, cfg)))
     return True
 
 

@@ -77,6 +77,11 @@ class Server:
             with open(self.zone_path) as f:
                 self.zone = json.load(f)
             self.zone_mtime = m
+            try:  # Ingress hosts for the external resolver (written before zone.json)
+                with open(os.path.join(self.dir, "server.json")) as f:
+                    self.names = {**EXTERNAL_NAMES, **(json.load(f).get("external_names") or {})}
+            except (OSError, ValueError):
+                pass
             log.info("zone loaded: serial %s, %d services", self.zone.get("serial"), len(self.zone["services"]))
 
     def open(self) -> None:

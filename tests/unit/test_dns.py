@@ -202,7 +202,7 @@ def test_resolv_confs_per_pod(cl):
                                           "ns1.svc.cluster.local\nnameserver 10.96.0.10\nnameserver 8.8.8.8\n"
                                           "options ndots:5\n")
     assert confs["dns.ns1.default-policy"] == "nameserver 172.18.0.1\n"
-    assert confs["dns.node-1"] == "nameserver 172.18.0.1\n"
+    assert confs["dns.node-1"] == confs["dns.external"] == "nameserver 172.18.0.1\n"
     coredns = [k for k in confs if k.startswith("dns.kube-system.coredns-")]
     assert len(coredns) == 2 and all(confs[k] == "nameserver 172.18.0.1\n" for k in coredns)
 

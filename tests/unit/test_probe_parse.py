@@ -65,6 +65,7 @@ def test_http_json_answer_round_trip() -> None:
     raw = agent.tcp_reply(probe.TCP_REQUEST, EP, 80, ("10.244.1.2", 80), ("10.244.2.3", 40000))
     assert raw.startswith(b"HTTP/1.1 200 OK\r\n") and b"Connection: close" in raw
     obj = probe.parse_answer(raw)
+    assert obj.pop("request")["method"] == "GET"
     assert obj == {"owner": "default/web-0", "node": "node-1", "ip": "10.244.1.2", "local_ip": "10.244.1.2",
                    "port": 80, "protocol": "TCP", "client_ip": "10.244.2.3", "client_port": 40000}
     assert probe.who_answered(obj) == "default/web-0"
@@ -74,6 +75,13 @@ def test_content_length_matches_the_body() -> None:
     raw = agent.tcp_reply(b"GET /emu HTTP/1.1\r\nHost: a\r\n\r\n", EP, 80, ("1.1.1.1", 80), ("2.2.2.2", 1))
     head, _, body = raw.partition(b"\r\n\r\n")
     assert f"Content-Length: {len(body)}".encode() in head
+
+
+def test_http_answers_show_the_request_as_it_arrived() -> None:
+    raw = agent.tcp_reply(b"GET /a/b?x=1 HTTP/1.1\r\nHost: web.example\r\nX-Forwarded-For: 1.2.3.4\r\n\r\n", EP, 80,
+                          ("1.1.1.1", 80), ("2.2.2.2", 1))
+    req = probe.parse_answer(raw)["request"]
+    assert req == {"method": "GET", "uri": "/a/b?x=1", "headers": {"host": "web.example", "x-forwarded-for": "1.2.3.4"}}
 
 
 def test_netexec_paths_and_plain_lines() -> None:
