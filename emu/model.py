@@ -62,6 +62,7 @@ class ClusterSpec:
     load_balancer_pool: IPv4Network | None = None
     iptables_backend: str = "nft"  # the nodes' iptables alternative: "nft" (Debian's default) or "legacy"
     node_settings: Mapping[str, "NodeSettings"] = field(default_factory=dict)  # per node (emu.nodesettings)
+    external_clients: tuple[IPv4Address, ...] = ()  # more addresses of the external host (clients outside)
 
     def node_mtu(self, node: str | None) -> int:
         """The node's eth0 MTU: its own setting, else the underlay's."""

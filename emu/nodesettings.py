@@ -7,9 +7,11 @@ sysctls written inside the node's namespace, as a node-tuning DaemonSet or the m
       - node-1                                                            # a name: the defaults
       - {name: node-2, mtu: 9000, sysctls: {net.ipv4.tcp_fin_timeout: "15"}}  # overrides (sysctls merged)
 
-Only net.* sysctls that each network namespace has its own copy of are taken; the others (net.core.netdev_max_backlog,
-net.core.rmem_max, ..., and everything outside net.*) belong to the whole machine, and emu never touches the
-machine: they are validation errors."""
+Only net.* sysctls that each network namespace has its own copy of are applied.  The machine-wide net.core ones
+(net.core.netdev_max_backlog: one backlog queue per CPU that every namespace's veth traffic goes through;
+net.core.rmem_max, ...) are accepted, so a topology can carry a tuning guide's whole block, but never applied: emu
+never changes the machine.  `emu up` warns about each and `emu get nodes -o wide` marks it "not applied" next to
+the machine's own value.  Anything outside net.* is a validation error."""
 from __future__ import annotations
 
 import re
@@ -34,6 +36,7 @@ KEY = re.compile(r"^[a-z0-9_]+(\.[A-Za-z0-9_\-]+)+$")
 class NodeSettings:
     mtu: int | None = None
     sysctls: tuple[tuple[str, str], ...] = ()
+    machine_wide: tuple[tuple[str, str], ...] = ()  # asked for, not applied (they would change the machine)
 
 
 def per_namespace(key: str) -> bool:
@@ -60,6 +63,7 @@ def parse(v: Any, doc: Document, c: Collector, obj: str, fld: str, allow: tuple[
         c.add(doc, doc.file, obj, f"{fld}.mtu", f"must be an integer from {MTU_RANGE[0]} to {MTU_RANGE[1]}, got {mtu!r}")
         mtu = None
     sysctls: list[tuple[str, str]] = []
+    wide: list[tuple[str, str]] = []
     raw = v.get("sysctls") or {}
     if not isinstance(raw, dict):
         c.add(doc, doc.file, obj, f"{fld}.sysctls", "must be a mapping of sysctl name to value")
@@ -71,17 +75,42 @@ def parse(v: Any, doc: Document, c: Collector, obj: str, fld: str, allow: tuple[
         elif not key.startswith("net."):
             c.add(doc, doc.file, obj, kf, f"{key} is not a network sysctl: only net.* sysctls of the node's network "
                                           f"namespace can be set (emu never changes the machine)")
-        elif not per_namespace(key):
+        elif not per_namespace(key) and not key.startswith("net.core."):
             c.add(doc, doc.file, obj, kf, f"{key} is machine-wide, not per network namespace: emu cannot set it "
                                           f"for one node (per-namespace net.core keys: {', '.join(NETNS_CORE)})")
         elif isinstance(value, bool) or not isinstance(value, (str, int)) or "\n" in str(value):
             c.add(doc, doc.file, obj, kf, f"value {value!r} must be a string or an integer")
+        elif not per_namespace(key):
+            wide.append((key, str(value)))
         else:
             sysctls.append((key, str(value)))
-    return NodeSettings(mtu, tuple(sysctls))
+    return NodeSettings(mtu, tuple(sysctls), tuple(wide))
 
 
 def merge(default: NodeSettings, own: NodeSettings) -> NodeSettings:
     sysctls = dict(default.sysctls)
     sysctls.update(own.sysctls)
-    return NodeSettings(own.mtu if own.mtu is not None else default.mtu, tuple(sysctls.items()))
+    wide = dict(default.machine_wide)
+    wide.update(own.machine_wide)
+    return NodeSettings(own.mtu if own.mtu is not None else default.mtu, tuple(sysctls.items()),
+                        tuple(wide.items()))
+
+
+def machine_value(key: str) -> str | None:
+    """The machine's own value of a machine-wide sysctl (read, never written)."""
+    try:
+        with open("/proc/sys/" + key.replace(".", "/")) as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def unapplied(settings: dict[str, NodeSettings]) -> list[str]:
+    """One warning per machine-wide sysctl a topology asks for (emu up prints them)."""
+    asked: dict[tuple[str, str], list[str]] = {}
+    for node, s in settings.items():
+        for key, value in s.machine_wide:
+            asked.setdefault((key, value), []).append(node)
+    return [f"warning: {key}={value} (nodes {', '.join(nodes)}) is machine-wide, shared by every namespace on "
+            f"this machine: not applied (the machine has {machine_value(key) or '?'}); emu never changes the machine"
+            for (key, value), nodes in asked.items()]

@@ -217,13 +217,15 @@ def classify_icmp_packet(packet: bytes, ident: int, seq: int) -> dict[str, Any] 
 # --- socket helpers ---------------------------------------------------------------------------------------------------
 
 
-def _open(ns: str, type_: int, proto: int, pmtudisc: int | None) -> socket.socket:
-    """A socket in namespace `ns` that reports ICMP errors on its error queue."""
+def _open(ns: str, type_: int, proto: int, pmtudisc: int | None, src_ip: str | None = None) -> socket.socket:
+    """A socket in namespace `ns` that reports ICMP errors on its error queue (bound to `src_ip` when given)."""
     s = netns.socket_in(ns, socket.AF_INET, type_, proto)
     try:
         s.setsockopt(socket.IPPROTO_IP, IP_RECVERR, 1)
         if pmtudisc is not None:
             s.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, pmtudisc)
+        if src_ip is not None:
+            s.bind((src_ip, 0))
     except OSError:
         s.close()
         raise
@@ -307,23 +309,24 @@ def _from_oserror(mk: Callable[..., ProbeResult], s: socket.socket, e: OSError, 
 # --- TCP --------------------------------------------------------------------------------------------------------------
 
 
-def tcp(netns_name: str, ip: str, port: int, timeout: float = 1.0) -> ProbeResult:
+def tcp(netns_name: str, ip: str, port: int, timeout: float = 1.0, src_ip: str | None = None) -> ProbeResult:
     """Connect from `netns_name` to ip:port and ask the agent who it is (`GET /emu`).
 
     `timeout` applies to the handshake and, separately, to the answer.
     """
-    return _stream("tcp", 0, netns_name, ip, port, timeout)
+    return _stream("tcp", 0, netns_name, ip, port, timeout, src_ip)
 
 
-def sctp(netns_name: str, ip: str, port: int, timeout: float = 1.0) -> ProbeResult:
+def sctp(netns_name: str, ip: str, port: int, timeout: float = 1.0, src_ip: str | None = None) -> ProbeResult:
     """Like `tcp`, over an SCTP association (one-to-one style socket); needs a kernel with SCTP."""
-    return _stream("sctp", IPPROTO_SCTP, netns_name, ip, port, timeout)
+    return _stream("sctp", IPPROTO_SCTP, netns_name, ip, port, timeout, src_ip)
 
 
-def _stream(label: str, ipproto: int, netns_name: str, ip: str, port: int, timeout: float) -> ProbeResult:
+def _stream(label: str, ipproto: int, netns_name: str, ip: str, port: int, timeout: float,
+            src_ip: str | None = None) -> ProbeResult:
     mk = partial(_result, label, netns_name, ip, port, bytes_sent=len(TCP_REQUEST))
     try:
-        sock = _open(netns_name, socket.SOCK_STREAM, ipproto, None)
+        sock = _open(netns_name, socket.SOCK_STREAM, ipproto, None, src_ip)
     except OSError as e:
         return mk("error", detail=f"cannot open a {label} socket: {e.strerror or e}")
     with sock as s:
@@ -378,14 +381,14 @@ def _recv_all(s: socket.socket, deadline: float) -> bytes:
 
 
 def udp(netns_name: str, ip: str, port: int, size: int | None = None, df: bool = False,
-        timeout: float = 1.0) -> ProbeResult:
+        timeout: float = 1.0, src_ip: str | None = None) -> ProbeResult:
     """Send one datagram of `size` payload bytes (DF or not) and wait for the agent's answer or an ICMP error.
 
     Without DF the kernel fragments a datagram larger than the MTU; the agent reports how many bytes arrived whole.
     """
     data = payload(size)
     mk = partial(_result, "udp", netns_name, ip, port, bytes_sent=len(data))
-    with _open(netns_name, socket.SOCK_DGRAM, 0, IP_PMTUDISC_DO if df else IP_PMTUDISC_DONT) as s:
+    with _open(netns_name, socket.SOCK_DGRAM, 0, IP_PMTUDISC_DO if df else IP_PMTUDISC_DONT, src_ip) as s:
         t0 = time.monotonic()
         try:
             s.connect((ip, port))
@@ -422,21 +425,22 @@ def _udp_answer(mk: Callable[..., ProbeResult], data: bytes, rtt: float) -> Prob
 
 
 def icmp(netns_name: str, ip: str, size: int = 56, df: bool = False, timeout: float = 1.0, ident: int | None = None,
-         seq: int = 1) -> ProbeResult:
+         seq: int = 1, src_ip: str | None = None) -> ProbeResult:
     """One ICMP echo of `size` payload bytes (like `ping -s SIZE [-M do]`)."""
-    return _echo(netns_name, ip, size, IP_PMTUDISC_DO if df else IP_PMTUDISC_DONT, timeout, ident, seq)
+    return _echo(netns_name, ip, size, IP_PMTUDISC_DO if df else IP_PMTUDISC_DONT, timeout, ident, seq, src_ip)
 
 
 def next_ident() -> int:
     return next(_idents) & 0xFFFF
 
 
-def _echo(ns: str, ip: str, size: int, pmtudisc: int, timeout: float, ident: int | None, seq: int) -> ProbeResult:
+def _echo(ns: str, ip: str, size: int, pmtudisc: int, timeout: float, ident: int | None, seq: int,
+          src_ip: str | None = None) -> ProbeResult:
     ident = next_ident() if ident is None else ident & 0xFFFF
     seq &= 0xFFFF
     packet = echo_request(ident, seq, size)
     mk = partial(_result, "icmp", ns, ip, None, bytes_sent=size)
-    with _open(ns, socket.SOCK_RAW, socket.IPPROTO_ICMP, pmtudisc) as s:
+    with _open(ns, socket.SOCK_RAW, socket.IPPROTO_ICMP, pmtudisc, src_ip) as s:
         t0 = time.monotonic()
         try:
             s.connect((ip, 0))  # IP_MTU needs a connected socket; errors still arrive via IP_RECVERR

@@ -39,15 +39,16 @@ def _one(cl: Cluster, src: targets.Target, dst: targets.Target, proto: str, port
          df: bool, timeout: float, seq: int = 1, ident: int | None = None) -> dict[str, Any]:
     """One probe from a resolved source to a resolved target; answers that carry only an address are named."""
     assert src.netns is not None
+    b = src.bind
     if proto == "icmp":
         r = probe.icmp(src.netns, dst.ip, size=56 if size is None else size, df=df, timeout=timeout, seq=seq,
-                       ident=ident)
+                       ident=ident, src_ip=b)
     elif proto == "udp":
-        r = probe.udp(src.netns, dst.ip, port or 80, size=size, df=df, timeout=timeout)
+        r = probe.udp(src.netns, dst.ip, port or 80, size=size, df=df, timeout=timeout, src_ip=b)
     elif proto == "sctp":
-        r = probe.sctp(src.netns, dst.ip, port or 80, timeout=timeout)
+        r = probe.sctp(src.netns, dst.ip, port or 80, timeout=timeout, src_ip=b)
     else:
-        r = probe.tcp(src.netns, dst.ip, port or 80, timeout=timeout)
+        r = probe.tcp(src.netns, dst.ip, port or 80, timeout=timeout, src_ip=b)
     d = r.to_dict()
     if proto == "icmp" and d.get("answered_by"):
         d["answered_by"] = targets.who(cl, d["answered_by"]) or d["answered_by"]

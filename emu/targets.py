@@ -18,6 +18,7 @@ class Target:
     kind: str  # "pod" | "node" | "external" | "ip" | "svc" | "nodeport" | "lb"
     port: int | None = None  # when the name carries one (svc/NS/NAME:PORT, nodeport/NODE:PORT, IP:PORT)
     protocol: str | None = None  # the Service port's protocol, when a Service port was named
+    bind: str | None = None  # external@IP: the source address a probe from it binds to
 
 
 class TargetError(EmuError):
@@ -68,6 +69,12 @@ def resolve(cl: Cluster, text: str, proto: str | None = None) -> Target:
         return Target(text, None, str(node_ips(c)[node]), "nodeport", int(port))
     if text == "external":
         return Target("external", names.external_netns(c.name), str(external_ip(c)), "external")
+    if text.startswith("external@"):
+        ip = text.split("@", 1)[1]
+        if ip not in {str(a) for a in c.external_clients}:
+            known = ", ".join(str(a) for a in c.external_clients) or "none: add spec.externalClients to the Cluster"
+            raise TargetError(f"{text}: {ip} is not one of the external host's client addresses ({known})")
+        return Target(text, names.external_netns(c.name), ip, "external", bind=ip)
     if text.startswith("node/"):
         node = text[5:]
         if node not in c.nodes:
@@ -87,7 +94,7 @@ def resolve(cl: Cluster, text: str, proto: str | None = None) -> Target:
         if pp is None:
             raise TargetError(f"{text}: no pod {text} in cluster {c.name} (emu get pods -A)")
         return Target(text, pp.netns.name, str(pp.ip), "pod")
-    raise TargetError(f"{text}: expected NS/POD, node/NAME, external, svc/NS/NAME[:PORT], lb/NS/NAME[:PORT], "
+    raise TargetError(f"{text}: expected NS/POD, node/NAME, external[@IP], svc/NS/NAME[:PORT], lb/NS/NAME[:PORT], "
                       f"nodeport/NODE:PORT, IP or IP:PORT")
 
 
@@ -102,6 +109,8 @@ def who(cl: Cluster, ip: str) -> str | None:
             return f"node/{n.name}"
     if str(external_ip(c)) == ip:
         return "external"
+    if ip in {str(a) for a in c.external_clients}:
+        return f"external@{ip}"
     for key, a in cl.allocations.services.items():
         if a.cluster_ip is not None and str(a.cluster_ip) == ip:
             return f"svc/{key}"

@@ -61,6 +61,7 @@ CLUSTER_DEFAULTS: dict[str, Any] = {
     "loadBalancerPool": None,
     "iptablesBackend": "nft",
     "nodeSettings": None,  # {mtu, sysctls} for every node (emu.nodesettings); nodes[] entries may override
+    "externalClients": [],  # more source addresses of the external host: `emu probe external@IP ...`
 }
 # The alphabet Kubernetes' rand.SafeEncodeString and rand.String use (no vowels, no look-alikes).
 SAFE_ALPHANUMS = "bcdfghjklmnpqrstvwxz2456789"
@@ -231,8 +232,37 @@ def parse_cluster(doc: Document, c: Collector, name_override: str | None = None)
     if backend not in ("nft", "legacy"):
         c.add(doc, f, obj, "spec.iptablesBackend", f"{backend!r} is not one of nft, legacy")
         backend = "nft"
+    clients = _parse_clients(s["externalClients"], doc, c, obj, nets_named)
     return ClusterSpec(name, tuple(nodes), pod or fallback, svc or fallback, mask, nodenet or fallback, mtu, cni,
-                       proxy, pool, backend, {n: v for n, v in settings.items() if v.mtu is not None or v.sysctls})
+                       proxy, pool, backend,
+                       {n: v for n, v in settings.items() if v.mtu is not None or v.sysctls or v.machine_wide},
+                       clients)
+
+
+def _parse_clients(v: Any, doc: Document, c: Collector, obj: str,
+                   nets: list[tuple[ipaddress.IPv4Network | None, str]]) -> tuple[ipaddress.IPv4Address, ...]:
+    """externalClients: addresses outside every cluster network (clients on the internet, say 172.17.0.10)."""
+    if not isinstance(v, list):
+        c.add(doc, doc.file, obj, "spec.externalClients", "must be a list of IPv4 addresses")
+        return ()
+    out: list[ipaddress.IPv4Address] = []
+    for i, item in enumerate(v):
+        at = f"spec.externalClients[{i}]"
+        try:
+            ip = ipaddress.IPv4Address(str(item))
+        except ValueError:
+            c.add(doc, doc.file, obj, at, f"{item!r} is not an IPv4 address")
+            continue
+        clash = next((name for net, name in nets if net and ip in net), None)
+        if clash:
+            c.add(doc, doc.file, obj, at, f"{ip} is inside spec.{clash}: a client outside needs an outside address")
+        elif ip in out:
+            c.add(doc, doc.file, obj, at, f"duplicate address {ip}")
+        elif ip.is_loopback or ip.is_multicast or ip.is_unspecified:
+            c.add(doc, doc.file, obj, at, f"{ip} cannot be a host's address")
+        else:
+            out.append(ip)
+    return tuple(out)
 
 
 def _parse_proxy(v: Any, doc: Document, c: Collector, obj: str) -> ProxySpec:

@@ -30,6 +30,7 @@ def external_plan(c: ClusterSpec, lb_routes: tuple[Route, ...] = ()) -> NetnsPla
     """The external host: a client outside the cluster, and the router that learns LoadBalancer addresses the way a
     BGP-announcing load balancer advertises them (an ECMP route via every announcing node, hashed on L4)."""
     ip = ipaddress.IPv4Interface(f"{external_ip(c)}/{c.node_network.prefixlen}")
+    clients = tuple(Address("lo", ipaddress.IPv4Interface(f"{a}/32")) for a in c.external_clients)
     return NetnsPlan(names.external_netns(c.name), "external", "external", up=("lo", "eth0"),
-                     mtu=(("eth0", c.mtu),), addresses=(Address("eth0", ip),), routes=lb_routes,
+                     mtu=(("eth0", c.mtu),), addresses=(Address("eth0", ip), *clients), routes=lb_routes,
                      sysctls=(("net.ipv4.fib_multipath_hash_policy", "1"),))

@@ -93,17 +93,24 @@ def _access_log(cl: Any, req_id: str | None) -> str | None:
     return next((line for line in reversed(lines) if line.endswith(req_id)), None)
 
 
-def probe_url(cl: Any, src_ns: str, src_label: str, url: str, timeout: float = 2.0) -> dict[str, Any]:
+def probe_url(cl: Any, src_text: str, url: str, timeout: float = 2.0) -> dict[str, Any]:
+    """GET `url` from FROM (a pod, node/NAME, external or external@IP)."""
+    from ..probing import _source
+
+    src = _source(cl, src_text)
+    assert src.netns is not None
     t = _target(cl, url)
-    res: dict[str, Any] = {"from": src_label, "url": url, "resolved": {"ip": t["ip"], "port": t["port"],
+    res: dict[str, Any] = {"from": src.label, "url": url, "resolved": {"ip": t["ip"], "port": t["port"],
                                                                       "via": t["via"]}, "ok": False}
     host_header = t["host"] if t["port"] in (80, 443) else f"{t['host']}:{t['port']}"
     request = (f"GET {t['path']} HTTP/1.1\r\nHost: {host_header}\r\nUser-Agent: emu-probe\r\nAccept: */*\r\n"
                "Connection: close\r\n\r\n").encode()
     t0 = time.monotonic()
-    s = netns.socket_in(src_ns, socket.AF_INET, socket.SOCK_STREAM)
+    s = netns.socket_in(src.netns, socket.AF_INET, socket.SOCK_STREAM)
     s.settimeout(timeout)
     try:
+        if src.bind:
+            s.bind((src.bind, 0))
         s.connect((t["ip"], t["port"]))
         if t["scheme"] == "https":
             ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)

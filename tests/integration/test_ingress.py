@@ -28,7 +28,7 @@ def ing(emu_cluster):
 
 
 def get(c, url, src="external"):
-    return httpprobe.probe_url(clusters.open_cluster(c.name), c.netns(src), src, url)
+    return httpprobe.probe_url(clusters.open_cluster(c.name), src, url)
 
 
 def curl(c, *args):
@@ -230,7 +230,7 @@ def test_the_ingress_comes_and_goes_with_ingresses_over_a_node_port(emu_cluster,
         cl = clusters.open_cluster(c.name)
         a = controller.address(cl)
         assert a.via == "NodePort" and a.ip == str(cl.plan.nodes[0].ip) and 30000 <= a.http <= 32767
-        r = httpprobe.probe_url(cl, c.netns("external"), "external", "http://web.example.com/")
+        r = httpprobe.probe_url(cl, "external", "http://web.example.com/")
         assert r["status"] == 200 and r["resolved"]["port"] == a.http
         pid = controller._pids(state.load(c.name)).pop()
         c.delete(str(f))

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from emu import cluster, flannel, topology
+from emu import cluster, flannel, ipam, nodesettings, planner, topology
 from emu.errors import ValidationError
 from tests.conftest import TOPOLOGIES
 
@@ -42,9 +42,23 @@ def test_defaults_and_overrides_merge():
     assert "FLANNEL_MTU=8950" in next(n for n in plan.nodes if n.name == "node-2").subnet_env
 
 
+def test_machine_wide_net_core_sysctls_are_recorded_never_applied():
+    text = (f"apiVersion: emu.dev/v1alpha1\nkind: Cluster\nmetadata: {{name: t}}\nspec:\n"
+            f"  nodeSettings: {{sysctls: {{net.core.netdev_max_backlog: '16384', net.core.somaxconn: '32768'}}}}\n"
+            f"  nodes: [a, {{name: b, sysctls: {{net.core.netdev_max_backlog: '2048'}}}}]\n")
+    topo = topology.load("t.yaml", text=text)
+    c = topo.cluster
+    assert dict(c.node_sysctls("a")) == {"net.core.somaxconn": "32768"}  # only this one is applied
+    assert dict(c.node_settings["a"].machine_wide) == {"net.core.netdev_max_backlog": "16384"}
+    assert dict(c.node_settings["b"].machine_wide) == {"net.core.netdev_max_backlog": "2048"}
+    warnings = nodesettings.unapplied(dict(c.node_settings))
+    assert len(warnings) == 2 and "net.core.netdev_max_backlog=16384 (nodes a)" in warnings[0]
+    assert "not applied" in warnings[0] and "the machine has" in warnings[0]
+    plan = planner.build(topo, ipam.allocate(topo, ipam.Allocations.empty()))
+    assert all(k != "net.core.netdev_max_backlog" for ns in plan.infra for k, _ in ns.sysctls)
+
+
 @pytest.mark.parametrize("spec, field, words", [
-    ("  nodeSettings: {sysctls: {net.core.netdev_max_backlog: '16384'}}\n",
-     "spec.nodeSettings.sysctls[net.core.netdev_max_backlog]", "machine-wide"),
     ("  nodes: [{name: a, sysctls: {kernel.pid_max: '1'}}]\n", "spec.nodes[0].sysctls[kernel.pid_max]",
      "not a network sysctl"),
     ("  nodes: [{name: a, mtu: 100}]\n", "spec.nodes[0].mtu", "from 1280 to 9000"),

@@ -138,3 +138,17 @@ def test_each_problem_names_file_document_object_and_field(text, expected):
 def test_all_problems_are_reported_at_once():
     found = problems(cluster() + pod("a", node="node-9") + pod("b", ns="nope"))
     assert len(found) == 2
+
+
+def test_external_clients_are_addresses_outside_every_cluster_network():
+    base = "apiVersion: emu.dev/v1alpha1\nkind: Cluster\nmetadata: {name: demo}\nspec:\n  externalClients: "
+    c = load(base + "[172.17.0.10, 172.17.1.10]\n").cluster
+    assert [str(a) for a in c.external_clients] == ["172.17.0.10", "172.17.1.10"]
+    from emu import underlay
+
+    ext = underlay.external_plan(c)
+    assert [str(a.cidr) for a in ext.addresses if a.dev == "lo"] == ["172.17.0.10/32", "172.17.1.10/32"]
+    msgs = problems(base + "[10.244.3.3, nope, 172.17.0.10, 172.17.0.10]\n")
+    assert any("spec.externalClients[0]" in m and "inside spec.podCIDR" in m for m in msgs)
+    assert any("spec.externalClients[1]" in m and "not an IPv4 address" in m for m in msgs)
+    assert any("spec.externalClients[3]" in m and "duplicate" in m for m in msgs)
