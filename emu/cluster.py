@@ -87,9 +87,11 @@ def pick(name: str | None) -> str:
 
 
 def plan_file(path: str, name: str | None = None) -> tuple[Topology, Allocations, ClusterPlan]:
-    """Model, IPAM and plan for a topology file: pure, no root needed (`emu up --dry-run`)."""
+    """Model, IPAM and plan for a topology file: pure, no root needed (`emu up --dry-run`); a `plugin: cni` plan
+    carries the plugin calls `up` would make."""
+    from .cni import dryrun
     topo, alloc, plan, _ = _plan_documents(path, name)
-    return topo, alloc, plan
+    return topo, alloc, dryrun.for_plan(topo, plan)
 
 
 def _plan_documents(path: str, name: str | None

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .cni.dryrun import PluginCall
 
 
 IPv4Address = ipaddress.IPv4Address
@@ -125,6 +129,7 @@ class ClusterPlan:
     infra: tuple[NetnsPlan, ...]  # underlay, external, nodes: in creation order
     pods: tuple[PodPlan, ...]
     nodes: tuple[NodeInfo, ...] = field(default=())
+    cni_calls: tuple["PluginCall", ...] = ()  # plugin: cni, for `up --dry-run` only: the plugins wire the pods
 
     def all_netns(self) -> list[str]:
         return [n.name for n in self.infra] + [p.netns.name for p in self.pods if not p.host_network]

@@ -62,6 +62,9 @@ def script(plan: ClusterPlan) -> str:
     for ns in plan.infra:
         lines.append(f"# {ns.role} {ns.owner}")
         lines.extend(netns_commands(ns))
+    if plan.cni_calls:  # plugin: cni: the plugins wire the pods; these are the calls `up` makes (emu.cni.dryrun)
+        from .cni import dryrun
+        return "\n".join(lines + dryrun.render(plan.cni_calls)) + "\n"
     for p in (p for p in plan.pods if not p.host_network):
         lines.append(f"# pod {p.key} on {p.node}")
         node = NetnsPlan(p.node_netns, "node", p.node)

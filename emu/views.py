@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from . import multus, netns, report
+from . import multus, netns, nodesettings, report
 from .cluster import Cluster
+from .cni import pods as cni_pods
 from .endpoints import all_services
 from .flannel import mtu as flannel_mtu
 from .model import Service
@@ -59,12 +60,17 @@ def nodes(cl: Cluster) -> View:
         npods = sum(p.node == n.name for p in cl.plan.pods)
         rows.append([n.name, ready, role, _age(cl), VERSION])
         sysctls = dict(c.node_sysctls(n.name))
+        s = c.node_settings.get(n.name)
+        unapplied = dict(s.machine_wide) if s else {}
+        shown = [f"{k}={v}" for k, v in sysctls.items()] + [
+            f"{k}={v}(machine-wide,not-applied:{nodesettings.machine_value(k)})" for k, v in unapplied.items()]
         wide.append([n.ip, n.subnet, c.node_mtu(n.name), flannel_mtu(c, n.name), f"flannel/{c.cni.backend.value}",
-                     npods, n.netns, ",".join(f"{k}={v}" for k, v in sysctls.items()) or "<none>"])
+                     npods, n.netns, ",".join(shown) or "<none>"])
         items.append({"name": n.name, "status": ready, "roles": role, "internalIP": str(n.ip),
                       "podCIDR": str(n.subnet), "mtu": c.node_mtu(n.name), "podMTU": flannel_mtu(c, n.name),
                       "backend": c.cni.backend.value, "vtepMAC": n.vtep_mac, "pods": npods, "netns": n.netns,
-                      "sysctls": sysctls})
+                      "sysctls": sysctls, "sysctlsNotApplied": {
+                          k: {"asked": v, "machine": nodesettings.machine_value(k)} for k, v in unapplied.items()}})
     return View(["NAME", "STATUS", "ROLES", "AGE", "VERSION"],
                 ["INTERNAL-IP", "POD-CIDR", "MTU", "POD-MTU", "CNI", "PODS", "NETNS", "SYSCTLS"], rows, wide, items,
                 "No resources found")
@@ -72,6 +78,8 @@ def nodes(cl: Cluster) -> View:
 
 def pods(cl: Cluster, namespace: str | None) -> View:
     rows, wide, items = [], [], []
+    # real CNI plugins name the host veth themselves: the cached result knows it, the model's name is a prediction
+    veths = cni_pods.host_veths(cl.record.dir) if cni_pods.is_cni(cl.topology.cluster) else None
     for pod in cl.topology.pods:
         if namespace is not None and pod.namespace != namespace:
             continue
@@ -80,9 +88,10 @@ def pods(cl: Cluster, namespace: str | None) -> View:
         st = "Running" if netns.exists(pp.netns.name) else "Unknown"
         first = [pod.namespace] if namespace is None else []
         rows.append(first + [pod.name, "1/1" if st == "Running" else "0/1", st, 0, _age(cl)])
-        wide.append([pp.ip, pp.node, pp.host_link.name or "<none>", pp.netns.name])
+        veth = pp.host_link.name if veths is None else veths.get(pod.key, "")
+        wide.append([pp.ip, pp.node, veth or "<none>", pp.netns.name])
         items.append({"namespace": pod.namespace, "name": pod.name, "status": st, "ip": str(pp.ip), "node": pp.node,
-                      "labels": dict(pod.labels), "owner": pod.owner, "hostVeth": pp.host_link.name,
+                      "labels": dict(pod.labels), "owner": pod.owner, "hostVeth": veth,
                       "netns": pp.netns.name,
                       "networks": [{"name": a.nad, "interface": a.ifname, "ips": [str(a.ip)]}
                                    for a in multus.attachments(cl.allocations.secondary, pod.key)],

@@ -3,7 +3,8 @@ per-node values emu knows, and the delegate configuration flannel's CNI plugin w
 
 Templates: `${NAME}` anywhere in the file, with NAME one of TEMPLATE_KEYS (an unknown name is an error, `$$` is a
 literal `$`).  After templating, every `host-local` IPAM without a `dataDir` gets the node's own directory under the
-cluster's state directory, so emulated nodes never share (or touch the machine's) /var/lib/cni/networks.
+cluster's state directory, so emulated nodes never share (or touch the machine's) /var/lib/cni/networks; `tuning`
+without a `dataDir` likewise keeps the backups it restores on DEL in the node's directory, not /run/cni/tuning.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import ipaddress
 import json
 import os
 import re
+from typing import Any
 
 from .runtime import NetConfList
 
@@ -49,19 +51,27 @@ def sample_values() -> dict[str, str]:
             "DATA_DIR": "/run/emu/x/cni/node-1/ipam", "STATE_DIR": "/run/emu/x/cni/node-1", "CLUSTER": "x"}
 
 
-def load_text(text: str, values: dict[str, str], data_dir: str | None = None) -> NetConfList:
+def node_local(plugin: dict[str, Any], data_dir: str | None, state_dir: str | None) -> dict[str, Any]:
+    """A copy of one plugin's config whose files stay in the node's directories: host-local IPAM without
+    `dataDir` gets `data_dir`; tuning without `dataDir` gets `<state_dir>/tuning` (its default, /run/cni/tuning,
+    would be the machine's and shared by every emulated node)."""
+    p = copy.deepcopy(plugin)
+    ipam = p.get("ipam")
+    if data_dir and isinstance(ipam, dict) and ipam.get("type") == "host-local" and not ipam.get("dataDir"):
+        ipam["dataDir"] = data_dir
+    if state_dir and p.get("type") == "tuning" and not p.get("dataDir"):
+        p["dataDir"] = os.path.join(state_dir, "tuning")
+    return p
+
+
+def load_text(text: str, values: dict[str, str], data_dir: str | None = None,
+              state_dir: str | None = None) -> NetConfList:
     d = json.loads(render(text, values))
     net = NetConfList.from_dict(d)
-    if data_dir is None:
+    if data_dir is None and state_dir is None:
         return net
-    plugins = []
-    for p in net.plugins:
-        p = copy.deepcopy(p)
-        ipam = p.get("ipam")
-        if isinstance(ipam, dict) and ipam.get("type") == "host-local" and not ipam.get("dataDir"):
-            ipam["dataDir"] = data_dir
-        plugins.append(p)
-    return NetConfList(net.name, net.cni_version, tuple(plugins), net.disable_check, net.raw)
+    plugins = tuple(node_local(p, data_dir, state_dir) for p in net.plugins)
+    return NetConfList(net.name, net.cni_version, plugins, net.disable_check, net.raw)
 
 
 def check_file(path: str) -> str | None:

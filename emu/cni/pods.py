@@ -4,7 +4,8 @@ Per pod and network an *attachment* file (`<state>/cni/attachments/<ns>_<pod>.js
 plugin runs and removed after its DEL: it holds everything DEL needs (the rendered network lists, the container
 ID, CNI_ARGS, capability args, the node's namespace), so `emu down` calls DEL exactly once for every ADD that
 started, also after `emu up` or `emu apply` was killed with SIGKILL.  As containerd's CRI plugin does, the pod gets
-the `cni-loopback` network (the loopback plugin, ifname lo) and then the cluster's network (ifname eth0).
+the `cni-loopback` network (the loopback plugin, ifname lo) and then the cluster's network (ifname eth0), then, as
+Multus delegates them, its secondary networks (net1, ...); each with the runtimeConfig `capabilities` offers it.
 
 Pods of one node are wired one after the other (host-local hands out addresses in order, as on a real node);
 nodes run in parallel.  The pod IP is the one the plugins' result gives eth0: it replaces the model's prediction in
@@ -22,13 +23,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from .. import ipam, multus, names, netns, planner, quantity
+from .. import ipam, multus, names, netns, planner
 from ..ipam import Allocations, Assignment
 from ..model import ClusterSpec, Pod, Topology
 from ..plan import ClusterPlan, PodPlan
 from . import config
+from .capabilities import capability_args
 from .nodes import pod_mtu
-from .runtime import CNIError, NetConfList, Runtime, RuntimeConf, k8s_args, sandbox_ips, host_interfaces
+from .runtime import CNIError, NetConfList, Runtime, RuntimeConf, k8s_args, sandbox_ips, sandbox_mac, host_interfaces
 
 POD_IFNAME = "eth0"
 MAX_NODE_WORKERS = 8
@@ -66,16 +68,20 @@ def template_values(c: ClusterSpec, state_dir: str, node: str) -> dict[str, str]
             "MTU": str(pod_mtu(c, node)), "DATA_DIR": os.path.join(nd, "ipam"), "STATE_DIR": nd, "CLUSTER": c.name}
 
 
-def node_network(c: ClusterSpec, state_dir: str, node: str) -> NetConfList:
+def node_network_list(c: ClusterSpec, state_dir: str, node: str) -> NetConfList:
     """The node's network list: the conflist with this node's values, or flannel's delegate (nodeConfig flannel
-    without a conflist), as written into `<state>/cni/nodes/<node>/net.d/`."""
+    without a conflist)."""
     values = template_values(c, state_dir, node)
     data_dir = values["DATA_DIR"]
     if c.cni.conflist is None:
-        net = config.flannel_delegate(ipam.node_subnets(c)[node], c.pod_cidr, pod_mtu(c, node), data_dir)
-    else:
-        with open(c.cni.conflist) as f:
-            net = config.load_text(f.read(), values, data_dir)
+        return config.flannel_delegate(ipam.node_subnets(c)[node], c.pod_cidr, pod_mtu(c, node), data_dir)
+    with open(c.cni.conflist) as f:
+        return config.load_text(f.read(), values, data_dir, values["STATE_DIR"])
+
+
+def node_network(c: ClusterSpec, state_dir: str, node: str) -> NetConfList:
+    """node_network_list, as written into `<state>/cni/nodes/<node>/net.d/`."""
+    net = node_network_list(c, state_dir, node)
     d = os.path.join(node_dir(state_dir, node), "net.d")
     os.makedirs(d, exist_ok=True)
     with open(os.path.join(d, f"10-{net.name}.conflist"), "w") as f:
@@ -90,7 +96,7 @@ class Attached:
     ip: ipaddress.IPv4Address
     host_ifaces: list[str]
     plugin_ms: float  # time spent in plugin processes for this pod (all calls)
-    secondary: tuple[tuple[str, str, str], ...] = ()  # Multus networks: (NAD, ifname, address/prefix)
+    secondary: tuple[tuple[str, str, str, str], ...] = ()  # Multus networks: (NAD, ifname, address/prefix, MAC)
 
 
 def _container_id(cluster: str, key: str) -> str:
@@ -111,55 +117,49 @@ def _runtime(c_bins: tuple[str, ...] | list[str], state_dir: str, node: str, nod
                    {"pod": key, "node": node})
 
 
-def capability_args(pod: Pod | None) -> dict[str, Any]:
-    """runtimeConfig the kubelet's CRI runtime offers: portMappings from the containers' hostPorts, bandwidth from
-    the kubernetes.io/ingress-bandwidth and egress-bandwidth annotations (bits per second, bursts math.MaxUint32,
-    as containerd's toCNIBandWidth); containerd sends each only when there is something to send."""
-    if pod is None:
-        return {}
-    out: dict[str, Any] = {}
-    pm = [{"hostPort": p.host_port, "containerPort": p.container_port, "protocol": p.protocol.value.lower()}
-          for p in pod.ports if p.host_port]
-    if pm:
-        out["portMappings"] = pm
-    bw = quantity.bandwidth_capability(pod.annotations)
-    if bw:
-        out["bandwidth"] = bw
-    return out
+def pod_networks(topo: Topology, state_dir: str, pod: Pod | None, node: str, net: NetConfList
+                 ) -> list[tuple[NetConfList, str, dict[str, Any], str | None]]:
+    """What a pod's ADD runs, in order, as (network list, ifname, capability args, NAD key or None): cni-loopback on
+    lo, the cluster network on eth0 with what the runtime offers it, then each Multus network (net1, ...) with what
+    Multus offers it (host-local and tuning keeping their files in the node's directories)."""
+    values = template_values(topo.cluster, state_dir, node)
+    offers = capability_args(pod)
+    extra = multus.cni_networks(topo, pod, values["DATA_DIR"], values["STATE_DIR"], net, offers)
+    return [(NetConfList.from_dict(config.LOOPBACK), "lo", {}, None), (net, POD_IFNAME, offers, None),
+            *((n, ifn, o, nad) for n, ifn, nad, o in extra)]
 
 
-def _add_one(c: ClusterSpec, state_dir: str, pp: PodPlan, net: NetConfList, pod: Pod | None = None,
-             extra: list[tuple[NetConfList, str, str]] | None = None) -> Attached:
-    """ADD lo, eth0 and then the pod's Multus secondary networks (`extra`: config, ifname, NAD), one attachment."""
+def _add_one(c: ClusterSpec, state_dir: str, pp: PodPlan,
+             nets: list[tuple[NetConfList, str, dict[str, Any], str | None]]) -> Attached:
+    """ADD every network of `pod_networks` in order, recorded as one attachment."""
     ns, name = pp.key.split("/", 1)
     cid = _container_id(c.name, pp.key)
     netns_path = netns.path(pp.netns.name)
     args = k8s_args(ns, name, cid)
-    extra = extra or []
-    nets = [(NetConfList.from_dict(config.LOOPBACK), "lo"), (net, POD_IFNAME), *((n, ifn) for n, ifn, _ in extra)]
-    caps = {POD_IFNAME: capability_args(pod), "lo": {}, **{ifn: {} for _, ifn, _ in extra}}
     att = {"pod": pp.key, "node": pp.node, "nodeNetns": pp.node_netns, "netns": pp.netns.name,
            "binDir": list(c.cni.bin_dir), "status": "adding",
-           "networks": [{"conf": n.to_dict(), "rt": RuntimeConf(cid, netns_path, ifn, args, caps[ifn]).to_json()}
-                        for n, ifn in nets]}
+           "networks": [{"conf": n.to_dict(), "rt": RuntimeConf(cid, netns_path, ifn, args, caps).to_json()}
+                        for n, ifn, caps, _ in nets]}
     path = _attachment_path(state_dir, pp.key)
     _write_json(path, att)  # ownership first: from here on, DEL will be called for this pod
     rt = _runtime(c.cni.bin_dir, state_dir, pp.node, pp.node_netns, pp.key)
     try:
         results: dict[str, dict[str, Any]] = {}
-        for n, ifn in nets:
-            results[ifn] = rt.add(n, RuntimeConf(cid, netns_path, ifn, args, caps[ifn]))
+        for n, ifn, caps, _ in nets:
+            results[ifn] = rt.add(n, RuntimeConf(cid, netns_path, ifn, args, caps))
         result = results[POD_IFNAME]
         secondary = []
-        for _, ifn, nad in extra:
+        for _, ifn, _, nad in nets:
+            if nad is None:
+                continue
             v4s = [a for a in sandbox_ips(results[ifn], ifn) if "." in a]
             if not v4s:
                 raise CNIError(f"network {nad} gave pod {pp.key} no IPv4 address on {ifn}: {json.dumps(results[ifn])}")
-            secondary.append((nad, ifn, v4s[0]))
+            secondary.append((nad, ifn, v4s[0], sandbox_mac(results[ifn], ifn)))
         ips = [ipaddress.ip_interface(a) for a in sandbox_ips(result, POD_IFNAME)]
         v4 = [i.ip for i in ips if isinstance(i.ip, ipaddress.IPv4Address)]
         if not v4:
-            raise CNIError(f"network {net.name!r} gave pod {pp.key} no IPv4 address on {POD_IFNAME}: "
+            raise CNIError(f"network {nets[1][0].name!r} gave pod {pp.key} no IPv4 address on {POD_IFNAME}: "
                            f"{json.dumps(result)}")
     except BaseException:
         _del_attachment(state_dir, path, att)  # the runtime tears down a failed ADD (nothing is left behind)
@@ -191,9 +191,8 @@ def attach(state_dir: str, topo: Topology, alloc: Allocations, plan: ClusterPlan
 
     def node_work(pods: list[PodPlan]) -> None:
         for pp in pods:
-            data_dir = template_values(c, state_dir, pp.node)["DATA_DIR"]  # host-local per node, as for eth0
-            extra = multus.cni_networks(topo, pods_by_key.get(pp.key), data_dir)
-            a = _add_one(c, state_dir, pp, nets[pp.node], pods_by_key.get(pp.key), extra)
+            pod_nets = pod_networks(topo, state_dir, pods_by_key.get(pp.key), pp.node, nets[pp.node])
+            a = _add_one(c, state_dir, pp, pod_nets)
             with lock:
                 done.append(a)
                 progress("pods", len(done), total)
@@ -251,6 +250,18 @@ def recorded(state_dir: str) -> list[dict[str, Any]]:
                 out.append(json.load(fh))
         except (OSError, json.JSONDecodeError):
             continue
+    return out
+
+
+def host_veths(state_dir: str) -> dict[str, str]:
+    """Per pod, the host-side interface the plugins made for its eth0, from the cached result recorded with the
+    attachment (libcni's cache holds the same): the last interface outside the sandbox, since bridge lists the
+    bridge and then the veth, ptp only the veth.  "" when the result names none (a plugin that reports no
+    interfaces, or a pod whose ADD has not finished)."""
+    out = {}
+    for a in recorded(state_dir):
+        hosts = host_interfaces(a.get("result") or {})
+        out[a.get("pod", "")] = hosts[-1] if hosts else ""
     return out
 
 

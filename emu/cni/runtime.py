@@ -172,6 +172,14 @@ def sandbox_ips(result: dict[str, Any], ifname: str = "eth0") -> list[str]:
     return out
 
 
+def sandbox_mac(result: dict[str, Any], ifname: str = "eth0") -> str:
+    """The MAC a result reports for the sandbox's interface `ifname` ("" when it reports none)."""
+    for i in result.get("interfaces") or []:
+        if i.get("sandbox") and i.get("name") == ifname:
+            return str(i.get("mac") or "")
+    return ""
+
+
 def host_interfaces(result: dict[str, Any]) -> list[str]:
     """Interfaces a result reports outside the sandbox (the bridge, the host veth)."""
     return [i["name"] for i in result.get("interfaces") or [] if not i.get("sandbox") and i.get("name")]

@@ -96,3 +96,51 @@ spec:
     # the others keep their addresses
     items = {i["name"]: i for i in views.get(mc._cl, "pods", "default").items}
     assert items["samplepod-1"]["networks"][0]["ips"] == ["192.168.1.200"]
+
+
+def _net1(c, pod: str) -> tuple[str, list[str]]:
+    link = _addr(c, pod, "net1")[0]
+    return link["address"], [f"{a['local']}/{a['prefixlen']}" for a in link["addr_info"] if a["family"] == "inet"]
+
+
+def test_selection_element_ips_and_mac_with_static_ipam(mc):
+    assert _net1(mc, "default/samplepod-static") == ("c2:b0:57:49:47:f1", ["192.168.1.230/24"])
+    items = {i["name"]: i for i in views.get(mc._cl, "pods", "default").items}
+    r = mc.exec("default/samplepod-static", "ping", "-c", "1", "-W", "2", "-I", "net1",
+                items["samplepod-2"]["networks"][0]["ips"][0], check=False)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_requested_address_from_host_local_only_with_the_capability(mc, tmp_path):
+    p = tmp_path / "pick.yaml"
+    nad = ('{"cniVersion": "0.3.1", "type": "macvlan", "master": "eth0", %s"ipam": {"type": "host-local", '
+           '"subnet": "192.168.3.0/24", "rangeStart": "192.168.3.10", "rangeEnd": "192.168.3.20"}}')
+    pods = "".join(f"""---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+  annotations:
+    k8s.v1.cni.cncf.io/networks: '[{{"name": "{net}", "ips": ["192.168.3.15/24"], "mac": "c2:b0:57:49:47:a{i}"}}]'
+spec:
+  nodeName: node-2
+  containers: [{{name: app, ports: [{{containerPort: 80}}]}}]
+""" for i, (name, net) in enumerate((("pick", "mv-caps"), ("nopick", "mv-nocaps"))))
+    p.write_text(f"""apiVersion: k8s.cni.cncf.io/v1
+kind: NetworkAttachmentDefinition
+metadata: {{name: mv-caps}}
+spec: {{config: '{nad % '"capabilities": {"ips": true}, '}'}}
+---
+apiVersion: k8s.cni.cncf.io/v1
+kind: NetworkAttachmentDefinition
+metadata: {{name: mv-nocaps}}
+spec: {{config: '{nad % ''}'}}
+{pods}""")
+    mc.apply(str(p))
+    try:
+        mac, inet = _net1(mc, "default/pick")
+        assert inet == ["192.168.3.15/24"] and mac != "c2:b0:57:49:47:a0"  # ips declared, mac not
+        mac, inet = _net1(mc, "default/nopick")
+        assert inet == ["192.168.3.10/24"] and mac != "c2:b0:57:49:47:a1"  # nothing declared: host-local's first
+    finally:
+        mc.delete(str(p))

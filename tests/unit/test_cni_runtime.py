@@ -85,3 +85,50 @@ def test_plugin_cni_validation_names_file_document_object_field(tmp_path):
         topology.load(_cluster(tmp_path, "{plugin: cni, nodeConfig: none}"))
     with pytest.raises(ValidationError, match="spec.cni.conflist: cannot read"):
         topology.load(_cluster(tmp_path, "{plugin: cni, conflist: missing.conflist}"))
+
+
+# --- what the views and `up --dry-run` show for a plugin: cni cluster -------------------------------------------------
+
+
+def test_host_veth_is_the_one_the_plugin_reported(tmp_path):
+    from emu.cni import pods
+    att = tmp_path / "cni" / "attachments"
+    att.mkdir(parents=True)
+    bridge = {"interfaces": [{"name": "cni0"}, {"name": "veth16425b17"}, {"name": "eth0", "sandbox": "/run/netns/p"}]}
+    ptp = {"interfaces": [{"name": "veth0a1b2c3d"}, {"name": "eth0", "sandbox": "/run/netns/q"}]}
+    for key, result in (("default/a", bridge), ("default/b", ptp), ("default/c", {"interfaces": []})):
+        (att / f"{key.replace('/', '_')}.json").write_text(json.dumps({"pod": key, "result": result}))
+    (att / "default_d.json").write_text(json.dumps({"pod": "default/d", "status": "adding"}))
+    assert pods.host_veths(str(tmp_path)) == {"default/a": "veth16425b17", "default/b": "veth0a1b2c3d",
+                                              "default/c": "", "default/d": ""}
+
+
+def test_dry_run_prints_the_plugin_calls_instead_of_veth_commands(tmp_path, monkeypatch):
+    import os
+    import subprocess
+    import sys
+
+    from emu import cluster as clusters
+    from emu import render
+    from tests.conftest import TOPOLOGIES
+    monkeypatch.setenv("EMU_STATE_DIR", str(tmp_path))
+    topo = str(TOPOLOGIES / "cni-ips-mac.yaml")
+    _, _, plan = clusters.plan_file(topo, "dry")
+    text = render.script(plan)
+    assert "ip netns add dry.default.db-0" in text  # emu makes the namespaces; the plugins everything in them
+    assert not [line for line in text.splitlines() if "link add" in line and "netns dry.default." in line]
+    assert "# pod default/db-0 on node-1" not in text and "# pod default/db-0: CNI plugins" in text
+    calls = [(c.pod, c.plugin, dict(c.env)["CNI_IFNAME"], c.stdin.get("runtimeConfig")) for c in plan.cni_calls]
+    assert calls[:5] == [
+        ("default/db-0", "loopback", "lo", None), ("default/db-0", "bridge", "eth0", {"ips": ["10.244.0.50/24"]}),
+        ("default/db-0", "tuning", "eth0", {"mac": "c2:b0:57:49:47:01"}), ("default/db-0", "portmap", "eth0", None),
+        ("default/db-0", "macvlan", "net1", {"ips": ["192.168.1.205/24"], "mac": "c2:b0:57:49:47:f1"})]
+    bridge = plan.cni_calls[1]
+    assert dict(bridge.env)["CNI_NETNS"] == "/run/netns/dry.default.db-0" and bridge.node_netns == "dry.node-1"
+    assert bridge.stdin["ipam"]["dataDir"] == str(tmp_path / "dry/cni/nodes/node-1/ipam")
+    assert ("echo '" + json.dumps(bridge.stdin) + "' | ip netns exec dry.node-1 env CNI_COMMAND='ADD' ") in text
+    assert "CNI_IFNAME='eth0'" in text and text.count("CONTAINER_ID=$(") == 2
+    assert not (tmp_path / "dry").exists()  # a dry run writes nothing
+    r = subprocess.run([sys.executable, "-m", "emu", "up", "--dry-run", topo, "--name", "dry"], capture_output=True,
+                       text=True, env={**os.environ, "EMU_STATE_DIR": str(tmp_path)})
+    assert r.returncode == 0 and r.stdout == text, r.stderr
