@@ -6,14 +6,13 @@ import dataclasses
 import json
 import os
 import shutil
-import signal
 import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from . import agent, apply, ipam, kernel, multus, netns, planner, state, topology
+from . import agent, apply, ipam, kernel, multus, netns, planner, processes, state, topology
 from .cni import pods as cni_pods
 from .dns import addon as dns_addon
 from .ingress import addon as ingress_addon
@@ -277,15 +276,7 @@ def _is_our_agent(pid: int, agent_dir: str) -> bool:
 
 def _stop_agent(rec: state.Record) -> None:
     for pid in _agent_pids(rec):
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            continue
-        deadline = time.monotonic() + 3
-        while time.monotonic() < deadline and _is_our_agent(pid, rec.agent_dir):
-            time.sleep(0.02)
-        if _is_our_agent(pid, rec.agent_dir):
-            os.kill(pid, signal.SIGKILL)
+        processes.stop(pid, lambda p: _is_our_agent(p, rec.agent_dir))
 
 
 def down(name: str) -> bool:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -18,7 +17,7 @@ import threading
 import time
 from typing import Any
 
-from .. import names, state
+from .. import names, processes, state
 from ..documents import Collector, Document
 from ..errors import ClusterError
 from ..ipam import external_ip
@@ -184,20 +183,9 @@ def write_resolv_confs(cl: Any) -> None:
         _write_atomic(path, text)
     for path in set(rec.etc_files) - set(want):
         if path.endswith("/resolv.conf"):  # other files (the external host's /etc/hosts) are emu.ingress's
-            _remove_etc(path)
+            processes.remove_etc(path)
     rec.etc_files = sorted(set(want) | {p for p in rec.etc_files if not p.endswith("/resolv.conf")})
     rec.save()
-
-
-def _remove_etc(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-    try:
-        os.rmdir(os.path.dirname(path))  # only when empty: never someone else's files
-    except OSError:
-        pass
 
 
 def write_zone(cl: Any) -> bool:
@@ -259,15 +247,8 @@ def _log_tail(d: str) -> str:
 
 
 def _is_ours(pid: int, d: str) -> bool:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            argv = f.read().decode(errors="replace").split("\0")
-        with open(f"/proc/{pid}/stat") as f:
-            if f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X"):
-                return False
-    except (OSError, IndexError):
-        return False
-    return "emu.dns.server" in argv and os.path.abspath(d) in argv
+    argv = processes.cmdline(pid)
+    return argv is not None and "emu.dns.server" in argv and os.path.abspath(d) in argv
 
 
 def _pids(rec: state.Record) -> set[int]:
@@ -285,17 +266,9 @@ def stop(rec: state.Record) -> None:
     """Down: the server, then the resolv.conf files the record names."""
     d = dns_dir(rec)
     for pid in _pids(rec):
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            continue
-        deadline = time.monotonic() + 3
-        while time.monotonic() < deadline and _is_ours(pid, d):
-            time.sleep(0.02)
-        if _is_ours(pid, d):
-            os.kill(pid, signal.SIGKILL)
+        processes.stop(pid, lambda p: _is_ours(p, d))
     for path in getattr(rec, "etc_files", []) or []:
-        _remove_etc(path)
+        processes.remove_etc(path)
 
 
 # --- emu probe FROM --dns NAME ---------------------------------------------------------------------------------------

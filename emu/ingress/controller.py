@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import endpoints as eps
-from .. import names, netns, state
+from .. import names, netns, processes, state
 from ..errors import ClusterError
 from . import addon, certs, nginxconf
 from .model import Backend, Ingress, Secret, TLS
@@ -211,13 +211,8 @@ def _read(path: str) -> str | None:
 
 
 def _is_ours(pid: int, conf: str) -> bool:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            argv = f.read().decode(errors="replace").split("\0")
-        with open(f"/proc/{pid}/stat") as f:
-            if f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X"):
-                return False
-    except (OSError, IndexError):
+    argv = processes.cmdline(pid)
+    if argv is None:
         return False
     # nginx retitles its master "nginx: master process nginx -p ... -c CONF ...": one string with spaces
     text = " ".join(argv)
@@ -380,20 +375,12 @@ def stop(rec: state.Record) -> None:
     """Down: nginx (SIGQUIT: graceful, as `nginx -s quit`; SIGKILL after 3 s), then the hosts file."""
     conf = os.path.join(_dir(rec), "nginx.conf")
     for pid in _pids(rec):
-        try:
-            os.kill(pid, signal.SIGQUIT)
-        except ProcessLookupError:
-            continue
-        deadline = time.monotonic() + 3
-        while time.monotonic() < deadline and _is_ours(pid, conf):
-            time.sleep(0.02)
-        if _is_ours(pid, conf):
-            os.killpg(pid, signal.SIGKILL)
+        processes.stop(pid, lambda p: _is_ours(p, conf), signal.SIGQUIT, group=True)
     for pid in _nginx_in(_read(os.path.join(_dir(rec), "netns"))):
         os.kill(pid, signal.SIGKILL)  # workers left behind by a master that was killed
     path = _hosts_path(rec.name)
     if path in (rec.etc_files or []):
-        _remove_etc(path)
+        processes.remove_etc(path)
         rec.etc_files = [p for p in rec.etc_files if p != path]
     if rec.ingress_pid:
         rec.ingress_pid = None
@@ -432,17 +419,6 @@ def _write_hosts(cl: Any) -> None:
         rec.save()  # ownership first
     os.makedirs(os.path.dirname(path), exist_ok=True)
     _write(path, hosts_text(external_names(cl)), 0o644)
-
-
-def _remove_etc(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-    try:
-        os.rmdir(os.path.dirname(path))
-    except OSError:
-        pass
 
 
 def warnings(rec: state.Record) -> list[str]:
