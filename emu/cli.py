@@ -65,9 +65,12 @@ def up(file: str, name: str | None, dry_run: bool, output: str) -> None:
     cl = _run(lambda: clusters.up(file, name, _progress(output != "json")))
     elapsed = time.monotonic() - t0
     risk = neighbours.for_up(cl.plan)
+    from . import nodesettings
+
+    warnings = ([risk.message()] if risk.at_risk else []) + nodesettings.unapplied(
+        dict(cl.topology.cluster.node_settings))
     if output == "json":
-        click.echo(report.to_json({**_status(cl), "seconds": round(elapsed, 3),
-                                   "warnings": [risk.message()] if risk.at_risk else []}))
+        click.echo(report.to_json({**_status(cl), "seconds": round(elapsed, 3), "warnings": warnings}))
         return
     c = cl.topology.cluster
     click.echo(f"cluster {cl.name} is up: {len(c.nodes)} nodes, {len(cl.plan.pods)} pods, flannel "
@@ -77,8 +80,8 @@ def up(file: str, name: str | None, dry_run: bool, output: str) -> None:
     click.echo(report.table(["NODE", "INTERNAL-IP", "POD-CIDR", "PODS"],
                             [(n.name, n.ip, n.subnet, sum(p.node == n.name for p in cl.plan.pods))
                              for n in cl.plan.nodes]))
-    if risk.at_risk:
-        click.echo(risk.message(), err=True)
+    for w in warnings:
+        click.echo(w, err=True)
     click.echo(f"next: emu get pods -A -o wide | emu matrix | emu down {cl.name}")
 
 
@@ -296,7 +299,7 @@ def probe(src: str, dst: str | None, dns_name: str | None, dns_type: str, proto:
     if dst.startswith(("http://", "https://")):  # through the ingress controller (or any HTTP server)
         from .ingress import httpprobe
 
-        res = _run(lambda: httpprobe.probe_url(cl, probing._source(cl, src).netns or "", src, dst, timeout * 2))
+        res = _run(lambda: httpprobe.probe_url(cl, src, dst, timeout * 2))
         click.echo(report.to_json(res) if output == "json" else httpprobe.probe_url_text(res))
         sys.exit(0 if res["ok"] else 1)
     if pmtu:
@@ -416,6 +419,8 @@ main.add_command(_cni_cmd)
 from .ingress.cli import create as _create_cmd  # noqa: E402
 
 main.add_command(_create_cmd)
+from .cli_doctor import doctor as _doctor_cmd  # noqa: E402
+main.add_command(_doctor_cmd)
 
 
 if __name__ == "__main__":
