@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import agent, apply, ipam, kernel, multus, netns, planner, processes, state, topology
+from . import events
 from .cni import pods as cni_pods
 from .dns import addon as dns_addon
 from .ingress import addon as ingress_addon
@@ -118,6 +119,7 @@ def up(path: str, name: str | None = None, progress: Progress = _quiet) -> Clust
         raise
     rec.status = "up"
     rec.save()
+    events.record(rec, events.between(None, cl))
     return cl
 
 
@@ -127,7 +129,8 @@ def sync_services(cl: Cluster, old: Cluster | None) -> list[kpsync.SyncResult]:
     old_states = inputs.node_states(old.topology, old.allocations) if old else {}
     mode = cl.topology.cluster.proxy.mode
     return kpsync.sync_all([(n.netns, new_states[n.name], old_states.get(n.name)) for n in cl.plan.nodes], mode,
-                           first=old is None, backend=cl.topology.cluster.iptables_backend)
+                           first=old is None, backend=cl.topology.cluster.iptables_backend,
+                           log_dir=os.path.join(cl.record.dir, "nodes"))  # <node>/kube-proxy.log
 
 
 def preflight(plan: ClusterPlan, topo: Topology) -> None:
@@ -398,6 +401,7 @@ def _converge(cl: Cluster, docs: list[dict[str, Any]], progress: Progress) -> Ch
     netpol_sync.sync_cluster(new)  # pods, labels, namespaces or policies changed: regenerate where it matters
     dns_addon.sync(new)  # new records (the DNS server re-reads its zone), resolv.conf of new pods
     ingress.sync(new)  # Ingresses, their Services' endpoints or Secrets changed: new nginx.conf, reload
+    events.record(rec, events.between(cl, new))
     return Change(tuple(p.key for p in added), tuple(p.key for p in removed), len(now) - len(added))
 
 
