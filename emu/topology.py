@@ -496,7 +496,7 @@ def _expand_deployment(doc: Document, c: Collector) -> list[Pod]:
     rs = f"{name}-{template_hash}"
     pods = []
     for i in range(replicas):
-        pod_name = f"{rs}-{_suffix(ns, rs, i)}"
+        pod_name = f"{rs}-{random_suffix(ns, rs, i)}"
         p = _parse_pod(doc, c, ns, pod_name, template, "spec.template.", f"ReplicaSet/{rs}")
         if p is None:
             return []
@@ -522,7 +522,7 @@ def pod_template_hash(template: dict[str, Any]) -> str:
     return safe_encode(str(h))
 
 
-def _suffix(namespace: str, rs: str, i: int) -> str:
+def random_suffix(namespace: str, rs: str, i: int) -> str:
     """The 5-character random suffix (rand.String(5)), made deterministic so a topology always yields the same names."""
     digest = hashlib.sha256(f"{namespace}/{rs}/{i}".encode()).digest()
     return "".join(SAFE_ALPHANUMS[b % len(SAFE_ALPHANUMS)] for b in digest[:5])

@@ -3,7 +3,9 @@ its jump rules, then one `iptables-restore --noflush`; nftables mode one `nft -f
 UDP conntrack entries are flushed as kube-proxy's conntrack cleanup does."""
 from __future__ import annotations
 
+import datetime
 import json
+import os
 import subprocess
 import time
 from collections.abc import Iterable
@@ -17,6 +19,9 @@ from . import ipvs
 from . import nftables as nft
 from .model import NodeProxyState, categorize
 
+LOG_FILE = "kube-proxy.log"  # per node, under <record>/nodes/<node>/
+_PROXIER_NAMES = {ProxyMode.IPTABLES: "iptables proxy", ProxyMode.NFTABLES: "nftables Proxier",
+                  ProxyMode.IPVS: "ipvs Proxier"}
 SERVICE_CHAIN_PREFIXES = ("KUBE-SVC-", "KUBE-SVL-", "KUBE-EXT-", "KUBE-FW-", "KUBE-SEP-")
 
 
@@ -144,11 +149,40 @@ def cleanup(ns: str, mode: ProxyMode) -> None:
 
 
 def sync_all(states: Iterable[tuple[str, NodeProxyState, NodeProxyState | None]], mode: ProxyMode,
-             first: bool, backend: str = "nft") -> list[SyncResult]:
+             first: bool, backend: str = "nft", log_dir: str | None = None) -> list[SyncResult]:
+    """Sync every node whose state changed; with `log_dir`, each sync (or failure) is one line of
+    <log_dir>/<node>/kube-proxy.log, what `emu logs -n kube-system kube-proxy-...` shows."""
     out = []
     for ns, state, old in states:
         if not first and old == state:
             continue
-        out.append(sync_node(ns, state, mode, first, backend, old))
-        conntrack_cleanup(ns, old, state)
+        if first:  # what server_linux.go logs when it picks the proxier
+            _log(log_dir, state.node, f'"Using {_PROXIER_NAMES[mode]}"')
+        try:
+            res = sync_node(ns, state, mode, first, backend, old)
+        except SyncError as e:
+            _log(log_dir, state.node, f'"Sync failed" mode="{mode.value}" err="{e}"')
+            raise
+        flushed = conntrack_cleanup(ns, old, state)
+        out.append(res)
+        full = first or old is None or mode is not ProxyMode.NFTABLES  # nftables rewrites changed services only
+        # the proxier's own two lines (its V(2) "Reloading service ... data" and "SyncProxyRules complete"), with
+        # what emu adds: full or partial, the rule count and the conntrack entries deleted
+        table = "nftables" if mode is ProxyMode.NFTABLES else "iptables"
+        _log(log_dir, state.node, f'"Reloading service {table} data" numServices={len(state.services)} '
+                                  f'numEndpoints={sum(len(eps) for _, eps in state.services)} '
+                                  f'sync="{"full" if full else "partial"}" rules={res.rules} '
+                                  f'conntrackDeletes={len(flushed)}')
+        _log(log_dir, state.node, f'"SyncProxyRules complete" elapsed="{res.seconds * 1000:.1f}ms"')
     return out
+
+
+def _log(log_dir: str | None, node: str, text: str) -> None:
+    """One line of the node's kube-proxy log, with a local ISO timestamp (kube-proxy itself logs through klog)."""
+    if log_dir is None:
+        return
+    d = os.path.join(log_dir, node)
+    os.makedirs(d, exist_ok=True)
+    stamp = datetime.datetime.now().astimezone().isoformat(timespec="microseconds")
+    with open(os.path.join(d, LOG_FILE), "a") as f:
+        f.write(f"{stamp} {text}\n")
