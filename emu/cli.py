@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from . import cluster as clusters
-from . import neighbours, render, report, state
+from . import neighbours, render, report, state, views
 from .errors import EmuError
 
 OUTPUT = click.option("-o", "--output", type=click.Choice(["table", "wide", "json"]), default="table",
@@ -143,25 +143,53 @@ def status(name: str | None, output: str) -> None:
 
 
 @main.command()
-@click.argument("kind", type=click.Choice(["nodes", "node", "no", "pods", "pod", "po", "namespaces", "namespace",
-                                           "ns", "services", "service", "svc", "endpoints", "ep",
-                                           "endpointslices", "ingresses", "ingress", "ing"]))
+@click.argument("kind", type=click.Choice(list(views.ALIASES)))
+@click.argument("name", required=False)
 @click.option("-n", "--namespace", default="default", show_default=True)
 @click.option("-A", "--all-namespaces", is_flag=True)
+@click.option("--field-selector", default="", metavar="SELECTOR",
+              help="events: involvedObject.kind=Service,reason=..., as the API server filters them (=, ==, !=).")
 @OUTPUT
 @CLUSTER
-def get(kind: str, namespace: str, all_namespaces: bool, output: str, cluster_name: str | None) -> None:
-    """List nodes, pods, namespaces, services, endpoints or ingresses, like kubectl get."""
-    from . import views
-
+def get(kind: str, name: str | None, namespace: str, all_namespaces: bool, field_selector: str, output: str,
+        cluster_name: str | None) -> None:
+    """List nodes, pods, namespaces, services, endpoints, ingresses, networkpolicies or events, like kubectl get
+    (NAME: just that one)."""
     cl = _run(lambda: clusters.open_cluster(clusters.pick(cluster_name)))
-    view = views.get(cl, kind, None if all_namespaces else namespace)
+    view = _run(lambda: views.get(cl, kind, None if all_namespaces else namespace, name, field_selector))
     click.echo(report.to_json(view.items) if output == "json" else view.table(wide=output == "wide"))
     if kind in ("ingresses", "ingress", "ing") and output != "json":
         from .ingress import controller
 
         for w in controller.warnings(cl.record):  # what ingress-nginx would log: missing Secrets, Services
             click.echo(f"Warning: {w}", err=True)
+
+
+@main.command()
+@click.argument("pod", required=False)
+@click.option("-n", "--namespace", default="default", show_default=True)
+@click.option("-l", "--selector", default=None, help="Label selector (k=v,k!=v,k,!k): every pod it selects.")
+@click.option("--tail", type=int, default=None, help="Lines of each pod's log to show (default: all; 10 with -l).")
+@click.option("--prefix", is_flag=True, help="Prefix each line with [pod/NAME/CONTAINER].")
+@click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text", help="Output format.")
+@CLUSTER
+def logs(pod: str | None, namespace: str, selector: str | None, tail: int | None, prefix: bool, output: str,
+         cluster_name: str | None) -> None:
+    """Print what a pod printed, like kubectl logs: coredns, kube-proxy and ingress-nginx pods have logs."""
+    from . import logs as logs_mod
+
+    if (pod is None) == (selector is None):
+        raise UserError("give a POD or -l SELECTOR (not both)", 2)
+    cl = _run(lambda: clusters.open_cluster(clusters.pick(cluster_name)))
+    found = _run(lambda: logs_mod.logs(cl, namespace, pod, selector, tail if tail is not None else
+                                       (10 if selector else -1)))
+    if output == "json":
+        click.echo(report.to_json([p.to_json() for p in found]))
+        return
+    for p in found:
+        lead = f"[pod/{p.pod.split('/', 1)[1]}/{p.container}] " if prefix else ""
+        for line in p.lines:
+            click.echo(lead + line)
 
 
 @main.command("apply")

@@ -16,7 +16,8 @@ class UserError(click.ClickException):
         self.exit_code = code
 
     def show(self, file: Any = None) -> None:
-        click.echo(f"error: {self.format_message()}", err=True)
+        msg = self.format_message()  # kubectl's own server errors are printed as kubectl prints them
+        click.echo(msg if msg.startswith("Error from server") else f"error: {msg}", err=True)
 
 
 def run(fn: Callable[[], Any]) -> Any:

@@ -2,13 +2,15 @@
 facts a reader of this tool wants (node subnet, netns, host-side veth)."""
 from __future__ import annotations
 
+import datetime
 from dataclasses import dataclass
 from typing import Any
 
-from . import multus, netns, nodesettings, report
+from . import events, multus, netns, nodesettings, report, systempods
 from .cluster import Cluster
 from .cni import pods as cni_pods
 from .endpoints import all_services
+from .errors import EmuError
 from .flannel import mtu as flannel_mtu
 from .model import Service
 from .svcalloc import ServiceAlloc
@@ -25,6 +27,14 @@ class View:
     items: list[dict[str, Any]]
     empty: str
 
+    def named(self, kind: str, name: str) -> View:
+        """`kubectl get KIND NAME`: the one object of that name; none is kubectl's NotFound error."""
+        keep = [i for i, item in enumerate(self.items) if item.get("name") == name]
+        if not keep:
+            raise NotFound(f'Error from server (NotFound): {kind} "{name}" not found')
+        return View(self.headers, self.wide_headers, [self.rows[i] for i in keep], [self.wide_rows[i] for i in keep],
+                    [self.items[i] for i in keep], self.empty)
+
     def table(self, wide: bool = False) -> str:
         if not self.rows:
             return self.empty
@@ -33,18 +43,38 @@ class View:
         return report.table(self.headers, self.rows)
 
 
-def get(cl: Cluster, kind: str, namespace: str | None) -> View:
-    if kind in ("nodes", "node", "no"):
-        return nodes(cl)
-    if kind in ("namespaces", "namespace", "ns"):
-        return namespaces(cl)
-    if kind in ("services", "service", "svc"):
-        return services(cl, namespace)
-    if kind in ("endpoints", "ep", "endpointslices"):
-        return endpoints(cl, namespace)
-    if kind in ("ingresses", "ingress", "ing"):
-        return ingresses(cl, namespace)
-    return pods(cl, namespace)
+class NotFound(EmuError):
+    """kubectl's `Error from server (NotFound): ...` for a named object that is not there."""
+
+
+class BadRequest(EmuError):
+    """What the API server refuses to read (a field selector it does not support)."""
+
+    exit_code = 2
+
+
+# kubectl's names for each kind (the plural resource first, as its NotFound message names it)
+KINDS = {
+    "nodes": ("node", "no"), "pods": ("pod", "po"), "namespaces": ("namespace", "ns"),
+    "services": ("service", "svc"), "endpoints": ("ep", "endpointslices"), "ingresses": ("ingress", "ing"),
+    "networkpolicies": ("networkpolicy", "netpol"), "events": ("event", "ev"),
+}
+ALIASES = {a: k for k, names in KINDS.items() for a in (k, *names)}
+
+
+def get(cl: Cluster, kind: str, namespace: str | None, name: str | None = None,
+        field_selector: str | None = None) -> View:
+    """`kubectl get KIND [NAME] [--field-selector S]` (the selector: events only)."""
+    resource = ALIASES[kind]
+    if field_selector and resource != "events":
+        raise BadRequest(f"--field-selector is supported for events here, not {resource}")
+    if resource == "events":
+        view = events_view(cl, namespace, field_selector or "")
+    elif resource in ("nodes", "namespaces"):
+        view = _VIEWS[resource](cl)
+    else:
+        view = _VIEWS[resource](cl, namespace)
+    return view.named(resource, name) if name else view
 
 
 def _age(cl: Cluster) -> str:
@@ -92,14 +122,23 @@ def pods(cl: Cluster, namespace: str | None) -> View:
         wide.append([pp.ip, pp.node, veth or "<none>", pp.netns.name])
         items.append({"namespace": pod.namespace, "name": pod.name, "status": st, "ip": str(pp.ip), "node": pp.node,
                       "labels": dict(pod.labels), "owner": pod.owner, "hostVeth": veth,
-                      "netns": pp.netns.name,
+                      "netns": pp.netns.name, "hostNetwork": pod.host_network,
                       "networks": [{"name": a.nad, "interface": a.ifname, "ips": [str(a.ip)]}
                                    for a in multus.attachments(cl.allocations.secondary, pod.key)],
                       "ports": [{"name": p.name, "containerPort": p.container_port, "protocol": p.protocol.value}
                                 for p in pod.ports]})
+    for sp in systempods.kube_proxy(cl):  # kube-proxy's DaemonSet pods: hostNetwork, no veth of their own
+        if namespace is not None and sp.namespace != namespace:
+            continue
+        st = "Running" if netns.exists(sp.netns) else "Unknown"
+        rows.append(([sp.namespace] if namespace is None else []) +
+                    [sp.name, "1/1" if st == "Running" else "0/1", st, 0, _age(cl)])
+        wide.append([sp.ip, sp.node, "<none>", sp.netns])
+        items.append({"namespace": sp.namespace, "name": sp.name, "status": st, "ip": sp.ip, "node": sp.node,
+                      "labels": dict(sp.labels), "owner": sp.owner, "hostVeth": "", "netns": sp.netns,
+                      "hostNetwork": True, "networks": [], "ports": []})
     headers = (["NAMESPACE"] if namespace is None else []) + ["NAME", "READY", "STATUS", "RESTARTS", "AGE"]
-    empty = "No resources found" + (f" in {namespace} namespace." if namespace else ".")
-    return View(headers, ["IP", "NODE", "HOST-VETH", "NETNS"], rows, wide, items, empty)
+    return View(headers, ["IP", "NODE", "HOST-VETH", "NETNS"], rows, wide, items, _none_found(namespace))
 
 
 def namespaces(cl: Cluster) -> View:
@@ -210,3 +249,58 @@ def ingresses(cl: Cluster, namespace: str | None) -> View:
                       "annotations": dict(ing.annotations)})
     headers = (["NAMESPACE"] if namespace is None else []) + ["NAME", "CLASS", "HOSTS", "ADDRESS", "PORTS", "AGE"]
     return View(headers, ["RULES"], rows, wide, items, "No resources found")
+
+
+def network_policies(cl: Cluster, namespace: str | None) -> View:
+    """kubectl get networkpolicies: NAME, POD-SELECTOR (metav1.FormatLabelSelector: `<none>` for {}), AGE; wide and
+    JSON add the policy types and the pods it selects now."""
+    rows, wide, items = [], [], []
+    for pol in cl.topology.network_policies:
+        if namespace is not None and pol.namespace != namespace:
+            continue
+        sel = "<none>" if pol.pod_selector.empty else str(pol.pod_selector)
+        selected = [p.key for p in cl.topology.pods
+                    if p.namespace == pol.namespace and pol.pod_selector.matches(p.labels)]
+        types = [t.value for t in pol.policy_types]
+        rows.append(([pol.namespace] if namespace is None else []) + [pol.name, sel, _age(cl)])
+        wide.append([",".join(types), len(selected)])
+        items.append({"namespace": pol.namespace, "name": pol.name, "podSelector": sel, "policyTypes": types,
+                      "selectedPods": selected, "ingressRules": len(pol.ingress), "egressRules": len(pol.egress)})
+    headers = (["NAMESPACE"] if namespace is None else []) + ["NAME", "POD-SELECTOR", "AGE"]
+    return View(headers, ["POLICY-TYPES", "PODS"], rows, wide, items, _none_found(namespace))
+
+
+def _none_found(namespace: str | None) -> str:
+    return "No resources found" + (f" in {namespace} namespace." if namespace else ".")
+
+
+def _iso(t: float) -> str:
+    return datetime.datetime.fromtimestamp(t, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def events_view(cl: Cluster, namespace: str | None, field_selector: str = "") -> View:
+    """kubectl get events [--field-selector]: what the components recorded (emu.events), identical ones counted as
+    the recorder's correlator counts them; a Node's events live in `default`."""
+    try:
+        terms = events.parse_field_selector(field_selector)
+    except events.SelectorError as e:
+        raise BadRequest(f"Error from server (BadRequest): {e}") from None
+    rows, wide, items = [], [], []
+    for seen in events.aggregate(events.select(events.load(cl.record), terms)):
+        e = seen.event
+        if namespace is not None and e.event_namespace != namespace:
+            continue
+        rows.append(([e.event_namespace] if namespace is None else []) +
+                    [report.age(seen.last), e.type, e.reason, e.object, e.message])
+        wide.append([e.source, report.age(seen.first), seen.count, e.event_name])
+        items.append({"metadata": {"name": e.event_name, "namespace": e.event_namespace},
+                      "involvedObject": {"kind": e.kind, "namespace": e.namespace or None, "name": e.name,
+                                         "apiVersion": events.FIELDS["involvedObject.apiVersion"](e)},
+                      "type": e.type, "reason": e.reason, "message": e.message, "source": {"component": e.source},
+                      "count": seen.count, "firstTimestamp": _iso(seen.first), "lastTimestamp": _iso(seen.last)})
+    headers = (["NAMESPACE"] if namespace is None else []) + ["LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"]
+    return View(headers, ["SOURCE", "FIRST SEEN", "COUNT", "NAME"], rows, wide, items, _none_found(namespace))
+
+
+_VIEWS: dict[str, Any] = {"nodes": nodes, "pods": pods, "namespaces": namespaces, "services": services,
+                          "endpoints": endpoints, "ingresses": ingresses, "networkpolicies": network_policies}

@@ -34,8 +34,13 @@ def test_get_pods_wide_shows_ip_and_node(cli_cluster):
 
 
 def test_get_pods_json_and_namespaces(cli_cluster):
-    pods = json.loads(emu("get", "pods", "-A", "-o", "json", "--cluster", "clitest").stdout)
+    every = json.loads(emu("get", "pods", "-A", "-o", "json", "--cluster", "clitest").stdout)
+    pods = [p for p in every if p["namespace"] != "kube-system"]
     assert {p["namespace"] for p in pods} == {"default", "shop"} and len(pods) == 6
+    proxies = [p for p in every if p["namespace"] == "kube-system"]  # kube-proxy's DaemonSet, one per node
+    assert sorted(p["node"] for p in proxies) == ["node-1", "node-2", "node-3"]
+    assert all(p["name"].startswith("kube-proxy-") and p["hostNetwork"] and p["labels"]["k8s-app"] == "kube-proxy"
+               for p in proxies)
     web0 = next(p for p in pods if p["name"] == "web-0")
     assert web0["ip"] == "10.244.0.2" and web0["node"] == "node-1"
     nss = json.loads(emu("get", "ns", "-o", "json", "--cluster", "clitest").stdout)
