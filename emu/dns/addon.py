@@ -189,15 +189,17 @@ def write_resolv_confs(cl: Any) -> None:
 
 
 def write_zone(cl: Any) -> bool:
-    cfg = config(cl)
-    if cfg is None:
+    text = corefile_text(_bodies(cl.record))
+    if text is None:
         return False
+    cfg = corefile.parse(text)
     d = dns_dir(cl.record)
     os.makedirs(d, exist_ok=True)
     upstreams = [str(external_ip(cl.topology.cluster)) if u == "/etc/resolv.conf" else u for u in cfg.forward]
-    listen = [cl.plan.pod(k).netns.name for k in server_pods(cl)]
+    pods = {cl.plan.pod(k).netns.name: k for k in server_pods(cl)}  # netns -> the coredns pod it is
     _write_atomic(os.path.join(d, "server.json"), json.dumps({
-        "cluster": cl.name, "port": cfg.port, "listen": listen, "upstreams": upstreams,
+        "cluster": cl.name, "port": cfg.port, "listen": list(pods), "upstreams": upstreams, "pods": pods,
+        "corefile_text": text,
         "external_netns": names.external_netns(cl.name), "corefile": cfg.to_json(),
         "external_names": {f"{h}.": ip for h, ip in ingress.external_names(cl).items()}}))
     _write_atomic(os.path.join(d, "zone.json"), json.dumps(records.snapshot(cl, cfg)))
@@ -236,6 +238,11 @@ def start(cl: Any) -> None:
 def sync(cl: Any) -> None:
     """After emu apply/delete/mark: new records (the server re-reads zone.json), resolv.conf for new pods."""
     start(cl)
+
+
+def pod_log(rec: state.Record, pod_key: str) -> str:
+    """Where the DNS server writes what this coredns pod's CoreDNS would print (emu.dns.corelog)."""
+    return os.path.join(dns_dir(rec), "pods", pod_key.split("/", 1)[1] + ".log")
 
 
 def _log_tail(d: str) -> str:

@@ -48,6 +48,7 @@ class Config:
     cache: int | None = None
     plugins: list[str] = field(default_factory=list)
     kubernetes: bool = False
+    servers: list[str] = field(default_factory=list)  # each server block's address, as written (".:53")
 
     def to_json(self) -> dict[str, object]:
         return dict(self.__dict__)
@@ -110,6 +111,7 @@ def _server(cfg: Config, stmt: list[str]) -> None:
     m = re.match(r"^(?:dns://)?([^:]*)(?::(\d+))?$", stmt[0])
     if not m:
         raise CorefileError(f"bad server address {stmt[0]!r}")
+    cfg.servers.append(" ".join(stmt))
     if m.group(2):
         cfg.port = int(m.group(2))
 

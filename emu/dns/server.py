@@ -21,7 +21,7 @@ import time
 from typing import Any
 
 from .. import netns
-from . import records, wire
+from . import corelog, records, wire
 
 log = logging.getLogger("emu.dns")
 
@@ -67,6 +67,36 @@ class Server:
         self.stop = False
         self.names = dict(EXTERNAL_NAMES)
         self.names.update(self.conf.get("external_names") or {})
+        self.log_lock = threading.Lock()
+        self.corefile = self.conf.get("corefile_text") or ""
+
+    # --- what each coredns pod prints (kubectl logs) ----------------------------------------------------------
+
+    def plugins(self) -> list[str]:
+        return list((self.conf.get("corefile") or {}).get("plugins") or [])
+
+    def pod_print(self, ns: str | None, lines: list[str]) -> None:
+        """Append to the log of the coredns pod living in `ns` (every pod's when ns is None)."""
+        pods = self.conf.get("pods") or {}
+        targets = [pods[ns]] if ns in pods else list(pods.values()) if ns is None else []
+        with self.log_lock:
+            for key in targets:
+                path = os.path.join(self.dir, "pods", key.split("/", 1)[1] + ".log")
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                with open(path, "a") as f:
+                    f.write("".join(line + "\n" for line in lines))
+
+    def logged(self, reply: Any, ns: str, remote: tuple[str, int], proto: str, data: bytes, q: wire.Message) -> Any:
+        """The `log` plugin: one line per answered query, in the pod that answered it."""
+        if "log" not in self.plugins():
+            return reply
+        start = time.monotonic()
+
+        def send(b: bytes) -> None:
+            reply(b)
+            self.pod_print(ns, [corelog.query_line(remote[0], remote[1], proto, data, q, b,
+                                                   time.monotonic() - start)])
+        return send
 
     def reload(self) -> None:
         try:
@@ -77,9 +107,16 @@ class Server:
             with open(self.zone_path) as f:
                 self.zone = json.load(f)
             self.zone_mtime = m
-            try:  # Ingress hosts for the external resolver (written before zone.json)
+            try:  # Ingress hosts for the external resolver, the Corefile (written before zone.json)
                 with open(os.path.join(self.dir, "server.json")) as f:
-                    self.names = {**EXTERNAL_NAMES, **(json.load(f).get("external_names") or {})}
+                    conf = json.load(f)
+                self.names = {**EXTERNAL_NAMES, **(conf.get("external_names") or {})}
+                self.conf.update(corefile=conf.get("corefile"), upstreams=conf.get("upstreams"))
+                text = conf.get("corefile_text") or ""
+                if text != self.corefile:
+                    self.corefile = text
+                    if "reload" in self.plugins():
+                        self.pod_print(None, corelog.reloaded(text))
             except (OSError, ValueError):
                 pass
             log.info("zone loaded: serial %s, %d services", self.zone.get("serial"), len(self.zone["services"]))
@@ -112,7 +149,8 @@ class Server:
 
     # --- answering --------------------------------------------------------------------------------------------
 
-    def handle(self, data: bytes, ns: str, role: str, reply: Any) -> None:
+    def handle(self, data: bytes, ns: str, role: str, reply: Any, remote: tuple[str, int] = ("", 0),
+               proto: str = "udp") -> None:
         """reply(bytes) sends the answer; forwarding happens on a thread."""
         self.queries += 1
         try:
@@ -123,6 +161,7 @@ class Server:
         if role == "upstream":
             reply(wire.encode(upstream_answer(q, self.names)))
             return
+        reply = self.logged(reply, ns, remote, proto, data, q)
         what, r = records.resolve(self.zone, q)
         if what == "answer":
             assert r is not None
@@ -136,19 +175,28 @@ class Server:
         threading.Thread(target=self.forward, args=(data, q, ns, reply), daemon=True).start()
 
     def forward(self, data: bytes, q: wire.Message, ns: str, reply: Any) -> None:
+        err = "no upstream"
         for up in self.conf.get("upstreams") or []:
+            local = "?"
             try:
                 s = netns.socket_in(ns, socket.AF_INET, socket.SOCK_DGRAM)
                 with s:
                     s.settimeout(2.0)
-                    s.sendto(data, (up, 53))
-                    ans, _ = s.recvfrom(65535)
+                    s.connect((up, 53))
+                    local = "%s:%d" % s.getsockname()
+                    s.send(data)
+                    ans = s.recv(65535)
                 reply(ans)
                 return
             except OSError as e:
                 log.info("forward %s to %s: %s", q.question, up, e)
+                # as Go's net.OpError words it: a deadline is "i/o timeout", a syscall error "read: <errno text>"
+                why = "i/o timeout" if isinstance(e, socket.timeout) else f"read: {(e.strerror or str(e)).lower()}"
+                err = f"read udp {local}->{up}:53: {why}"
         r = wire.Message(id=q.id, qr=True, rd=q.rd, ra=True, rcode=2, question=list(q.question))
         reply(wire.encode(r))
+        if "errors" in self.plugins() and q.question:
+            self.pod_print(ns, [corelog.error_line(2, q.question[0][0], q.question[0][1], err)])
 
     def chase(self, r: wire.Message, target: str, ns: str, reply: Any) -> None:
         qtype = r.question[0][1]
@@ -168,7 +216,7 @@ class Server:
                     log.info("upstream for %s via %s: %s", target, up, e)
         reply(wire.encode(r))
 
-    def serve_tcp(self, conn: socket.socket, ns: str, role: str) -> None:
+    def serve_tcp(self, conn: socket.socket, ns: str, role: str, remote: tuple[str, int]) -> None:
         lock = threading.Lock()
 
         def reply(b: bytes) -> None:
@@ -188,7 +236,7 @@ class Server:
                     buf += chunk
                 n = struct.unpack("!H", buf[:2])[0]
                 msg, buf = buf[2:2 + n], buf[2 + n:]
-                self.handle(msg, ns, role, reply)
+                self.handle(msg, ns, role, reply, remote, "tcp")
         except OSError:
             pass
         finally:
@@ -201,6 +249,9 @@ class Server:
         with open(os.path.join(self.dir, "dns.ready"), "w") as f:
             f.write(f"{os.getpid()}\n")
         log.info("serving in %s", ", ".join(self.conf["listen"]))
+        c = self.conf.get("corefile") or {}
+        self.pod_print(None, corelog.banner(self.corefile, c.get("servers") or [f".:{self.conf.get('port', 53)}"],
+                                            self.plugins()))
         while not self.stop:
             for key, _ in self.sel.select(timeout=0.3):
                 kind, ns, role = key.data
@@ -208,11 +259,11 @@ class Server:
                 try:
                     if kind == "udp":
                         data, addr = s.recvfrom(65535)
-                        self.handle(data, ns, role, lambda b, s=s, addr=addr: s.sendto(b, addr))
+                        self.handle(data, ns, role, lambda b, s=s, addr=addr: s.sendto(b, addr), addr, "udp")
                     elif kind == "tcp":
-                        conn, _ = s.accept()
+                        conn, addr = s.accept()
                         conn.setblocking(True)
-                        threading.Thread(target=self.serve_tcp, args=(conn, ns, role), daemon=True).start()
+                        threading.Thread(target=self.serve_tcp, args=(conn, ns, role, addr), daemon=True).start()
                     else:
                         conn, _ = s.accept()
                         self.http(conn, kind)

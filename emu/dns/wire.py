@@ -52,6 +52,7 @@ class Message:
     answer: list[RR] = field(default_factory=list)
     authority: list[RR] = field(default_factory=list)
     additional: list[RR] = field(default_factory=list)
+    edns: tuple[int, bool] | None = field(default=None, compare=False)  # a decoded OPT: (UDP size, DO bit)
 
     @property
     def rcode_name(self) -> str:
@@ -168,6 +169,8 @@ def decode(buf: bytes) -> Message:
             tname = TYPE_NAMES.get(rtype, str(rtype))
             if tname != "41":  # OPT (EDNS0) is not a record to show
                 section.append(RR(name, tname, ttl, _dec_rdata(buf, off, tname, rdlen)))
+            else:  # RFC 6891: CLASS is the requestor's UDP payload size, the TTL's bit 15 the DO bit
+                m.edns = (_cls, bool(ttl & 0x8000))
             off += rdlen
     return m
 
