@@ -4,7 +4,11 @@ guide itself, verbatim, with `emu apply -f` and checks what it changed."""
 from __future__ import annotations
 
 import ipaddress
+import json
 import re
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -12,6 +16,7 @@ import pytest
 from emu import cluster as clusters
 from emu.dns import addon as dns
 from emu.ingress import httpprobe
+from emu.kubeproxy import inputs
 from tests.conftest import TOPOLOGIES
 
 GUIDE = Path("/work/shared/seeds/k8s-networking-guide.md")
@@ -198,6 +203,89 @@ def test_the_guide_network_diagnostics(sg):
     assert tr.strip().splitlines()[-1].split()[1] == target  # the last hop is the pod
     assert "Address: " + sg.cluster_ip("default/my-service") in sg.exec("default/client", "nslookup",
                                                                         "my-service").stdout
+
+
+def emu(sg, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "emu", *args, "--cluster", sg.name], capture_output=True, text=True)
+
+
+def test_the_guide_service_checks(sg):
+    """kubectl get endpoints <service-name>, kubectl get svc, kubectl get events --field-selector
+    involvedObject.kind=Service."""
+    out = emu(sg, "get", "endpoints", "my-service")
+    assert out.returncode == 0, out.stderr
+    c = cl(sg)
+    ready = sorted(f"{c.plan.pod(p.key).ip}:9376" for p in c.topology.pods
+                   if p.namespace == "default" and p.labels.get("app") == "MyApp")
+    row = out.stdout.splitlines()[1].split()
+    assert row[0] == "my-service" and sorted(row[1].split(",")) == ready
+    missing = emu(sg, "get", "endpoints", "nope")
+    assert missing.returncode == 1 and missing.stderr.strip() == \
+        'Error from server (NotFound): endpoints "nope" not found'
+    ev = emu(sg, "get", "events", "-n", "lb-demo", "--field-selector", "involvedObject.kind=Service")
+    rows = [line.split(None, 4) for line in ev.stdout.splitlines()[1:]]
+    assert [(r[2], r[3]) for r in rows] == [("EnsuringLoadBalancer", "service/my-service"),
+                                            ("EnsuredLoadBalancer", "service/my-service")], ev.stdout
+    assert "Scheduled" not in ev.stdout  # the selector keeps the Pods' events out
+    bad = emu(sg, "get", "events", "--field-selector", "spec.foo=bar")
+    assert bad.returncode == 2 and "field label not supported: spec.foo" in bad.stderr
+
+
+def test_the_guide_policy_checks(sg):
+    """kubectl get networkpolicies: NAME and POD-SELECTOR as kubectl formats them ({} is <none>)."""
+    out = emu(sg, "get", "networkpolicies", "-A", "-o", "wide").stdout.splitlines()
+    assert out[0].split() == ["NAMESPACE", "NAME", "POD-SELECTOR", "AGE", "POLICY-TYPES", "PODS"]
+    rows = {r.split()[1]: r.split() for r in out[1:]}
+    assert rows["allow-frontend"][2] == "app=backend" and rows["allow-frontend"][4:] == ["Ingress", "1"]
+    assert rows["default-deny-ingress"][2] == "<none>"
+    assert rows["default-deny-all"][4] == "Ingress,Egress"
+    one = json.loads(emu(sg, "get", "netpol", "allow-ns-policy", "-n", "policy-ns", "-o", "json").stdout)
+    assert [p["name"] for p in one] == ["allow-ns-policy"] and one[0]["selectedPods"] == ["policy-ns/db"]
+
+
+def test_the_guide_log_analysis(sg, tmp_path):
+    """kubectl logs -n kube-system <kube-proxy-pod>; kubectl logs -n kube-system -l k8s-app=kube-dns, with the
+    `log` plugin added to the Corefile as the DNS debugging guide says, and an upstream that refuses."""
+    pods = json.loads(emu(sg, "get", "pods", "-n", "kube-system", "-o", "json").stdout)
+    proxy = next(p for p in pods if p["labels"].get("k8s-app") == "kube-proxy" and p["node"] == "node-2")
+    kp = emu(sg, "logs", "-n", "kube-system", proxy["name"]).stdout.splitlines()
+    assert kp[0].endswith('"Using iptables proxy"')
+    c = cl(sg)
+    ports = len(inputs.node_states(c.topology, c.allocations)["node-2"].services)  # its service ports
+    assert any('"Reloading service iptables data"' in line and f"numServices={ports} " in line for line in kp), kp
+    assert '"SyncProxyRules complete" elapsed="' in kp[-1]
+
+    corefile = next(t for n, t in guide_manifests() if n == "coredns")
+    node_ip = str(cl(sg).plan.nodes[0].ip)  # nothing listens on :53 there: the forward is refused
+    debug = corefile.replace("errors\n", "log\n           errors\n").replace(
+        "forward . /etc/resolv.conf", f"forward . {node_ip}")
+    f = tmp_path / "coredns-log.yaml"
+    f.write_text(debug)
+    sg.apply(str(f))
+
+    def dns_logs() -> str:
+        return emu(sg, "logs", "-n", "kube-system", "-l", "k8s-app=kube-dns", "--tail", "-1", "--prefix").stdout
+    try:
+        deadline = time.monotonic() + 10  # the reload plugin notices the new Corefile, then the log plugin runs
+        while dns_logs().count("[INFO] Reloading complete") < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        sg.exec("default/client", "nslookup", "my-service")
+        sg.exec("default/client", "nslookup", "-timeout=5", "example.com.", check=False)
+        out = dns_logs()
+    finally:
+        f.write_text(corefile)
+        sg.apply(str(f))
+    lines = out.splitlines()
+    dns_pods = {p["name"] for p in pods if p["labels"].get("k8s-app") == "kube-dns"}
+    assert {line.split("]")[0].split("/")[1] for line in lines} == dns_pods  # each coredns pod's own log
+    assert sum(line.endswith("] .:53") for line in lines) == 2 and sum("CoreDNS-1.11.1" in line for line in lines) == 2
+    assert any("[INFO] Reloading complete" in line for line in lines)
+    client = sg.pod_ip("default/client")
+    q = [line for line in lines if f"[INFO] {client}:" in line and '"A IN my-service.default.svc.cluster.local. udp'
+         in line]
+    assert q and re.search(r'" NOERROR qr,aa,rd(,ra)? \d+ \d+(\.\d+)?s$', q[0]), lines
+    err = [line for line in lines if "[ERROR] plugin/errors: 2 example.com. A: read udp" in line]
+    assert err and err[0].endswith(f"->{node_ip}:53: read: connection refused"), lines
 
 
 def test_node_kernel_parameters(sg):
