@@ -18,6 +18,20 @@ def _fail(e: EmuError) -> None:
     sys.exit(e.exit_code)
 
 
+def _why_none(name: str) -> str:
+    """Built-in wiring runs no plugin binary, so there is no CNI log to read (kubelet's journal would hold the
+    flannel plugin's lines on a real node); say where the wiring is shown instead."""
+    try:
+        topo = clusters.open_cluster(name).topology
+    except EmuError:
+        return ""
+    if pods.is_cni(topo.cluster):
+        return ""
+    return (f": it is wired by emu's built-in {topo.cluster.cni.plugin} (cni.plugin: {topo.cluster.cni.plugin}), "
+            "which runs no plugin binary; `emu up --dry-run FILE` prints each pod's wiring, and cni.plugin: cni "
+            "runs real plugins whose calls are logged here")
+
+
 @click.group("cni")
 def cni() -> None:
     """The CNI runtime of `plugin: cni` clusters."""
@@ -42,7 +56,7 @@ def log(pod: str | None, output: str, cluster_name: str | None) -> None:
         click.echo(json.dumps(entries, indent=2))
         return
     if not entries:
-        click.echo(f"no CNI calls recorded{' for ' + pod if pod else ''} in cluster {name}")
+        click.echo(f"no CNI calls recorded{' for ' + pod if pod else ''} in cluster {name}{_why_none(name)}")
         return
     for e in entries:
         res = "ok" if e["exit"] == 0 else f"exit {e['exit']}"

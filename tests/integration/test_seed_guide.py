@@ -255,6 +255,10 @@ def test_the_guide_log_analysis(sg, tmp_path):
     assert any('"Reloading service iptables data"' in line and f"numServices={ports} " in line for line in kp), kp
     assert '"SyncProxyRules complete" elapsed="' in kp[-1]
 
+    # journalctl -u kubelet | grep cni: the built-in wiring runs no plugin, and says where to look instead
+    cni = emu(sg, "cni", "log").stdout
+    assert "built-in flannel" in cni and "runs no plugin binary" in cni and "emu up --dry-run" in cni
+
     corefile = next(t for n, t in guide_manifests() if n == "coredns")
     node_ip = str(cl(sg).plan.nodes[0].ip)  # nothing listens on :53 there: the forward is refused
     debug = corefile.replace("errors\n", "log\n           errors\n").replace(
