@@ -449,6 +449,8 @@ from .ingress.cli import create as _create_cmd  # noqa: E402
 main.add_command(_create_cmd)
 from .cli_doctor import doctor as _doctor_cmd  # noqa: E402
 main.add_command(_doctor_cmd)
+from .cli_describe import describe as _describe_cmd  # noqa: E402
+main.add_command(_describe_cmd)
 
 
 if __name__ == "__main__":

@@ -20,12 +20,34 @@ def to_json(data: Any) -> str:
 
 
 def age(since: float, now: float | None = None) -> str:
-    """kubectl's short age: 45s, 3m12s, 2h5m, 4d."""
-    secs = int((now or time.time()) - since)
-    if secs < 120:
-        return f"{secs}s"
-    if secs < 3600:
-        return f"{secs // 60}m{secs % 60}s" if secs < 600 else f"{secs // 60}m"
-    if secs < 86400:
-        return f"{secs // 3600}h{(secs % 3600) // 60}m"
-    return f"{secs // 86400}d"
+    """kubectl's AGE column: the time since `since` as human_duration prints it."""
+    return human_duration((time.time() if now is None else now) - since)
+
+
+def human_duration(seconds: float) -> str:
+    """k8s.io/apimachinery/pkg/util/duration.HumanDuration: kubectl's ages (at most two units)."""
+    s = int(seconds)
+    if s < -1:
+        return "<invalid>"
+    if s < 0:
+        return "0s"
+    if s < 120:
+        return f"{s}s"
+    minutes = s // 60
+    if minutes < 10:
+        return f"{minutes}m" if s % 60 == 0 else f"{minutes}m{s % 60}s"
+    if minutes < 180:
+        return f"{minutes}m"
+    hours = s // 3600
+    if hours < 8:
+        return f"{hours}h" if minutes % 60 == 0 else f"{hours}h{minutes % 60}m"
+    if hours < 48:
+        return f"{hours}h"
+    if hours < 24 * 8:
+        return f"{hours // 24}d" if hours % 24 == 0 else f"{hours // 24}d{hours % 24}h"
+    if hours < 24 * 365 * 2:
+        return f"{hours // 24}d"
+    if hours < 24 * 365 * 8:
+        dy = (hours // 24) % 365
+        return f"{hours // 24 // 365}y" if dy == 0 else f"{hours // 24 // 365}y{dy}d"
+    return f"{hours // 24 // 365}y"
