@@ -224,6 +224,7 @@ def ingresses(cl: Cluster, namespace: str | None) -> View:
     """kubectl get ingress: ADDRESS is what ingress-nginx publishes (its Service's LoadBalancer IP, else the
     controller's node); an Ingress no controller serves has none."""
     from .ingress import controller
+    from .ingress.addon import admitted_class
 
     served = {i.key for i in controller.served(cl)}
     a = controller.address(cl)
@@ -237,7 +238,8 @@ def ingresses(cl: Cluster, namespace: str | None) -> View:
         rules = [f"{r.host or '*'}{p.path}({p.path_type})->{p.backend.service}:{p.backend.port_text}"
                  for r in ing.rules for p in r.paths]
         rows.append(([ing.namespace] if namespace is None else []) +
-                    [ing.name, ing.class_name or "<none>", ",".join(hosts) or "*", addr, ports, _age(cl)])
+                    [ing.name, admitted_class(ing, cl.topology.ingress_classes) or "<none>", ",".join(hosts) or "*",
+                     addr, ports, _age(cl)])
         wide.append([" ".join(rules) or "<default backend>"])
         items.append({"namespace": ing.namespace, "name": ing.name, "class": ing.class_name, "hosts": hosts,
                       "address": addr or None, "served": ing.key in served,

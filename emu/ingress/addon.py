@@ -10,6 +10,7 @@ from typing import Any
 
 from ..documents import Document
 from .model import DEFAULT_CLASS_ANNOTATION, NGINX_CONTROLLER, Ingress, IngressClass
+from .parse import LEGACY_CLASS_ANNOTATION
 
 NAMESPACE = "ingress-nginx"
 NAME = "ingress-nginx-controller"
@@ -63,6 +64,14 @@ def addon_documents(path: str, docs: list[Document], with_lb: bool) -> list[Docu
                       "ports": [{"name": "http", "port": 80, "protocol": "TCP", "targetPort": "http"},
                                 {"name": "https", "port": 443, "protocol": "TCP", "targetPort": "https"}]}})
     return out
+
+
+def admitted_class(ing: Ingress, classes: tuple[IngressClass, ...]) -> str | None:
+    """spec.ingressClassName as the API server stores it: as written, or set at creation by the DefaultIngressClass
+    admission plugin when neither it nor the legacy annotation is given and one IngressClass is the default."""
+    if ing.class_name or LEGACY_CLASS_ANNOTATION in ing.annotations:
+        return ing.class_name
+    return next((c.name for c in classes if c.default), None)
 
 
 def served_class(ing: Ingress, classes: tuple[IngressClass, ...]) -> bool:
