@@ -235,7 +235,9 @@ def exec_cmd(target: str, cmd: tuple[str, ...], cluster_name: str | None) -> Non
     t = _run(lambda: targets.resolve(cl, target))
     if t.netns is None:
         raise UserError(f"{target}: exec needs a pod, node/NAME or external, not an address", 2)
-    argv = ["ip", "netns", "exec", t.netns, *cmd]
+    from . import podexec
+
+    argv = podexec.argv(cl, t, cmd)
     try:
         os.execvp(argv[0], argv)
     except OSError as e:

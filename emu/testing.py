@@ -68,7 +68,10 @@ class ClusterHandle:
         return probing.matrix(self._cl, proto, port, timeout)
 
     def exec(self, target: str, *cmd: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(["ip", "netns", "exec", self.netns(target), *cmd], capture_output=True, text=True,
+        from . import podexec
+
+        cl = self._cl
+        return subprocess.run(podexec.argv(cl, targets.resolve(cl, target), cmd), capture_output=True, text=True,
                               check=check)
 
     def apply(self, path: str) -> clusters.Change:

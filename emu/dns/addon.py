@@ -166,6 +166,23 @@ def resolv_confs(cl: Any) -> dict[str, str]:
     return out
 
 
+def host_network_resolv_confs(cl: Any) -> dict[str, str]:
+    """pod key -> resolv.conf text for hostNetwork pods: kubelet writes each its own file (ClusterFirstWithHostNet
+    gives the cluster's DNS, ClusterFirst and Default the node's), though they share the node's namespace."""
+    cfg = config(cl)
+    specs = _pod_specs(cl)
+    dns_ip = cluster_dns_ip(cl) if cfg is not None else None
+    domain = cfg.cluster_domain if cfg else "cluster.local."
+    return {p.key: resolvconf.pod_dns(specs.get(p.key, {}), p.namespace, [dns_ip] if dns_ip else [], domain,
+                                      node_dns(cl)).render()
+            for p in cl.topology.pods if p.host_network}
+
+
+def pod_resolv_path(rec: state.Record, key: str) -> str:
+    """Where a hostNetwork pod's resolv.conf is kept (the record: removed with it); `emu exec` mounts it."""
+    return os.path.join(rec.dir, "pods", key, "resolv.conf")
+
+
 def _write_atomic(path: str, text: str) -> None:
     os.makedirs(os.path.dirname(path), exist_ok=True)
     tmp = path + ".tmp"
@@ -181,6 +198,8 @@ def write_resolv_confs(cl: Any) -> None:
     rec.save()  # ownership first
     for path, text in want.items():
         _write_atomic(path, text)
+    for key, text in host_network_resolv_confs(cl).items():
+        _write_atomic(pod_resolv_path(rec, key), text)
     for path in set(rec.etc_files) - set(want):
         if path.endswith("/resolv.conf"):  # other files (the external host's /etc/hosts) are emu.ingress's
             processes.remove_etc(path)

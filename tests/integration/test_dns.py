@@ -83,6 +83,24 @@ def test_resolv_conf_in_exec(dns):
     assert got[:2] == [dns.cluster_ip("default/web"), "web.default.svc.cluster.local"]
 
 
+def test_host_network_pods_get_their_own_resolv_conf(dns):
+    """Same namespace as node-2, three different files: ClusterFirstWithHostNet is the cluster's DNS, a hostNetwork
+    pod's ClusterFirst is the node's, and the node itself keeps its own."""
+    node = dns.exec("node/node-2", "cat", "/etc/resolv.conf").stdout
+    agent = dns.exec("ns1/host-agent", "cat", "/etc/resolv.conf").stdout
+    assert agent == ("search ns1.svc.cluster.local svc.cluster.local cluster.local\nnameserver 10.96.0.10\n"
+                     "options ndots:5\n")
+    assert dns.exec("ns1/host-plain", "cat", "/etc/resolv.conf").stdout == node and "10.96.0.10" not in node
+    got = dns.exec("ns1/host-agent", "getent", "hosts", "web.default").stdout.split()
+    assert got[:2] == [dns.cluster_ip("default/web"), "web.default.svc.cluster.local"]
+    assert dns.exec("ns1/host-plain", "getent", "hosts", "web.default", check=False).returncode != 0
+    emu = os.path.join(os.path.dirname(sys.executable), "emu")
+    p = subprocess.run([emu, "exec", "--cluster", dns.name, "ns1/host-agent", "--", "cat", "/etc/resolv.conf"],
+                       capture_output=True, text=True, timeout=20)
+    assert p.stdout == agent
+    assert dns.exec("node/node-2", "cat", "/etc/resolv.conf").stdout == node  # the mount stayed in that process
+
+
 @pytest.mark.skipif(shutil.which("nslookup") is None, reason="nslookup (dnsutils) is not installed")
 def test_nslookup_via_emu_exec(dns):
     emu = os.path.join(os.path.dirname(sys.executable), "emu")
