@@ -4,7 +4,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
-from . import names
+from . import names, systempods
 from .cluster import Cluster
 from .errors import EmuError
 from .ipam import external_ip, node_ips
@@ -91,6 +91,9 @@ def resolve(cl: Cluster, text: str, proto: str | None = None) -> Target:
         return Target(who(cl, str(ip)) or text, None, str(ip), "ip", int(port) if port else None)
     if "/" in text:
         pp = cl.plan.pod(text)
+        sp = next((p for p in systempods.kube_proxy(cl) if p.key == text), None) if pp is None else None
+        if sp is not None:  # a kube-proxy pod: hostNetwork, so its node's namespace and address
+            return Target(text, sp.netns, sp.ip, "pod")
         if pp is None:
             raise TargetError(f"{text}: no pod {text} in cluster {c.name} (emu get pods -A)")
         return Target(text, pp.netns.name, str(pp.ip), "pod")

@@ -254,6 +254,13 @@ def test_the_guide_log_analysis(sg, tmp_path):
     ports = len(inputs.node_states(c.topology, c.allocations)["node-2"].services)  # its service ports
     assert any('"Reloading service iptables data"' in line and f"numServices={ports} " in line for line in kp), kp
     assert '"SyncProxyRules complete" elapsed="' in kp[-1]
+    # kubectl exec -n kube-system kube-proxy-... -- iptables-save: the pod is its node's namespace
+    rules = sg.exec(f"kube-system/{proxy['name']}", "iptables-save", "-t", "nat").stdout
+    node = sg.exec("node/node-2", "iptables-save", "-t", "nat").stdout
+
+    def rule_lines(text: str) -> list[str]:  # without the chain counters, which traffic moves
+        return [line for line in text.splitlines() if line.startswith("-A ")]
+    assert ":KUBE-SERVICES - [0:0]" in rules and rule_lines(rules) == rule_lines(node) and rule_lines(rules)
 
     # journalctl -u kubelet | grep cni: the built-in wiring runs no plugin, and says where to look instead
     cni = emu(sg, "cni", "log").stdout
