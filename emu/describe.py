@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+from . import systempods
 from .cluster import Cluster
 from .describe_pod import describe_node, describe_pod
 from .describe_text import Context, format_labels, format_selector, go_time, write_annotations, write_events, \
@@ -93,7 +94,7 @@ def _keys(cl: Cluster, kind: Kind) -> list[tuple[str, str]]:
     if kind.resource == "services":
         return [(s.namespace, s.name) for s in t.services]
     if kind.resource == "pods":
-        return [(p.namespace, p.name) for p in t.pods]
+        return [(p.namespace, p.name) for p in t.pods] + [(p.namespace, p.name) for p in systempods.kube_proxy(cl)]
     if kind.resource == "networkpolicies":
         return [(p.namespace, p.name) for p in t.network_policies]
     if kind.resource == "nodes":

@@ -12,7 +12,7 @@ import platform
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from . import ipam, multus, topology
+from . import ipam, multus, systempods, topology
 from .cluster import Cluster
 from .cni.config import FLANNEL_DELEGATE_NAME
 from .describe_text import Context, rfc1123z, write_annotations, write_events, write_labels
@@ -150,11 +150,16 @@ def network_status(cl: Cluster, pod: Pod) -> str | None:
 def describe_pod(ctx: Context, namespace: str, name: str) -> str:
     """describePod: the pod as the API server holds it once the kubelet runs it (Running, or Terminating)."""
     cl = ctx.cl
-    pod = next(p for p in cl.topology.pods if p.namespace == namespace and p.name == name)
-    pp = cl.plan.pod(pod.key)
-    assert pp is not None
-    node = next(n for n in cl.plan.nodes if n.name == pp.node)
-    spec = _pod_spec(ctx.memo("documents", lambda: _documents(cl)), pod)
+    pod = next((p for p in cl.topology.pods if p.namespace == namespace and p.name == name), None)
+    if pod is None:  # a kube-proxy pod: its DaemonSet's template, on its node's address
+        sp = next(p for p in systempods.kube_proxy(cl) if p.namespace == namespace and p.name == name)
+        pod, node_name, ip, spec = sp.as_pod(), sp.node, sp.ip, systempods.KUBE_PROXY_SPEC
+    else:
+        pp = cl.plan.pod(pod.key)
+        assert pp is not None
+        node_name, ip = pp.node, str(pp.ip)
+        spec = _pod_spec(ctx.memo("documents", lambda: _documents(cl)), pod)
+    node = next(n for n in cl.plan.nodes if n.name == node_name)
     started = ctx.created("Pod", namespace, name)
     annotations = dict(pod.annotations)
     status = network_status(cl, pod)
@@ -177,9 +182,9 @@ def describe_pod(ctx: Context, namespace: str, name: str) -> str:
         w.write(0, f"Termination Grace Period:\t{spec.get('terminationGracePeriodSeconds', 30)}s\n")
     else:
         w.write(0, "Status:\tRunning\n")
-    w.write(0, f"IP:\t{pp.ip}\n")
+    w.write(0, f"IP:\t{ip}\n")
     w.write(0, "IPs:\n")
-    w.write(1, f"IP:\t{pp.ip}\n")
+    w.write(1, f"IP:\t{ip}\n")
     if pod.owner:
         w.write(0, f"Controlled By:\t{pod.owner}\n")
     w.write(0, "Containers:\n")
@@ -193,8 +198,9 @@ def describe_pod(ctx: Context, namespace: str, name: str) -> str:
     w.write(0, "Volumes:\t<none>\n")
     w.write(0, "QoS Class:\tBestEffort\n")
     write_labels(w, "Node-Selectors", {str(k): str(v) for k, v in (spec.get("nodeSelector") or {}).items()})
-    w.write(0, f"Tolerations:\t{DEFAULT_TOLERATIONS[0]}\n")
-    w.write(0, f"\t{DEFAULT_TOLERATIONS[1]}\n")
+    tolerations = spec.get("tolerations") if pod.owner == "DaemonSet/kube-proxy" else DEFAULT_TOLERATIONS
+    for i, t in enumerate(tolerations or DEFAULT_TOLERATIONS):
+        w.write(0, f"{'Tolerations:' if i == 0 else ''}\t{t}\n")
     write_events(w, ctx.shown("Pod", namespace, name), ctx.now)
     return w.text()
 
@@ -231,7 +237,8 @@ def describe_node(ctx: Context, _ns: str, name: str) -> str:
                             "flannel.alpha.coreos.com/backend-type": c.cni.backend.value,
                             "flannel.alpha.coreos.com/kube-subnet-manager": "true",
                             "flannel.alpha.coreos.com/public-ip": str(n.ip)})
-    pods = sorted((p for p in cl.topology.pods if (pp := cl.plan.pod(p.key)) is not None and pp.node == name),
+    pods = sorted([p for p in cl.topology.pods if (pp := cl.plan.pod(p.key)) is not None and pp.node == name] +
+                  [sp.as_pod() for sp in systempods.kube_proxy(cl) if sp.node == name],
                   key=lambda p: (p.namespace, p.name))
     w = Writer()
     w.write(0, f"Name:\t{name}\n")

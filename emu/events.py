@@ -4,7 +4,8 @@ a cluster (`between`), kept as JSON lines in <record>/events.jsonl (`record`, `l
 Only what the components really emit, with their reasons, messages and source components:
 
 * default-scheduler (pkg/scheduler/schedule_one.go, finishBinding): `Scheduled` "Successfully assigned NS/POD to
-  NODE", for pods it places; a pod with spec.nodeName never meets the scheduler and gets none.
+  NODE", for pods it places (the kube-proxy DaemonSet's too); a pod with spec.nodeName never meets the scheduler
+  and gets none.
 * kube-proxy (cmd/kube-proxy/app/server.go, birthCry): `Starting` on its Node, empty message, once per node.
 * service-controller (k8s.io/cloud-provider controllers/service/controller.go): for Services that want a load
   balancer, `EnsuringLoadBalancer` "Ensuring load balancer" then `EnsuredLoadBalancer` "Ensured load balancer", or
@@ -28,6 +29,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
+from . import systempods
 from .ingress import controller as ingress
 
 if TYPE_CHECKING:
@@ -79,6 +81,9 @@ def between(old: Cluster | None, new: Cluster, now: float | None = None) -> list
         out.append(Event(type_, reason, kind, ns, name, message, source, t))
 
     if old is None:
+        for sp in systempods.kube_proxy(new):  # DaemonSet pods are placed by the scheduler (node affinity)
+            ev("Normal", "Scheduled", "Pod", sp.namespace, sp.name,
+               f"Successfully assigned {sp.key} to {sp.node}", SCHEDULER)
         for n in new.plan.nodes:
             ev("Normal", "Starting", "Node", "", n.name, "", KUBE_PROXY)
     before = {p.key for p in old.topology.pods} if old else set()

@@ -9,10 +9,23 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .kubeproxy.sync import LOG_FILE
+from .model import Pod
 from .topology import random_suffix
 
 NAMESPACE = "kube-system"
 KUBE_PROXY_LABELS = {"k8s-app": "kube-proxy", "pod-template-generation": "1"}
+# the pod template of kubeadm's kube-proxy DaemonSet (cmd/kubeadm/app/phases/addons/proxy/manifests.go), with the
+# tolerations the DaemonSet controller adds to every daemon pod (util.AddOrUpdateDaemonPodTolerations)
+KUBE_PROXY_SPEC: dict[str, Any] = {
+    "priorityClassName": "system-node-critical", "serviceAccountName": "kube-proxy", "hostNetwork": True,
+    "nodeSelector": {"kubernetes.io/os": "linux"},
+    "tolerations": ["op=Exists"] + [f"node.kubernetes.io/{t} op=Exists" for t in (
+        "disk-pressure:NoSchedule", "memory-pressure:NoSchedule", "network-unavailable:NoSchedule",
+        "not-ready:NoExecute", "pid-pressure:NoSchedule", "unreachable:NoExecute", "unschedulable:NoSchedule")],
+    "containers": [{"name": "kube-proxy", "image": "registry.k8s.io/kube-proxy:v1.33.0",
+                    "command": ["/usr/local/bin/kube-proxy", "--config=/var/lib/kube-proxy/config.conf",
+                                "--hostname-override=$(NODE_NAME)"]}],
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +43,10 @@ class SystemPod:
     @property
     def key(self) -> str:
         return f"{self.namespace}/{self.name}"
+
+    def as_pod(self) -> Pod:
+        """The pod as the model holds pods (placed on its node by the DaemonSet's node affinity)."""
+        return Pod(self.namespace, self.name, dict(self.labels), (), self.node, self.owner, host_network=True)
 
 
 def kube_proxy(cl: Any) -> list[SystemPod]:

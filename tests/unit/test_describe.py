@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from emu import cluster as clusters
 from emu import describe as d
 from emu import describe_text as dt
-from emu import events, report, state, tabwriter, topology
+from emu import events, report, state, systempods, tabwriter, topology
 from emu.cli import main
 from emu.endpoints import PortEndpoints
 from emu.events import Event
@@ -422,7 +422,9 @@ def test_a_pod_made_again_shows_only_its_own_events(sg: clusters.Cluster) -> Non
 
 def test_describe_node(sg: clusters.Cluster, evs: list[Event]) -> None:
     n = sg.plan.nodes[0]
-    on_node = sorted((p.namespace, p.name) for p in sg.topology.pods if sg.allocations.pods[p.key].node == n.name)
+    on_node = sorted([(p.namespace, p.name) for p in sg.topology.pods if sg.allocations.pods[p.key].node == n.name] +
+                     [(p.namespace, p.name) for p in systempods.kube_proxy(sg) if p.node == n.name])
+    assert ("kube-system", systempods.kube_proxy(sg)[0].name) in on_node  # its kube-proxy pod runs there
     text = describe(sg, evs, "node", "default", n.name)
     lines = flat(text)
     assert contains_run(lines, [f"Name: {n.name}", "Roles: control-plane"])
@@ -558,3 +560,20 @@ def test_cli_describe(recorded: str) -> None:
 def test_cli_errors(recorded: str, args: list[str], code: int, stderr: str) -> None:
     r = CliRunner().invoke(main, ["describe", *args, "--cluster", recorded])
     assert (r.exit_code, r.stderr, r.stdout) == (code, stderr, "")
+
+
+def test_describe_kube_proxy_pod_is_its_daemonset_template_on_its_node(sg: clusters.Cluster, evs: list[Event]) -> None:
+    sp = systempods.kube_proxy(sg)[1]
+    lines = flat(describe(sg, evs, "pod", "kube-system", sp.name))
+    node_ip = next(n.ip for n in sg.plan.nodes if n.name == sp.node)
+    assert contains_run(lines, [f"Name: {sp.name}", "Namespace: kube-system", "Priority: 2000001000",
+                                "Priority Class Name: system-node-critical", "Service Account: kube-proxy",
+                                f"Node: {sp.node}/{node_ip}"])
+    assert f"IP: {node_ip}" in lines and "Controlled By: DaemonSet/kube-proxy" in lines
+    assert contains_run(lines, ["Command:", "/usr/local/bin/kube-proxy", "--config=/var/lib/kube-proxy/config.conf",
+                                "--hostname-override=$(NODE_NAME)"])
+    assert "Image: registry.k8s.io/kube-proxy:v1.33.0" in lines
+    assert contains_run(lines, ["Tolerations: op=Exists", "node.kubernetes.io/disk-pressure:NoSchedule op=Exists"])
+    listed = describe(sg, evs, "pods", "kube-system", None)
+    names = {x.removeprefix("Name: ") for x in flat(listed) if x.startswith("Name: ")}
+    assert {p.name for p in systempods.kube_proxy(sg)} <= names

@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 
 from emu import cluster as clusters
-from emu import events, state
+from emu import events, state, systempods
 from tests.conftest import TOPOLOGIES
 
 
@@ -26,6 +26,7 @@ def test_up_records_kube_proxy_start_scheduling_load_balancers_and_ingress_syncs
     assert all(e.event_namespace == "default" for e in starting)  # a Node's events live in default
     scheduled = {e.name: e.message for e in evs if e.reason == "Scheduled"}
     placed = {p.key: cl.allocations.pods[p.key].node for p in cl.topology.pods if p.node_name is None}
+    placed.update({p.key: p.node for p in systempods.kube_proxy(cl)})  # the DaemonSet's pods meet the scheduler
     assert len(scheduled) == len(placed)
     for key, node in placed.items():
         ns, name = key.split("/")
