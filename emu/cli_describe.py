@@ -5,7 +5,7 @@ import click
 
 from . import cluster as clusters
 from . import describe as describer
-from . import events
+from . import events, report
 from .clierrors import UserError
 from .clierrors import run as _run
 from .errors import EmuError
@@ -21,9 +21,11 @@ ENDPOINTS_WARNING = "Warning: v1 Endpoints is deprecated in v1.33+; use discover
 @click.option("-A", "--all-namespaces", is_flag=True, help="Every namespace (NAME then cannot be given).")
 @click.option("--show-events", type=click.BOOL, is_flag=False, flag_value=True, default=None, metavar="[BOOL]",
               help="Show the object's Events (default: true for one object, false for several or a name prefix).")
+@click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text",
+              help="json: per object its kind, namespace, name, the text and its Events as data.")
 @click.option("--cluster", "cluster_name", metavar="NAME", help="Cluster to act on (implied when one is up).")
 def describe(kind: str, name: str | None, namespace: str, all_namespaces: bool, show_events: bool | None,
-             cluster_name: str | None) -> None:
+             output: str, cluster_name: str | None) -> None:
     """Show details of a Service, Pod, NetworkPolicy, Node, Ingress or Endpoints, as kubectl describe does.
 
     KIND: service|svc, pod|po, networkpolicy|netpol, node|no, ingress|ing, endpoints|ep (or KIND/NAME).  Without
@@ -40,6 +42,9 @@ def describe(kind: str, name: str | None, namespace: str, all_namespaces: bool, 
         click.echo(ENDPOINTS_WARNING, err=True)
     ns = None if all_namespaces else namespace
     try:
+        if output == "json":
+            click.echo(report.to_json(describer.describe_json(cl, kind, ns, name, events.load(cl.record))))
+            return
         text = describer.describe(cl, kind, ns, name, events.load(cl.record), show_events)
     except describer.NotFound as e:  # kubectl's own wording, without "error:"
         raise UserError(f"Error from server (NotFound): {e}") from None

@@ -148,6 +148,22 @@ def describe(cl: Cluster, kind: str, namespace: str | None, name: str | None, ev
     return "\n\n".join(texts)
 
 
+def describe_json(cl: Cluster, kind: str, namespace: str | None, name: str | None, events: Sequence[Event],
+                  now: float | None = None) -> list[dict[str, object]]:
+    """`emu describe -o json` (kubectl describe has no JSON): per object its identity, the text describe prints
+    for it alone, and its Events as data."""
+    sel = select(cl, kind_of(kind), namespace, name)
+    ctx = Context(cl, events, time.time() if now is None else now, True)
+    out: list[dict[str, object]] = []
+    for ns, n in sel.objects:
+        mine = [e for e in events if e.kind == sel.kind.kind and e.name == n and (e.namespace or "") == (ns or "")]
+        out.append({"kind": sel.kind.kind, "namespace": ns or None, "name": n,
+                    "text": DESCRIBERS[sel.kind.resource](ctx, ns, n),
+                    "events": [{"type": e.type, "reason": e.reason, "message": e.message, "source": e.source,
+                                "timestamp": e.timestamp} for e in mine]})
+    return out
+
+
 # --- Service ---------------------------------------------------------------------------------------------------------
 
 def _has_slices(cl: Cluster, svc: Service) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import json
 import re
 
 import pytest
@@ -547,6 +548,18 @@ def test_cli_describe(recorded: str) -> None:
     assert r.exit_code == 0 and r.stdout.startswith("Name:             nginx\n") and "Events" not in r.stdout
     r = CliRunner().invoke(main, ["describe", "ep", "test", "--cluster", recorded])
     assert r.exit_code == 0 and r.stderr.startswith("Warning: v1 Endpoints is deprecated in v1.33+")
+
+
+def test_cli_describe_json(recorded: str) -> None:
+    r = CliRunner().invoke(main, ["describe", "svc", "my-service", "-n", "lb-demo", "-o", "json",
+                                  "--cluster", recorded])
+    assert r.exit_code == 0, r.output
+    [obj] = json.loads(r.stdout)
+    assert (obj["kind"], obj["namespace"], obj["name"]) == ("Service", "lb-demo", "my-service")
+    assert obj["text"].startswith("Name:                     my-service\n")
+    assert [e["reason"] for e in obj["events"]] == ["EnsuringLoadBalancer", "EnsuredLoadBalancer"]
+    r = CliRunner().invoke(main, ["describe", "nodes", "-o", "json", "--cluster", recorded])
+    assert [o["name"] for o in json.loads(r.stdout)] == ["node-1", "node-2", "node-3"]
 
 
 @pytest.mark.parametrize("args, code, stderr", [
