@@ -117,5 +117,6 @@ def logs(cl: Any, namespace: str, name: str | None = None, selector: str | None 
     out = []
     for key in keys:
         text = lines(cl, key)
-        out.append(PodLog(key, pods[key][1], tuple(text[-tail:] if tail >= 0 else text) if tail else ()))
+        kept = text if tail < 0 else text[len(text) - tail:] if tail else []
+        out.append(PodLog(key, pods[key][1], tuple(kept)))
     return out

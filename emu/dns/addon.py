@@ -22,7 +22,7 @@ from ..documents import Collector, Document
 from ..errors import ClusterError
 from ..ipam import external_ip
 from ..ingress import controller as ingress
-from . import corefile, records, resolvconf, wire
+from . import corefile, corelog, records, resolvconf, wire
 
 ADDON_INDEX = 100000  # document index of the synthesized objects (error messages name them as documents)
 DNS_LABELS = {"k8s-app": "kube-dns"}
@@ -261,7 +261,7 @@ def sync(cl: Any) -> None:
 
 def pod_log(rec: state.Record, pod_key: str) -> str:
     """Where the DNS server writes what this coredns pod's CoreDNS would print (emu.dns.corelog)."""
-    return os.path.join(dns_dir(rec), "pods", pod_key.split("/", 1)[1] + ".log")
+    return corelog.log_path(dns_dir(rec), pod_key)
 
 
 def _log_tail(d: str) -> str:

@@ -4,6 +4,7 @@ writes one file per coredns pod."""
 from __future__ import annotations
 
 import hashlib
+import os
 import struct
 
 from . import wire
@@ -14,6 +15,11 @@ BUILD = "linux/amd64, go1.20.7, ae2bbc2"  # what that release prints under its v
 COMMON_LOG_FORMAT = ('{remote}:{port} - {>id} "{type} {class} {name} {proto} {size} {>do} {>bufsize}" {rcode} '
                      '{>rflags} {rsize} {duration}')
 _FLAGS = ((15, "qr"), (10, "aa"), (9, "tc"), (8, "rd"), (7, "ra"), (6, "z"), (5, "ad"), (4, "cd"))
+
+
+def log_path(dns_dir: str, pod_key: str) -> str:
+    """The file holding what the coredns pod `pod_key` printed (the DNS server writes it, emu logs reads it)."""
+    return os.path.join(dns_dir, "pods", pod_key.split("/", 1)[1] + ".log")
 
 
 def digest(corefile: str) -> str:

@@ -81,7 +81,7 @@ class Server:
         targets = [pods[ns]] if ns in pods else list(pods.values()) if ns is None else []
         with self.log_lock:
             for key in targets:
-                path = os.path.join(self.dir, "pods", key.split("/", 1)[1] + ".log")
+                path = corelog.log_path(self.dir, key)
                 os.makedirs(os.path.dirname(path), exist_ok=True)
                 with open(path, "a") as f:
                     f.write("".join(line + "\n" for line in lines))
