@@ -171,10 +171,11 @@ def get(kind: str, name: str | None, namespace: str, all_namespaces: bool, field
 @click.option("-l", "--selector", default=None, help="Label selector (k=v,k!=v,k,!k): every pod it selects.")
 @click.option("--tail", type=int, default=None, help="Lines of each pod's log to show (default: all; 10 with -l).")
 @click.option("--prefix", is_flag=True, help="Prefix each line with [pod/NAME/CONTAINER].")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new lines until Ctrl-C or the cluster goes down.")
 @click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text", help="Output format.")
 @CLUSTER
-def logs(pod: str | None, namespace: str, selector: str | None, tail: int | None, prefix: bool, output: str,
-         cluster_name: str | None) -> None:
+def logs(pod: str | None, namespace: str, selector: str | None, tail: int | None, prefix: bool, follow: bool,
+         output: str, cluster_name: str | None) -> None:
     """Print what a pod printed, like kubectl logs: coredns, kube-proxy and ingress-nginx pods have logs."""
     from . import logs as logs_mod
 
@@ -184,12 +185,20 @@ def logs(pod: str | None, namespace: str, selector: str | None, tail: int | None
     found = _run(lambda: logs_mod.logs(cl, namespace, pod, selector, tail if tail is not None else
                                        (10 if selector else -1)))
     if output == "json":
+        if follow:
+            raise UserError("-f goes with text output (a JSON document has an end)", 2)
         click.echo(report.to_json([p.to_json() for p in found]))
         return
+    leads = {p.pod: f"[pod/{p.pod.split('/', 1)[1]}/{p.container}] " if prefix else "" for p in found}
     for p in found:
-        lead = f"[pod/{p.pod.split('/', 1)[1]}/{p.container}] " if prefix else ""
         for line in p.lines:
-            click.echo(lead + line)
+            click.echo(leads[p.pod] + line)
+    if follow:
+        try:
+            for key, line in logs_mod.follow(cl, found, lambda: os.path.isdir(cl.record.dir)):
+                click.echo(leads[key] + line)
+        except KeyboardInterrupt:
+            pass
 
 
 @main.command("apply")

@@ -6,7 +6,8 @@ nothing: their log is empty, as an idle nginx's would be."""
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+import time
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,18 +59,39 @@ def _container(key: str, owner: str | None) -> str:
     return name
 
 
-def lines(cl: Any, key: str) -> list[str]:
-    """What the pod printed, oldest first."""
+def sections(cl: Any, key: str) -> list[list[str]]:
+    """What the pod printed, oldest first, per file it comes from (each only grows while the cluster runs)."""
     for sp in systempods.kube_proxy(cl):
         if sp.key == key:
-            return _read(sp.log)
+            return [_read(sp.log)]
     if key in dns_addon.server_pods(cl):
-        return _read(dns_addon.pod_log(cl.record, key))
+        return [_read(dns_addon.pod_log(cl.record, key))]
     if key == ingress.controller_pod(cl):
         d = os.path.join(cl.record.dir, "ingress")
-        return ([f"W {w}" for w in ingress.warnings(cl.record)] + _read(os.path.join(d, "error.log")) +
-                _read(os.path.join(d, "access.log")))
+        return [[f"W {w}" for w in ingress.warnings(cl.record)], _read(os.path.join(d, "error.log")),
+                _read(os.path.join(d, "access.log"))]
     return []
+
+
+def lines(cl: Any, key: str) -> list[str]:
+    """What the pod printed, oldest first."""
+    return [line for sec in sections(cl, key) for line in sec]
+
+
+def follow(cl: Any, found: list[PodLog], alive: Any, sleep: Any = time.sleep) -> Iterator[tuple[str, str]]:
+    """kubectl logs -f: after what `logs` returned, each (pod, line) as it is printed, until alive() is false (the
+    cluster went down, or the caller stopped)."""
+    seen = {p.pod: [len(sec) for sec in sections(cl, p.pod)] for p in found}
+    while alive():
+        for pod, counts in seen.items():
+            now = sections(cl, pod)
+            for i, sec in enumerate(now):
+                if i >= len(counts):
+                    counts.append(0)
+                for line in sec[counts[i]:]:
+                    yield pod, line
+                counts[i] = max(counts[i], len(sec))
+        sleep(0.2)
 
 
 def parse_selector(text: str) -> list[tuple[str, str, str | None]]:

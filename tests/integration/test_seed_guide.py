@@ -8,6 +8,7 @@ import json
 import re
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -297,6 +298,31 @@ def test_the_guide_log_analysis(sg, tmp_path):
     assert q and re.search(r'" NOERROR qr,aa,rd(,ra)? \d+ \d+(\.\d+)?s$', q[0]), lines
     err = [line for line in lines if "[ERROR] plugin/errors: 2 example.com. A: read udp" in line]
     assert err and err[0].endswith(f"->{node_ip}:53: read: connection refused"), lines
+
+
+def test_logs_follow_shows_the_next_sync(sg):
+    """kubectl logs -f: a pod turning not-ready makes every kube-proxy sync again, and the follower prints it."""
+    pods = json.loads(emu(sg, "get", "pods", "-n", "kube-system", "-o", "json").stdout)
+    proxy = next(p["name"] for p in pods if p["labels"].get("k8s-app") == "kube-proxy")
+    before = len(emu(sg, "logs", "-n", "kube-system", proxy).stdout.splitlines())
+    f = subprocess.Popen([sys.executable, "-m", "emu", "logs", "-f", "-n", "kube-system", proxy, "--cluster",
+                          sg.name], stdout=subprocess.PIPE, text=True)
+    guard = threading.Timer(30, f.kill)  # a follower that never prints fails the test instead of hanging it
+    guard.start()
+    try:
+        for _ in range(before):
+            f.stdout.readline()  # what was there already
+        target = next(p.key for p in cl(sg).topology.pods if p.namespace == "default" and
+                      p.labels.get("app") == "MyApp")
+        sg.mark(target, "not-ready")
+        sg.mark(target, "ready")
+        got = [f.stdout.readline().rstrip("\n") for _ in range(4)]  # two syncs, two lines each
+    finally:
+        guard.cancel()
+        f.terminate()
+        f.wait(timeout=10)
+    assert [line.split(" ", 1)[1].split(" ")[0] for line in got] == [
+        '"Reloading', '"SyncProxyRules', '"Reloading', '"SyncProxyRules'], got
 
 
 def test_node_kernel_parameters(sg):

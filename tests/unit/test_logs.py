@@ -61,3 +61,20 @@ def test_logs_by_name_selector_and_tail(tmp_path, monkeypatch):
         logs.logs(cl, "default", "nope")
     with pytest.raises(logs.NotFound, match="No resources found in default namespace"):
         logs.logs(cl, "default", selector="k8s-app=kube-dns")
+
+
+def test_follow_yields_each_new_line_once_per_file(tmp_path, monkeypatch):
+    cl = seed_guide(tmp_path, monkeypatch)
+    kp = systempods.kube_proxy(cl)[0]
+    os.makedirs(os.path.dirname(kp.log))
+    with open(kp.log, "w") as f:
+        f.write("old\n")
+    found = logs.logs(cl, "kube-system", kp.name)
+    rounds = iter(["new 1\nnew 2\n", "", "new 3\n"])
+
+    def sleep(_: float) -> None:  # each poll, the proxier prints some more
+        with open(kp.log, "a") as f:
+            f.write(next(rounds, ""))
+    polls = iter([True] * 4 + [False])
+    got = list(logs.follow(cl, found, lambda: next(polls), sleep))
+    assert got == [(kp.key, "new 1"), (kp.key, "new 2"), (kp.key, "new 3")]
