@@ -20,8 +20,9 @@ from emu.ingress import httpprobe
 from emu.kubeproxy import inputs
 from tests.conftest import TOPOLOGIES
 
-GUIDE = Path("/work/shared/seeds/k8s-networking-guide.md")
-SEED_GUIDE = Path(__file__).resolve().parents[2] / "topologies" / "seed-guide.yaml"
+REPO = Path(__file__).resolve().parents[2]
+GUIDE = REPO.parent / "shared" / "seeds" / "k8s-networking-guide.md"  # shared/ lies beside the checkout
+SEED_GUIDE = REPO / "topologies" / "seed-guide.yaml"
 
 
 @pytest.fixture(scope="module")
@@ -342,6 +343,8 @@ def test_node_kernel_parameters(sg):
 
 def guide_manifests() -> list[tuple[str, str]]:
     """(first line of the block's metadata.name, YAML) for every ```yaml block that is a manifest."""
+    if not GUIDE.exists():
+        pytest.skip(f"the seed guide is not at {GUIDE} (shared/ is expected beside the checkout)")
     out = []
     for m in re.finditer(r"^([ \t]*)```yaml\n(.*?)^[ \t]*```", GUIDE.read_text(), re.S | re.M):
         lines = m.group(2).splitlines()
