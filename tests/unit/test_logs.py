@@ -42,12 +42,17 @@ def test_kube_proxy_pods_one_per_node_with_stable_daemonset_names(tmp_path, monk
     assert len({p.name for p in pods}) == len(pods) and pods == systempods.kube_proxy(cl)
 
 
+def printed(kp: systempods.SystemPod, text: str) -> None:
+    """What the kube-proxy pod has printed so far."""
+    os.makedirs(os.path.dirname(kp.log), exist_ok=True)
+    with open(kp.log, "w") as f:
+        f.write(text)
+
+
 def test_logs_by_name_selector_and_tail(tmp_path, monkeypatch):
     cl = seed_guide(tmp_path, monkeypatch)
     kp = systempods.kube_proxy(cl)[1]
-    os.makedirs(os.path.dirname(kp.log))
-    with open(kp.log, "w") as f:
-        f.write("one\ntwo\nthree\n")
+    printed(kp, "one\ntwo\nthree\n")
     assert logs.logs(cl, "kube-system", kp.name)[0].lines == ("one", "two", "three")
     assert logs.logs(cl, "kube-system", f"pod/{kp.name}", tail=1)[0].lines == ("three",)
     assert logs.logs(cl, "kube-system", kp.name, tail=0)[0].lines == ()
@@ -66,9 +71,7 @@ def test_logs_by_name_selector_and_tail(tmp_path, monkeypatch):
 def test_follow_yields_each_new_line_once_per_file(tmp_path, monkeypatch):
     cl = seed_guide(tmp_path, monkeypatch)
     kp = systempods.kube_proxy(cl)[0]
-    os.makedirs(os.path.dirname(kp.log))
-    with open(kp.log, "w") as f:
-        f.write("old\n")
+    printed(kp, "old\n")
     found = logs.logs(cl, "kube-system", kp.name)
     rounds = iter(["new 1\nnew 2\n", "", "new 3\n"])
 
