@@ -184,6 +184,8 @@ def logs(pod: str | None, namespace: str, selector: str | None, tail: int | None
     cl = _run(lambda: clusters.open_cluster(clusters.pick(cluster_name)))
     found = _run(lambda: logs_mod.logs(cl, namespace, pod, selector, tail if tail is not None else
                                        (10 if selector else -1)))
+    if not found:  # -l selected nothing: kubectl says so on stderr and succeeds
+        click.echo(f"No resources found in {namespace} namespace.", err=True)
     if output == "json":
         if follow:
             raise UserError("-f goes with text output (a JSON document has an end)", 2)

@@ -36,7 +36,7 @@ def describe(kind: str, name: str | None, namespace: str, all_namespaces: bool, 
         if name or not slash_name:
             raise click.UsageError("arguments in resource/name form must have a single resource and name")
         name = slash_name
-    k = _run(lambda: describer.kind_of(kind))
+    k = _run(lambda: describer.describable(kind))
     cl = _run(lambda: clusters.open_cluster(clusters.pick(cluster_name)))
     if k.resource == "endpoints":
         click.echo(ENDPOINTS_WARNING, err=True)
@@ -46,8 +46,6 @@ def describe(kind: str, name: str | None, namespace: str, all_namespaces: bool, 
             click.echo(report.to_json(describer.describe_json(cl, kind, ns, name, events.load(cl.record))))
             return
         text = describer.describe(cl, kind, ns, name, events.load(cl.record), show_events)
-    except describer.NotFound as e:  # kubectl's own wording, without "error:"
-        raise UserError(f"Error from server (NotFound): {e}") from None
     except EmuError as e:
         raise UserError(str(e), e.exit_code) from None
     if not text:

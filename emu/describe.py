@@ -18,12 +18,13 @@ from .describe_pod import describe_node, describe_pod
 from .describe_text import Context, format_labels, format_selector, go_time, write_annotations, write_events, \
     write_labels
 from .endpoints import PortEndpoints, for_service
-from .errors import EmuError
+from .errors import EmuError, NotFound
 from .events import Event
 from .ingress import controller
 from .ingress.model import Backend as IngressBackend
 from .ingress.model import Ingress
 from .ingress import addon as ingress_addon
+from .kinds import Kind, kind_of
 from .model import Service
 from .netpol.model import NetworkPolicy, Peer, Rule
 from .tabwriter import Writer
@@ -31,58 +32,17 @@ from .tabwriter import Writer
 # --- kinds ----------------------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Kind:
-    """A resource type as kubectl's RESTMapper resolves it: plural resource, API group, scope, short names."""
-
-    resource: str  # "services"
-    kind: str  # "Service" (involvedObject.kind of its Events)
-    group: str  # "" for the core group
-    namespaced: bool
-    aliases: tuple[str, ...]
-
-    @property
-    def qualified(self) -> str:
-        """schema.GroupResource.String(), as the API server names the resource in a NotFound error."""
-        return f"{self.resource}.{self.group}" if self.group else self.resource
-
-
-KINDS = (
-    Kind("services", "Service", "", True, ("service", "svc")),
-    Kind("pods", "Pod", "", True, ("pod", "po")),
-    Kind("networkpolicies", "NetworkPolicy", "networking.k8s.io", True, ("networkpolicy", "netpol")),
-    Kind("nodes", "Node", "", False, ("node", "no")),
-    Kind("ingresses", "Ingress", "networking.k8s.io", True, ("ingress", "ing")),
-    Kind("endpoints", "Endpoints", "", True, ("ep",)),
-)
-
-
-class UnknownKind(EmuError):
-    def __init__(self, word: str):
-        super().__init__(f'the server doesn\'t have a resource type "{word}"')
-
-
-class NotFound(EmuError):
-    """The API server's 404 for a GET by name: `services "x" not found` (kubectl prefixes "Error from server
-    (NotFound): ")."""
-
-    def __init__(self, kind: Kind, name: str):
-        self.kind, self.name = kind, name
-        super().__init__(f'{kind.qualified} "{name}" not found')
+def describable(word: str) -> Kind:
+    """kind_of, for the kinds emu describes."""
+    k = kind_of(word)
+    if k.resource not in DESCRIBERS:
+        raise EmuError(f"emu describe does not describe {k.resource}: emu get {k.resource} lists them")
+    return k
 
 
 class NameAcrossNamespaces(EmuError):
     def __init__(self) -> None:
         super().__init__("a resource cannot be retrieved by name across all namespaces")
-
-
-def kind_of(word: str) -> Kind:
-    """KIND as kubectl accepts it: plural, singular, short name or group-qualified plural, any case."""
-    w = word.lower()
-    for k in KINDS:
-        if w in (k.resource, k.kind.lower(), k.qualified, *k.aliases):
-            return k
-    raise UnknownKind(word)
 
 
 # --- the objects of a kind, and how kubectl picks them -------------------------------------------------------------
@@ -127,7 +87,7 @@ def select(cl: Cluster, kind: Kind, namespace: str | None, name: str | None) -> 
     prefix = [o for o in objs if o[1].startswith(name)]
     if prefix:
         return Selection(kind, tuple(prefix), "prefix")
-    raise NotFound(kind, name)
+    raise NotFound(kind.qualified, name)
 
 
 def describe(cl: Cluster, kind: str, namespace: str | None, name: str | None, events: Sequence[Event],
@@ -138,7 +98,7 @@ def describe(cl: Cluster, kind: str, namespace: str | None, name: str | None, ev
     for one object, false for several and for a name prefix).  Several objects are separated as kubectl separates
     them: "\\n\\n" between listed ones, one "\\n" after each prefix match.  Raises UnknownKind, NotFound,
     NameAcrossNamespaces."""
-    sel = select(cl, kind_of(kind), namespace, name)
+    sel = select(cl, describable(kind), namespace, name)
     if show_events is None:
         show_events = sel.how != "prefix" and len(sel.objects) <= 1
     ctx = Context(cl, events, time.time() if now is None else now, show_events)
@@ -152,7 +112,7 @@ def describe_json(cl: Cluster, kind: str, namespace: str | None, name: str | Non
                   now: float | None = None) -> list[dict[str, object]]:
     """`emu describe -o json` (kubectl describe has no JSON): per object its identity, the text describe prints
     for it alone, and its Events as data."""
-    sel = select(cl, kind_of(kind), namespace, name)
+    sel = select(cl, describable(kind), namespace, name)
     ctx = Context(cl, events, time.time() if now is None else now, True)
     out: list[dict[str, object]] = []
     for ns, n in sel.objects:

@@ -10,6 +10,15 @@ class EmuError(Exception):
     exit_code = 1
 
 
+class NotFound(EmuError):
+    """The API server's 404 for an object asked for by name, as kubectl prints it: `Error from server (NotFound):
+    services "x" not found` (`resource` as the server names it: plural, group-qualified outside the core group)."""
+
+    def __init__(self, resource: str, name: str):
+        self.resource, self.name = resource, name
+        super().__init__(f'Error from server (NotFound): {resource} "{name}" not found')
+
+
 @dataclass(frozen=True, slots=True)
 class Problem:
     """One validation problem, located the way a user finds it: file, YAML document, object and field."""

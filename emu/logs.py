@@ -13,12 +13,8 @@ from typing import Any
 
 from . import systempods
 from .dns import addon as dns_addon
-from .errors import EmuError
+from .errors import EmuError, NotFound
 from .ingress import controller as ingress
-
-
-class NotFound(EmuError):
-    """kubectl's NotFound for a pod that does not exist."""
 
 
 class BadSelector(EmuError):
@@ -121,21 +117,19 @@ def _matches(labels: Mapping[str, str], terms: list[tuple[str, str, str | None]]
 
 def logs(cl: Any, namespace: str, name: str | None = None, selector: str | None = None,
          tail: int = -1) -> list[PodLog]:
-    """`kubectl logs [-n NS] POD` or `-l SELECTOR` (every pod it selects, in name order); `tail` keeps the last
-    lines of each (-1: all)."""
+    """`kubectl logs [-n NS] POD` or `-l SELECTOR` (every pod it selects, in name order: none is no error, as
+    kubectl's); `tail` keeps the last lines of each (-1: all)."""
     pods = _pods(cl)
     if name is not None:
         name = name.removeprefix("pod/").removeprefix("pods/")
         key = f"{namespace}/{name}"
         if key not in pods:
-            raise NotFound(f'Error from server (NotFound): pods "{name}" not found')
+            raise NotFound("pods", name)
         keys = [key]
     else:
         terms = parse_selector(selector or "")
         keys = sorted(k for k, (labels, _) in pods.items()
                       if k.split("/", 1)[0] == namespace and _matches(labels, terms))
-        if not keys:
-            raise NotFound(f"No resources found in {namespace} namespace.")
     out = []
     for key in keys:
         text = lines(cl, key)

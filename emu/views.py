@@ -6,11 +6,11 @@ import datetime
 from dataclasses import dataclass
 from typing import Any
 
-from . import events, multus, netns, nodesettings, report, systempods
+from . import events, kinds, multus, netns, nodesettings, report, systempods
 from .cluster import Cluster
 from .cni import pods as cni_pods
 from .endpoints import all_services
-from .errors import EmuError
+from .errors import EmuError, NotFound
 from .flannel import mtu as flannel_mtu
 from .model import Service
 from .svcalloc import ServiceAlloc
@@ -27,11 +27,12 @@ class View:
     items: list[dict[str, Any]]
     empty: str
 
-    def named(self, kind: str, name: str) -> View:
-        """`kubectl get KIND NAME`: the one object of that name; none is kubectl's NotFound error."""
+    def named(self, resource: str, name: str) -> View:
+        """`kubectl get KIND NAME`: the one object of that name; none is kubectl's NotFound error for `resource`
+        (group-qualified, as the API server names it)."""
         keep = [i for i, item in enumerate(self.items) if item.get("name") == name]
         if not keep:
-            raise NotFound(f'Error from server (NotFound): {kind} "{name}" not found')
+            raise NotFound(resource, name)
         return View(self.headers, self.wide_headers, [self.rows[i] for i in keep], [self.wide_rows[i] for i in keep],
                     [self.items[i] for i in keep], self.empty)
 
@@ -43,23 +44,14 @@ class View:
         return report.table(self.headers, self.rows)
 
 
-class NotFound(EmuError):
-    """kubectl's `Error from server (NotFound): ...` for a named object that is not there."""
-
-
 class BadRequest(EmuError):
     """What the API server refuses to read (a field selector it does not support)."""
 
     exit_code = 2
 
 
-# kubectl's names for each kind (the plural resource first, as its NotFound message names it)
-KINDS = {
-    "nodes": ("node", "no"), "pods": ("pod", "po"), "namespaces": ("namespace", "ns"),
-    "services": ("service", "svc"), "endpoints": ("ep", "endpointslices"), "ingresses": ("ingress", "ing"),
-    "networkpolicies": ("networkpolicy", "netpol"), "events": ("event", "ev"),
-}
-ALIASES = {a: k for k, names in KINDS.items() for a in (k, *names)}
+# the KIND words `emu get` takes (kinds.KINDS; endpointslices are shown as their Endpoints)
+ALIASES = {a: k.resource for k in kinds.KINDS for a in (k.resource, *k.aliases)} | {"endpointslices": "endpoints"}
 
 
 def get(cl: Cluster, kind: str, namespace: str | None, name: str | None = None,
@@ -74,7 +66,7 @@ def get(cl: Cluster, kind: str, namespace: str | None, name: str | None = None,
         view = _VIEWS[resource](cl)
     else:
         view = _VIEWS[resource](cl, namespace)
-    return view.named(resource, name) if name else view
+    return view.named(kinds.kind_of(resource).qualified, name) if name else view
 
 
 def _age(cl: Cluster) -> str:

@@ -243,6 +243,9 @@ def test_the_guide_policy_checks(sg):
     assert rows["default-deny-all"][4] == "Ingress,Egress"
     one = json.loads(emu(sg, "get", "netpol", "allow-ns-policy", "-n", "policy-ns", "-o", "json").stdout)
     assert [p["name"] for p in one] == ["allow-ns-policy"] and one[0]["selectedPods"] == ["policy-ns/db"]
+    missing = emu(sg, "get", "netpol", "nope", "-n", "policy-ns")
+    assert missing.returncode == 1 and missing.stderr.strip() == \
+        'Error from server (NotFound): networkpolicies.networking.k8s.io "nope" not found'
 
 
 def test_the_guide_log_analysis(sg, tmp_path):

@@ -13,9 +13,10 @@ from click.testing import CliRunner
 from emu import cluster as clusters
 from emu import describe as d
 from emu import describe_text as dt
-from emu import events, report, state, systempods, tabwriter, topology
+from emu import events, kinds, report, state, systempods, tabwriter, topology
 from emu.cli import main
 from emu.endpoints import PortEndpoints
+from emu.errors import EmuError, NotFound
 from emu.events import Event
 from emu.kubeproxy.model import Endpoint
 from emu.model import Service, ServicePortSpec
@@ -117,7 +118,7 @@ def test_human_duration_is_apimachinery_s(seconds: int, text: str) -> None:
     ("ing", "ingresses"), ("ingress", "ingresses"), ("ep", "endpoints"), ("endpoints", "endpoints"),
 ])
 def test_kinds_and_their_aliases(word: str, resource: str) -> None:
-    assert d.kind_of(word).resource == resource
+    assert kinds.kind_of(word).resource == resource
 
 
 def test_endpoint_list_is_cut_at_three_as_kubectl_counts() -> None:
@@ -217,7 +218,7 @@ def test_describe_services_topology(svcs: clusters.Cluster, name: str, want: lis
 
 
 def test_a_selector_less_service_has_no_endpoints_object(svcs: clusters.Cluster) -> None:
-    with pytest.raises(d.NotFound):
+    with pytest.raises(NotFound):
         d.describe(svcs, "ep", "default", "manual", [], now=NOW)  # an EndpointSlice only, no v1 Endpoints
     assert "Subsets:\n\n" not in d.describe(svcs, "ep", "default", "empty", [], now=NOW)
 
@@ -512,13 +513,15 @@ def test_a_list_is_sorted_and_separated_as_kubectl_does(sg: clusters.Cluster, ev
     ("svc", "policy-deny", "my-service", 'services "my-service" not found'),  # another namespace's
 ])
 def test_not_found(sg: clusters.Cluster, evs: list[Event], kind: str, ns: str, name: str, message: str) -> None:
-    with pytest.raises(d.NotFound) as e:
+    with pytest.raises(NotFound) as e:
         describe(sg, evs, kind, ns, name)
-    assert str(e.value) == message
+    assert str(e.value) == f"Error from server (NotFound): {message}"
 
 
 def test_other_user_errors(sg: clusters.Cluster, evs: list[Event]) -> None:
-    with pytest.raises(d.UnknownKind, match='the server doesn\'t have a resource type "deploy"'):
+    with pytest.raises(EmuError, match="emu describe does not describe namespaces: emu get namespaces lists them"):
+        describe(sg, evs, "ns", None, "default")
+    with pytest.raises(kinds.UnknownKind, match='the server doesn\'t have a resource type "deploy"'):
         describe(sg, evs, "deploy", "default", None)
     with pytest.raises(d.NameAcrossNamespaces):
         describe(sg, evs, "svc", None, "my-service")
