@@ -53,6 +53,11 @@ class Stepper:
         if policies:
             self.cluster.delete(self._file(policies))
         self.current = wanted
+        # Each case starts from no UDP flows, as upstream's fresh agnhost probes do: kube-router accepts
+        # ESTABLISHED first, so an earlier step's still-tracked flow whose source port the kernel happens to pick
+        # again would pass a policy that now denies it (true on a real node too, and not what the table asks).
+        for node in self.cluster.plan.nodes:
+            self.cluster.exec(f"node/{node.name}", "conntrack", "-D", "-p", "udp", check=False)
 
 
 @pytest.mark.parametrize("case", CASES, ids=case_id)
