@@ -16,9 +16,26 @@ BRIDGE = "cni0"
 POD_IFNAME = "eth0"
 
 
-def bridge_link(mtu: int) -> Link:
-    """cni0, created by the plugin on a node's first pod with the delegate's MTU."""
-    return Link(BRIDGE, "bridge", mtu=mtu)
+def bridge_mac(cluster: str, node: str) -> str:
+    """cni0's hardware address, set explicitly so that it never changes while pods come and go.
+
+    A Linux bridge whose address was never set follows its ports: br_stp_recalculate_bridge_id (net/bridge/
+    br_stp_if.c) gives it the lowest port MAC each time a port joins or leaves, unless the device's
+    addr_assign_type is NET_ADDR_SET.  Deleting the pod with the lowest MAC would then move the gateway's MAC
+    and black-hole the node's other pods until their neighbour entry for the gateway expires.  The bridge plugin
+    prevents this in ensureAddr (containernetworking/plugins plugins/main/bridge/bridge.go, v1.1.1 as Debian ships
+    it and the newest alike), which cmdAdd calls for an isGateway bridge -- and flannel's CNI plugin always sets
+    isGateway (flannel-io/cni-plugin flannel_linux.go); flanneld itself never touches cni0.  ensureAddr "sets the
+    bridge's MAC to itself" (LinkSetHardwareAddr with the address the bridge had when ensureBridge read it, the
+    random one the kernel gave it at creation), which marks it NET_ADDR_SET.  We give the address at creation
+    (IFLA_ADDRESS on RTM_NEWLINK, which rtnl_create_link also marks NET_ADDR_SET), derived from the node's
+    identity instead of random so that a plan is reproducible, as names.vtep_mac does for flannel.1."""
+    return names.stable_mac(cluster, node, BRIDGE)
+
+
+def bridge_link(mtu: int, mac: str) -> Link:
+    """cni0, created by the plugin on a node's first pod with the delegate's MTU and a fixed address."""
+    return Link(BRIDGE, "bridge", mtu=mtu, mac=mac)
 
 
 def bridge_address(subnet: ipaddress.IPv4Network) -> Address:

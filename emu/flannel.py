@@ -105,7 +105,7 @@ def node_plan(c: ClusterSpec, node: str, subnets: dict[str, ipaddress.IPv4Networ
                           vxlan=Vxlan(VXLAN_VNI, VXLAN_PORT, ip, UNDERLAY_IFNAME)))
         addrs.append(Address(VXLAN_DEV, ipaddress.IPv4Interface(f"{subnet.network_address}/32")))
     if has_pods:
-        links.append(cnibridge.bridge_link(mtu(c, node)))
+        links.append(cnibridge.bridge_link(mtu(c, node), cnibridge.bridge_mac(c.name, node)))
         addrs.append(cnibridge.bridge_address(subnet))
     neigh, fdb, peer_routes = peer_entries(c, node, subnets, ips)
     default = Route(ipaddress.IPv4Network("0.0.0.0/0"), UNDERLAY_IFNAME, via=external_ip(c))

@@ -5,8 +5,24 @@ Linux interface names hold at most 15 characters (IFNAMSIZ - 1).  Namespace name
 from __future__ import annotations
 
 import hashlib
+import re
 
 IFNAMSIZ_MAX = 15
+# A cluster name is a path component of the state directory and the first part of every namespace name
+# (`<cluster>.<node>`, `<cluster>.<namespace>.<pod>`, files under /run/netns and /etc/netns, NAME_MAX 255 bytes).
+# A DNS-1123 label holds no '/', '.', NUL or newline, so it can never climb out of the state directory or split a
+# namespace name; 40 characters leave a pod's namespace 214 bytes for `<namespace>.<pod>`.
+CLUSTER_NAME_MAX = 40
+NETNS_NAME_MAX = 255  # NAME_MAX: a namespace is a file /run/netns/<name>
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+
+
+def cluster_name_error(name: object) -> str | None:
+    """Why `name` cannot name a cluster, or None when it can."""
+    if isinstance(name, str) and len(name) <= CLUSTER_NAME_MAX and _DNS_LABEL.fullmatch(name):
+        return None
+    return (f"cluster name {name!r} must be a DNS-1123 label (lowercase letters, digits and '-', starting and "
+            f"ending with a letter or digit) of at most {CLUSTER_NAME_MAX} characters")
 
 
 def node_netns(cluster: str, node: str) -> str:
@@ -45,6 +61,12 @@ def underlay_port(node: str, index: int) -> str:
 def vtep_mac(cluster: str, node: str) -> str:
     """flannel.1's MAC.  flanneld picks a random one and persists it in the node annotation
     (flannel#1795); we derive a stable locally administered unicast MAC from the node's identity."""
-    d = hashlib.sha256(f"{cluster}/{node}/flannel.1".encode()).digest()
+    return stable_mac(cluster, node, "flannel.1")
+
+
+def stable_mac(*identity: str) -> str:
+    """A locally administered unicast MAC derived from an object's identity (a plan is reproducible where the
+    real component would pick a random address and persist it)."""
+    d = hashlib.sha256("/".join(identity).encode()).digest()
     first = (d[0] & 0xFC) | 0x02  # locally administered, unicast
     return ":".join(f"{b:02x}" for b in bytes([first]) + d[1:6])

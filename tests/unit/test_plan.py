@@ -118,3 +118,34 @@ def test_dry_run_script_reads_like_the_commands_a_person_would_type():
     assert "ip -n demo.node-1 route add 10.244.1.0/24 via 10.244.1.0 dev flannel.1 onlink" in s
     assert "bridge -n demo.node-1 fdb append" in s and "dst 172.18.0.3 self permanent" in s
     assert "ip -n demo.default.web-0 route add default via 10.244.0.1 dev eth0" in s
+
+
+def test_cni0_carries_a_fixed_address_so_it_never_follows_its_ports():
+    """A bridge without a set address takes its lowest port MAC and changes as pods come and go; the bridge plugin
+    pins it (ensureAddr), so the plan gives cni0 an explicit MAC: stable, per node, locally administered unicast."""
+    plan = build()
+    macs = {}
+    for name in ("node-1", "node-2", "node-3"):
+        (br,) = [link for link in node(plan, name).links if link.name == "cni0"]
+        assert br.kind == "bridge" and br.mac is not None
+        assert int(br.mac.split(":")[0], 16) & 0x03 == 0x02  # locally administered unicast
+        macs[name] = br.mac
+    assert len(set(macs.values())) == 3  # one per node
+    assert node(build(), "node-2").links[-1].mac == macs["node-2"]  # the same on every build of the plan
+    assert node(build("host-gw"), "node-2").links[-1].mac == macs["node-2"]  # the backend does not change it
+    assert macs["node-1"] != names.vtep_mac("demo", "node-1")
+    s = render.script(plan)
+    assert f"ip -n demo.node-1 link add cni0 address {macs['node-1']} mtu 1450 type bridge" in s
+
+
+def test_other_cluster_same_node_names_gets_another_cni0_address():
+    other = planner.build(*_cluster("other"))
+    mine = planner.build(*_cluster("demo"))
+    assert node(other, "node-1").links[-1].mac != node(mine, "node-1").links[-1].mac
+
+
+def _cluster(name: str):
+    text = (f"apiVersion: emu.dev/v1alpha1\nkind: Cluster\nmetadata: {{name: {name}}}\nspec: {{nodes: 1}}\n"
+            "---\nkind: Pod\nmetadata: {name: web-0}\nspec: {containers: [{name: c}]}\n")
+    t = topology.load("t.yaml", text=text)
+    return t, ipam.allocate(t, ipam.Allocations.empty())
