@@ -2,10 +2,15 @@
 `ingress-nginx-controller` pod's network namespace, configured from the cluster's Ingresses, reloaded (SIGHUP, as
 ingress-nginx reloads) when they, their Services' endpoints or their Secrets change.
 
-Files live in <record>/ingress: nginx.conf, certs/ (PEM files), access.log and error.log (ingress-nginx's
-upstreaminfo log format), nginx.pid.  The external host's /etc/hosts (/etc/netns/<external>/hosts, which
-`ip netns exec` binds over /etc/hosts) names every Ingress host at the controller's address, as a user testing an
-ingress edits /etc/hosts; with cluster DNS the external resolver answers those names too."""
+Files live in <record>/ingress (mode 0700, root's): nginx.conf, certs/ (PEM files; keys 0600), access.log and
+error.log (ingress-nginx's upstreaminfo log format), nginx.pid (written by nginx itself: its `pid` directive).  The
+master runs as root (it binds 80/443 and reads the certificates and keys while loading the configuration); its
+workers run as nobody:nogroup and open no file (emu.ingress.nginxconf), so they need no access to this directory.
+Every configuration passes emu.ingress.nginxsafe.confine before nginx or `nginx -t` reads it.
+
+The external host's /etc/hosts (/etc/netns/<external>/hosts, which `ip netns exec` binds over /etc/hosts) names
+every Ingress host at the controller's address, as a user testing an ingress edits /etc/hosts; with cluster DNS the
+external resolver answers those names too."""
 from __future__ import annotations
 
 import hashlib
@@ -22,7 +27,7 @@ from typing import Any
 from .. import endpoints as eps
 from .. import names, netns, processes, state
 from ..errors import ClusterError
-from . import addon, certs, nginxconf
+from . import addon, certs, nginxconf, nginxsafe
 from .model import Backend, Ingress, Secret, TLS
 
 ETC_NETNS = os.environ.get("EMU_ETC_NETNS", "/etc/netns")
@@ -263,18 +268,37 @@ def _wait_checksum(ns: str, want: str, d: str, timeout: float, proc: subprocess.
         time.sleep(0.05)
 
 
-def _install(cl: Any) -> str:
-    """Write nginx.conf (tested by nginx itself first); return its checksum."""
-    d = _dir(cl.record)
-    for sub in ("tmp", "certs"):
-        os.makedirs(os.path.join(d, sub), exist_ok=True)
-    cfg, text = desired(cl)
+def write_config(d: str, text: str) -> str:
+    """The only writer of <d>/nginx.conf: confined to `d` (nginxsafe.confine), then tested by `nginx -t`, then
+    put in place; returns the configuration's checksum.  Nothing is written when either check fails."""
+    nginxsafe.confine(text, d)
     conf = os.path.join(d, "nginx.conf")
-    _write(conf + ".new", text, 0o644)
-    _test(conf + ".new", d)
+    _write(conf + ".new", text, 0o600)
+    try:
+        _test(conf + ".new", d)
+    except ClusterError:
+        os.unlink(conf + ".new")
+        raise
     os.replace(conf + ".new", conf)
-    _write(os.path.join(d, "warnings.json"), json.dumps(list(cfg.warnings)), 0o644)
     return nginxconf.checksum(text)
+
+
+def _make_dirs(d: str) -> None:
+    """The controller's directory and its subdirectories, root's alone (nginx's workers need none of them)."""
+    for sub in ("", "tmp", "certs"):
+        path = os.path.join(d, sub)
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        os.chmod(path, 0o700)  # made by an older emu with the umask's mode
+
+
+def _install(cl: Any) -> str:
+    """Write nginx.conf (confined and tested by nginx itself first); return its checksum."""
+    d = _dir(cl.record)
+    _make_dirs(d)
+    cfg, text = desired(cl)
+    want = write_config(d, text)
+    _write(os.path.join(d, "warnings.json"), json.dumps(list(cfg.warnings)), 0o644)
+    return want
 
 
 def start(cl: Any) -> None:
@@ -428,3 +452,8 @@ def warnings(rec: state.Record) -> list[str]:
 
 def config_digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def pids(rec: state.Record) -> set[int]:
+    """The live nginx master processes of this cluster's ingress controller."""
+    return _pids(rec)

@@ -13,6 +13,9 @@ DEFAULT_CLASS_ANNOTATION = "ingressclass.kubernetes.io/is-default-class"
 NGINX_CONTROLLER = "k8s.io/ingress-nginx"  # IngressClass spec.controller ingress-nginx watches for
 SELF_SIGNED = "emu.dev/self-signed"  # on a Secret: "true" (with no data) asks emu to make a self-signed certificate
 TLS_SECRET_TYPE = "kubernetes.io/tls"
+# strconv.ParseBool's spellings (ingress-nginx reads boolean annotations with it: parser.GetBoolAnnotation)
+TRUE_WORDS = ("1", "t", "T", "TRUE", "true", "True")
+FALSE_WORDS = ("0", "f", "F", "FALSE", "false", "False")
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,8 +69,10 @@ class Ingress:
         return self.annotations.get(name)
 
     def flag(self, name: str, default: bool) -> bool:
+        """A boolean annotation as ingress-nginx reads it (strconv.ParseBool); absent or empty: the default.
+        Values are validated first (emu.ingress.annotations)."""
         v = self.annotations.get(name)
-        return default if v is None else v.strip().lower() == "true"
+        return default if not v else v in TRUE_WORDS
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,13 +5,22 @@ buildProxyPass; rootfs/etc/nginx/template/nginx.tmpl).
 Pure: `servers` turns the model into data, `render` turns data into the text nginx reads.  One deviation: nginx here
 has no Lua, so each backend is a plain `upstream` block named as ingress-nginx names backends
 (`<namespace>-<service>-<port>`) holding the ready endpoints, where ingress-nginx proxies to `upstream_balancer` and
-picks the endpoint in Lua (round robin by default, as nginx's own upstream does)."""
+picks the endpoint in Lua (round robin by default, as nginx's own upstream does).
+
+Every string that comes from a manifest is written as one quoted nginx token (emu.ingress.nginxsafe: `quote`, or
+`literal` where nginx must not expand `$`, as nginx.tmpl uses `quote` and `escapeLiteralDollar`), so no value can
+end its directive; the rewrite target stays unquoted upstream but is quoted here.  Further differences that keep nginx
+away from host files: workers run as an unprivileged user (`user nobody nogroup`, where ingress-nginx runs as
+www-data inside its own container filesystem), and request bodies and responses are buffered in memory only
+(client_body_buffer_size = client_max_body_size = 1m, the proxy-body-size default; proxy_max_temp_file_size 0), so
+workers never open a file: the temp paths exist only because nginx requires them."""
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field, replace
 from typing import Callable
 
+from .nginxsafe import WORKER_GROUP, WORKER_USER, literal, quote
 from .model import FORCE_SSL_REDIRECT, REWRITE_TARGET, SSL_REDIRECT, USE_REGEX, Backend, Ingress
 
 DEFAULT_SERVER = "_"
@@ -171,31 +180,32 @@ def servers(ingresses: list[Ingress], resolve: UpstreamResolver, cert_for: CertR
 # --- nginx.conf -----------------------------------------------------------------------------------------------------
 
 
-def _quote(s: str) -> str:
-    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+def _comment(s: str) -> str:
+    """Text for a `#` comment: one line whatever `s` holds."""
+    return "".join(c if c.isprintable() else "?" for c in s)
 
 
 def build_location(loc: Location, enforce_regex: bool) -> str:
     if enforce_regex:
-        return f"~* {_quote('^' + loc.path)}"
+        return f"~* {quote('^' + loc.path)}"
     if loc.path_type == "Exact":
-        return f"= {_quote(loc.path)}"
-    return _quote(loc.path)
+        return f"= {quote(loc.path)}"
+    return quote(loc.path)
 
 
 def _location_text(server: Server, loc: Location, enforce_regex: bool) -> list[str]:
     lines = [f"        location {build_location(loc, enforce_regex)} {{"]
     if loc.upstream is None:
-        lines += [f'            set $proxy_upstream_name "{DEFAULT_UPSTREAM}";',
+        lines += [f'            set $proxy_upstream_name {literal(DEFAULT_UPSTREAM)};',
                   "            return 404;", "        }"]
         return lines
     ns, name = loc.ingress.split("/", 1)
-    lines += [f'            set $namespace      "{ns}";',
-              f'            set $ingress_name   "{name}";',
-              f'            set $service_name   "{loc.service}";',
-              f'            set $service_port   "{loc.port}";',
-              f"            set $location_path  {_quote(loc.ingress_path)};",
-              f'            set $proxy_upstream_name "{loc.upstream.name}";']
+    lines += [f"            set $namespace      {literal(ns)};",
+              f"            set $ingress_name   {literal(name)};",
+              f"            set $service_name   {literal(loc.service)};",
+              f"            set $service_port   {literal(loc.port)};",
+              f"            set $location_path  {literal(loc.ingress_path)};",
+              f"            set $proxy_upstream_name {literal(loc.upstream.name)};"]
     redirect = loc.force_ssl_redirect or (loc.ssl_redirect and server.certificate is not None
                                           and server.certificate.secret != "")
     if redirect:  # ingress-nginx does this in Lua (rewrite phase): http -> https with http-redirect-code
@@ -221,8 +231,9 @@ def _location_text(server: Server, loc: Location, enforce_regex: bool) -> list[s
               "            proxy_connect_timeout 5s;",
               "            proxy_next_upstream error timeout;"]
     if loc.needs_rewrite:  # buildProxyPass: the whole URI becomes the target when the regex matches
-        lines.append(f"            rewrite {_quote('(?i)' + loc.path)} {loc.rewrite_target} break;")
-    lines += [f"            proxy_pass http://{loc.upstream.name};", "        }"]
+        assert loc.rewrite_target is not None
+        lines.append(f"            rewrite {quote('(?i)' + loc.path)} {quote(loc.rewrite_target)} break;")
+    lines += [f"            proxy_pass {quote('http://' + loc.upstream.name)};", "        }"]
     return lines
 
 
@@ -240,42 +251,48 @@ def checksum(text: str) -> str:
 
 
 def _render_body(cfg: Config, d: str, default_cert: Certificate) -> str:
+    def at(name: str) -> str:
+        return quote(f"{d}/{name}")
+
     out = ["# Rendered by emu from the cluster's Ingresses, the way ingress-nginx renders nginx.tmpl.",
-           "user root;", "worker_processes 1;", f"pid {d}/nginx.pid;", "",
+           f"user {WORKER_USER} {WORKER_GROUP};", "worker_processes 1;", f"pid {at('nginx.pid')};", "",
            "events {", "    worker_connections 1024;", "    multi_accept on;", "}", "", "http {",
-           f"    client_body_temp_path {d}/tmp/client-body;", f"    proxy_temp_path {d}/tmp/proxy;",
-           f"    fastcgi_temp_path {d}/tmp/fastcgi;", f"    uwsgi_temp_path {d}/tmp/uwsgi;",
-           f"    scgi_temp_path {d}/tmp/scgi;",
+           f"    client_body_temp_path {at('tmp/client-body')};", f"    proxy_temp_path {at('tmp/proxy')};",
+           f"    fastcgi_temp_path {at('tmp/fastcgi')};", f"    uwsgi_temp_path {at('tmp/uwsgi')};",
+           f"    scgi_temp_path {at('tmp/scgi')};",
+           "    client_body_buffer_size 1m;", "    client_max_body_size 1m;", "    proxy_max_temp_file_size 0;",
            "    default_type text/html;", "    server_tokens off;", "    server_name_in_redirect off;",
            "    port_in_redirect off;", "    absolute_redirect off;", "    sendfile on;", "    keepalive_timeout 75s;",
-           f"    log_format upstreaminfo '{LOG_FORMAT}';", f"    access_log {d}/access.log upstreaminfo;",
-           f"    error_log {d}/error.log notice;",
+           f"    log_format upstreaminfo '{LOG_FORMAT}';", f"    access_log {at('access.log')} upstreaminfo;",
+           f"    error_log {at('error.log')} notice;",
+           '    geo $literal_dollar {', '        default "$";', '    }',
            "    map $http_host $best_http_host {", "        default $http_host;", "        '' $host;", "    }",
            "    map $http_upgrade $connection_upgrade {", "        default upgrade;", "        '' close;", "    }",
            "    map $request_id $req_id {", "        default $request_id;", "    }",
            "    ssl_protocols TLSv1.2 TLSv1.3;", "    ssl_session_cache shared:SSL:1m;",
-           f"    ssl_certificate     {default_cert.cert};", f"    ssl_certificate_key {default_cert.key};", ""]
+           f"    ssl_certificate     {quote(default_cert.cert)};",
+           f"    ssl_certificate_key {quote(default_cert.key)};", ""]
     for up in cfg.upstreams:
         if not up.servers:
             continue
-        out.append(f"    upstream {up.name} {{")
-        out += [f"        server {s} max_fails=0;" for s in up.servers]
+        out.append(f"    upstream {quote(up.name)} {{")
+        out += [f"        server {quote(s)} max_fails=0;" for s in up.servers]
         out += ["    }", ""]
     for server in cfg.servers:
         default = server.hostname == DEFAULT_SERVER
         flag = " default_server backlog=4096" if default else ""  # listen options go on one server only
-        out += [f"    ## start server {server.hostname}", "    server {",
-                f"        server_name {_quote(server.hostname) if not default else '_'};",
+        out += [f"    ## start server {_comment(server.hostname)}", "    server {",
+                f"        server_name {quote(server.hostname) if not default else '_'};",
                 f"        listen 80{flag};", f"        listen 443{flag} ssl http2;",
                 '        set $proxy_upstream_name "-";', '        set $proxy_alternative_upstream_name "";']
         if server.certificate is not None:
-            out += [f"        # certificate from Secret {server.certificate.secret or '(default)'}",
-                    f"        ssl_certificate     {server.certificate.cert};",
-                    f"        ssl_certificate_key {server.certificate.key};"]
+            out += [f"        # certificate from Secret {_comment(server.certificate.secret or '(default)')}",
+                    f"        ssl_certificate     {quote(server.certificate.cert)};",
+                    f"        ssl_certificate_key {quote(server.certificate.key)};"]
         enforce = server.enforce_regex
         for loc in server.locations:
             out += _location_text(server, loc, enforce)
-        out += ["    }", f"    ## end server {server.hostname}", ""]
+        out += ["    }", f"    ## end server {_comment(server.hostname)}", ""]
     out += ["    # the status server (ingress-nginx: 127.0.0.1:10246)", "    server {",
             f"        listen 127.0.0.1:{STATUS_PORT};", "        access_log off;",
             "        location /healthz { return 200; }",

@@ -1,5 +1,7 @@
 """Ingress, IngressClass and Secret documents into the model, with the API server's validation
-(k8s.io/kubernetes pkg/apis/networking/validation: ValidateIngressSpec, and core validation for tls Secrets)."""
+(k8s.io/kubernetes pkg/apis/networking/validation: ValidateIngressSpec, and core validation for tls Secrets) and
+the checks ingress-nginx's admission webhook adds (its annotation validation, emu.ingress.annotations; its path
+checks, internal/ingress/inspector: strict-validate-path-type, default true, and the deep inspection of paths)."""
 from __future__ import annotations
 
 import base64
@@ -9,6 +11,7 @@ import re
 from typing import Any
 
 from ..documents import DNS_SUBDOMAIN, IANA_SVC_NAME, Collector, Document, check_namespaced
+from . import annotations as ann
 from .model import (DEFAULT_CLASS_ANNOTATION, SELF_SIGNED, TLS_SECRET_TYPE, Backend, Ingress, IngressClass, Path,
                     Rule, Secret, TLS)
 
@@ -17,6 +20,15 @@ LEGACY_CLASS_ANNOTATION = "kubernetes.io/ingress.class"
 WILDCARD_HOST = re.compile(r"^\*\.[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 PEM_CERT = "-----BEGIN CERTIFICATE-----"
 PEM_KEY = re.compile(r"-----BEGIN (RSA |EC |ENCRYPTED )?PRIVATE KEY-----")
+# ValidateServiceName (apimachinery NameIsDNS1035Label): a backend's service name.
+DNS_1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+# inspector/rules.go validPathType: an Exact or Prefix path when strict-validate-path-type is on (the default).
+STRICT_PATH = re.compile(r"^/[A-Za-z0-9._\-/]*$")
+# inspector/rules.go: what the deep inspection refuses anywhere in a path (ImplementationSpecific paths may be
+# regexes, so they are not held to STRICT_PATH).  Control characters are refused as well (emu's addition).
+FORBIDDEN_IN_PATH = (re.compile(r"(?s)\s*alias\s*.*;"), re.compile(r"(?s)\s*root\s*.*;"),
+                     re.compile(r"/etc/(passwd|shadow|group|nginx|ingress-controller)"),
+                     re.compile(r"/var/run/secrets"), re.compile(r".*_by_lua.*"), re.compile(r"[\x00-\x1f\x7f]"))
 
 
 def _strings(value: Any) -> dict[str, str]:
@@ -51,6 +63,11 @@ def _backend(raw: Any, doc: Document, c: Collector, where: str) -> Backend | Non
     svc = raw.get("service")
     if not isinstance(svc, dict) or not isinstance(svc.get("name"), str) or not svc.get("name"):
         c.add(doc, doc.file, doc.label(), f"{where}.service.name", "required")
+        return None
+    if not DNS_1035_LABEL.match(svc["name"]) or len(svc["name"]) > 63:
+        c.add(doc, doc.file, doc.label(), f"{where}.service.name", f"{svc['name']!r}: a DNS-1035 label must "
+              "consist of lower case alphanumeric characters or '-', start with an alphabetic character, and end "
+              "with an alphanumeric character")
         return None
     port = svc.get("port")
     if not isinstance(port, dict) or ("number" in port) == ("name" in port):
@@ -93,6 +110,12 @@ def _paths(raw: Any, doc: Document, c: Collector, where: str) -> tuple[Path, ...
             c.add(doc, doc.file, doc.label(), f"{at}.path", f"{path!r} must not contain '//', '/./', '/../' or "
                   "'%2f'")
             continue
+        if ptype != "ImplementationSpecific" and not STRICT_PATH.match(path):
+            c.add(doc, doc.file, doc.label(), f"{at}.path", f"path {path!r} cannot be used with pathType {ptype}")
+            continue
+        if any(r.search(path) for r in FORBIDDEN_IN_PATH):
+            c.add(doc, doc.file, doc.label(), f"{at}.path", f"invalid http path: invalid value found: {path!r}")
+            continue
         backend = _backend(p.get("backend"), doc, c, f"{at}.backend")
         if backend:
             out.append(Path(path, ptype, backend))
@@ -109,12 +132,14 @@ def parse_ingress(doc: Document, c: Collector) -> Ingress | None:
         c.add(doc, doc.file, doc.label(), "spec", "missing spec")
         return None
     annotations = _strings(meta.get("annotations"))
+    before = len(c.problems)
+    for key, message in ann.problems(annotations):
+        c.add(doc, doc.file, doc.label(), f"metadata.annotations[{key}]", message)
     cls = spec.get("ingressClassName")
     if cls is not None and (not isinstance(cls, str) or not DNS_SUBDOMAIN.match(cls)):
         c.add(doc, doc.file, doc.label(), "spec.ingressClassName", f"{cls!r} must be a DNS subdomain")
         cls = None
     cls = cls or annotations.get(LEGACY_CLASS_ANNOTATION)
-    before = len(c.problems)
     rules = []
     raw_rules = spec.get("rules") or []
     if not isinstance(raw_rules, list):

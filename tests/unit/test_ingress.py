@@ -137,8 +137,8 @@ def test_rewrite_target_makes_every_location_of_the_server_a_regex():
     assert [(loc.path, loc.path_type) for loc in default.locations] == [("/testpath", "Prefix"), ("/", "Prefix")]
     text = nginxconf.render(cfg, "/d", nginxconf.Certificate("/d/c", "/d/k", ""))
     assert 'location ~* "^/testpath" {' in text and 'location ~* "^/" {' in text
-    assert 'rewrite "(?i)/testpath" / break;' in text
-    assert "upstream default-test-80 {\n        server 10.244.1.2:8080 max_fails=0;" in text
+    assert 'rewrite "(?i)/testpath" "/" break;' in text
+    assert 'upstream "default-test-80" {\n        server "10.244.1.2:8080" max_fails=0;' in text
 
 
 def test_prefix_paths_get_a_trailing_slash_and_an_exact_twin():
@@ -161,7 +161,7 @@ def test_ssl_redirect_only_for_hosts_with_their_own_certificate():
     cfg = nginxconf.servers([ing], _resolve, lambda i, h: (cert, None))
     text = nginxconf.render(cfg, "/d", nginxconf.Certificate("/d/c", "/d/k", ""))
     assert "return 308 https://$best_http_host$request_uri;" in text
-    assert "ssl_certificate     /d/sec.crt;" in text
+    assert 'ssl_certificate     "/d/sec.crt";' in text
     cfg = nginxconf.servers([ing], _resolve, lambda i, h: (None, "no secret"))
     assert cfg.warnings == ("no secret",)
     assert "return 308" not in nginxconf.render(cfg, "/d", nginxconf.Certificate("/d/c", "/d/k", ""))
