@@ -27,7 +27,6 @@ import selectors
 import signal
 import socket
 import struct
-import subprocess
 import sys
 import threading
 import time
@@ -35,7 +34,7 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import netns
+from . import netns, processes
 from .errors import EmuError
 
 log = logging.getLogger("emu.agent")
@@ -571,14 +570,19 @@ class Agent:
 
     def run(self) -> None:
         next_check = 0.0
+        nginx = _ingress_nginx(self.dir)
         while not self.stopping:
             if time.monotonic() >= next_check:
                 next_check = time.monotonic() + ORPHAN_CHECK
-                if not os.path.exists(self.path(SPEC_FILE)):
+                if processes.owner_gone(self.path(SPEC_FILE)):
                     # Our cluster's record is gone (removed by `down` while we were not recorded, e.g. after `up`
-                    # was killed between spawning us and saving our pid): nobody owns us any more.
+                    # was killed between spawning us and saving our pid): nobody owns us any more -- nor the
+                    # ingress controller's nginx, which cannot notice by itself.
                     log.warning("%s vanished: the cluster was removed; exiting", SPEC_FILE)
+                    if nginx.stop_orphan():
+                        log.warning("stopped the ingress controller's nginx (pid %s), which outlived it", nginx.pid)
                     break
+                nginx.remember()
             for key, _ in self.sel.select(min(self._next_timeout(), ORPHAN_CHECK)):
                 try:
                     _dispatch(key.data)
@@ -725,6 +729,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s agent[%(process)d] %(levelname)s %(message)s")
     log.info("starting in %s", args.dir)
     try:
+        processes.write_pid(os.path.join(args.dir, PID_FILE), os.getpid())  # recorded before anything else
         return serve(os.path.abspath(args.dir))
     except (OSError, ValueError) as e:
         log.error("cannot start: %s", e)
@@ -733,27 +738,21 @@ def main(argv: list[str] | None = None) -> int:
 
 # --- the client API used by the rest of emu ---------------------------------------------------------------------------
 
-_PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+def _ingress_nginx(agent_dir: str) -> processes.Companion:
+    """The cluster's ingress nginx as emu.ingress.controller lays it out: <cluster>/ingress/nginx.pid, written by
+    nginx's `pid` directive, and `-c <cluster>/ingress/nginx.conf` on its command line."""
+    d = os.path.join(os.path.dirname(os.path.abspath(agent_dir)), "ingress")
+    return processes.Companion(os.path.join(d, "nginx.pid"), f"-c {os.path.join(d, 'nginx.conf')}")
 
 
-def start(directory: str, python: str = sys.executable) -> int:
-    """Spawn the daemon for DIR (detached, logging to DIR/agent.log) and return its pid; then `wait_ready`."""
+def start(directory: str) -> int:
+    """Spawn the daemon for DIR (detached, logging to DIR/agent.log, its pid in DIR/agent.pid) and return its pid;
+    then `wait_ready`."""
     client = AgentClient(directory)
     if client.alive():
         raise AgentError(f"an agent already answers on {client.sock_path}")
     _unlink_quiet(client.ready_path)
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_PARENT, env.get("PYTHONPATH")) if p)
-    with open(client.log_path, "ab") as logf, open(os.devnull, "rb") as devnull:
-        proc = subprocess.Popen([python, "-m", "emu.agent", "--dir", os.path.abspath(directory)], stdin=devnull,
-                                stdout=logf, stderr=logf, start_new_session=True, close_fds=True, env=env)
-    # Reap it when it exits, so a long-lived caller never keeps a zombie that still looks alive in /proc.
-    threading.Thread(target=proc.wait, name=f"emu-agent-reaper-{proc.pid}", daemon=True).start()
-    tmp = client.pid_path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(f"{proc.pid}\n")
-    os.replace(tmp, client.pid_path)
-    return proc.pid
+    return processes.spawn_module("emu.agent", directory, LOG_FILE, PID_FILE).pid
 
 
 def pid_alive(pid: int) -> bool:

@@ -9,16 +9,18 @@ from typing import Any
 import click
 
 from . import cluster as clusters
-from . import neighbours, render, report, state, views
+from . import daemons, neighbours, render, report, state, views
 from .errors import EmuError
 
 OUTPUT = click.option("-o", "--output", type=click.Choice(["table", "wide", "json"]), default="table",
                       help="Output format.")
-CLUSTER = click.option("--cluster", "cluster_name", metavar="NAME", help="Cluster to act on (implied when one is up).")
-
-
 from .clierrors import UserError  # noqa: E402
+from .clierrors import cluster_name as _cluster_name  # noqa: E402
+from .clierrors import require_cluster_name  # noqa: E402
 from .clierrors import run as _run  # noqa: E402
+
+CLUSTER = click.option("--cluster", "cluster_name", metavar="NAME", callback=_cluster_name,
+                       help="Cluster to act on (implied when one is up).")
 
 
 def _progress(enabled: bool) -> clusters.Progress:
@@ -26,17 +28,20 @@ def _progress(enabled: bool) -> clusters.Progress:
     last = {"t": 0.0}
 
     def show(stage: str, done: int, total: int) -> None:
-        if not enabled:
+        if not enabled or last["t"] == float("inf"):
             return
         now = time.monotonic()
         if done < total and now - last["t"] < 0.25:
             return
         last["t"] = now
         msg = f"  {stage:<11} {done}/{total}"
-        if tty:
-            click.echo("\r" + msg.ljust(40), err=True, nl=done >= total)
-        elif done >= total:
-            click.echo(msg, err=True)
+        try:
+            if tty:
+                click.echo("\r" + msg.ljust(40), err=True, nl=done >= total)
+            elif done >= total:
+                click.echo(msg, err=True)
+        except OSError:  # `emu up FILE 2>&1 | head -1`: whoever reads has gone; the work goes on, unreported
+            last["t"] = float("inf")
 
     return show
 
@@ -51,12 +56,23 @@ def main() -> None:
 
 
 @main.command()
-@click.argument("file", type=click.Path(dir_okay=False))
-@click.option("--name", help="Cluster name (default: the Cluster's metadata.name).")
+@click.argument("file", metavar="FILE|NAME")
+@click.option("--name", callback=_cluster_name, help="Cluster name (default: the Cluster's metadata.name).")
 @click.option("--dry-run", is_flag=True, help="Print the commands the plan amounts to; change nothing.")
+@click.option("--repair", is_flag=True, help="NAME is a running cluster: restart its daemons that died (agent, DNS "
+                                             "server, ingress nginx).")
 @OUTPUT
-def up(file: str, name: str | None, dry_run: bool, output: str) -> None:
+def up(file: str, name: str | None, dry_run: bool, repair: bool, output: str) -> None:
     """Build the cluster described by FILE, wait until every pod answers, print a summary."""
+    if repair:
+        cname = require_cluster_name(file, "NAME")
+        restarted = _run(lambda: clusters.repair(cname))
+        if output == "json":
+            click.echo(report.to_json({"name": cname, "restarted": restarted}))
+        else:
+            click.echo(f"cluster {cname}: restarted {', '.join(restarted)}" if restarted else
+                       f"cluster {cname}: every daemon is running (nothing to repair)")
+        return
     if dry_run:
         _, _, plan = _run(lambda: clusters.plan_file(file, name))
         click.echo(render.script(plan), nl=False)
@@ -64,7 +80,9 @@ def up(file: str, name: str | None, dry_run: bool, output: str) -> None:
     t0 = time.monotonic()
     cl = _run(lambda: clusters.up(file, name, _progress(output != "json")))
     elapsed = time.monotonic() - t0
-    risk = neighbours.for_up(cl.plan)
+    # the table is shared by every namespace on the host: count the other clusters that are up too
+    risk = neighbours.for_up(cl.plan, neighbours.others(state.names(), cl.name,
+                                                        lambda n: clusters.open_cluster(n).plan))
     from . import nodesettings
 
     warnings = ([risk.message()] if risk.at_risk else []) + nodesettings.unapplied(
@@ -86,7 +104,7 @@ def up(file: str, name: str | None, dry_run: bool, output: str) -> None:
 
 
 @main.command()
-@click.argument("name", required=False)
+@click.argument("name", required=False, callback=_cluster_name)
 @click.option("--all", "all_", is_flag=True, help="Remove every cluster.")
 @OUTPUT
 def down(name: str | None, all_: bool, output: str) -> None:
@@ -97,7 +115,7 @@ def down(name: str | None, all_: bool, output: str) -> None:
         targets = [name]
     else:
         targets = [_run(lambda: clusters.pick(None))]
-    results = {n: clusters.down(n) for n in targets}
+    results = {n: _run(lambda n=n: clusters.down(n)) for n in targets}
     if output == "json":
         click.echo(report.to_json({"removed": [n for n, r in results.items() if r],
                                    "absent": [n for n, r in results.items() if not r]}))
@@ -108,14 +126,17 @@ def down(name: str | None, all_: bool, output: str) -> None:
 
 def _status(cl: clusters.Cluster) -> dict[str, Any]:
     c = cl.topology.cluster
-    return {"name": cl.name, "status": cl.record.status, "topology": cl.record.topology_file,
+    ds = daemons.expected(cl.record)
+    dead = [d.name for d in ds if not d.running]
+    return {"name": cl.name, "status": "degraded" if dead else cl.record.status, "down": dead,
+            "daemons": [d.to_json() for d in ds], "topology": cl.record.topology_file,
             "nodes": len(c.nodes), "pods": len(cl.plan.pods), "backend": c.cni.backend.value,
             "podCIDR": str(c.pod_cidr), "nodeNetwork": str(c.node_network), "mtu": c.mtu,
             "created": cl.record.created, "agentPid": cl.record.agent_pid}
 
 
 @main.command()
-@click.argument("name", required=False)
+@click.argument("name", required=False, callback=_cluster_name)
 @OUTPUT
 def status(name: str | None, output: str) -> None:
     """The clusters that are up (or one of them)."""
@@ -134,7 +155,8 @@ def status(name: str | None, output: str) -> None:
         click.echo("no clusters (emu up FILE)")
         return
     click.echo(report.table(["NAME", "STATUS", "NODES", "PODS", "BACKEND", "POD-CIDR", "AGE"],
-                            [(r["name"], r["status"], r.get("nodes"), r.get("pods"), r.get("backend"),
+                            [(r["name"], r["status"] + (f" ({', '.join(r['down'])} down)" if r.get("down") else ""),
+                              r.get("nodes"), r.get("pods"), r.get("backend"),
                               r.get("podCIDR"), report.age(r["created"]) if r.get("created") else None)
                              for r in rows]))
 
@@ -394,7 +416,9 @@ def matrix(proto: str, port: int, namespaces: str | None, timeout: float, retrie
     from . import probing
 
     cl = _run(lambda: clusters.open_cluster(clusters.pick(cluster_name)))
-    risk = neighbours.for_matrix(cl.plan)
+    risk = neighbours.for_matrix(cl.plan, neighbours.others(state.names(), cl.name,
+                                                            lambda n: clusters.open_cluster(n).plan),
+                                 _namespaces(namespaces))  # before the first probe: what it is about to send
     if risk.at_risk:
         click.echo(risk.message(), err=True)
     res = probing.matrix(cl, proto, port, timeout, _progress(output != "json"), workers=workers,
@@ -432,7 +456,7 @@ def _explain_text(res: dict[str, Any]) -> str:
 
 @main.command()
 @click.argument("file", type=click.Path(dir_okay=False), default="topologies/flannel-vxlan.yaml")
-@click.option("--name", help="Cluster name (default: the Cluster's metadata.name).")
+@click.option("--name", callback=_cluster_name, help="Cluster name (default: the Cluster's metadata.name).")
 @OUTPUT
 def demo(file: str, name: str | None, output: str) -> None:
     """The main job: up, probe every pod from every pod (TCP and UDP), the MTU edge across nodes, then down."""

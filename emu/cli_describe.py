@@ -7,6 +7,7 @@ from . import cluster as clusters
 from . import describe as describer
 from . import events, report
 from .clierrors import UserError
+from .clierrors import cluster_name as cluster_name_check
 from .clierrors import run as _run
 from .errors import EmuError
 
@@ -23,7 +24,8 @@ ENDPOINTS_WARNING = "Warning: v1 Endpoints is deprecated in v1.33+; use discover
               help="Show the object's Events (default: true for one object, false for several or a name prefix).")
 @click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text",
               help="json: per object its kind, namespace, name, the text and its Events as data.")
-@click.option("--cluster", "cluster_name", metavar="NAME", help="Cluster to act on (implied when one is up).")
+@click.option("--cluster", "cluster_name", metavar="NAME", callback=cluster_name_check,
+              help="Cluster to act on (implied when one is up).")
 def describe(kind: str, name: str | None, namespace: str, all_namespaces: bool, show_events: bool | None,
              output: str, cluster_name: str | None) -> None:
     """Show details of a Service, Pod, NetworkPolicy, Node, Ingress or Endpoints, as kubectl describe does.

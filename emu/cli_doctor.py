@@ -9,6 +9,7 @@ import click
 
 from . import cluster as clusters
 from . import report
+from .clierrors import cluster_name as cluster_name_check
 from .clierrors import run as _run
 from .doctor.run import CHECKS
 
@@ -31,13 +32,14 @@ def _progress(enabled: bool) -> Callable[[str, int, int], None]:
 
 
 @click.command()
-@click.argument("name", required=False)
+@click.argument("name", required=False, callback=cluster_name_check)
 @click.option("--check", "only", multiple=True, type=click.Choice(list(CHECKS)), metavar="CHECK",
               help=f"Run only this check (repeatable): {', '.join(CHECKS)}.")
 @click.option("--timeout", type=float, default=1.0, show_default=True, help="Seconds to wait for each probe answer.")
 @click.option("-o", "--output", type=click.Choice(["table", "wide", "json"]), default="table",
               help="Output format (wide: every finding with its evidence).")
-@click.option("--cluster", "cluster_name", metavar="NAME", help="Cluster to act on (same as NAME).")
+@click.option("--cluster", "cluster_name", metavar="NAME", callback=cluster_name_check,
+              help="Cluster to act on (same as NAME).")
 def doctor(name: str | None, only: tuple[str, ...], timeout: float, output: str, cluster_name: str | None) -> None:
     """Run the troubleshooting checklist on a live cluster and print each finding with its evidence.
 

@@ -13,6 +13,7 @@ from . import cluster as clusters
 from . import report
 
 
+from .clierrors import cluster_name as cluster_name_check  # noqa: E402
 from .clierrors import run as _run  # noqa: E402
 
 
@@ -55,7 +56,8 @@ def _cluster(name: str | None) -> clusters.Cluster:
               help="Draw the path across the nodes (graphviz).")
 @click.option("-o", "--output", type=click.Choice(["table", "wide", "json"]), default="table",
               help="Output format (wide: every packet of the flow).")
-@click.option("--cluster", "cluster_name", metavar="NAME", help="Cluster to act on (implied when one is up).")
+@click.option("--cluster", "cluster_name", metavar="NAME", callback=cluster_name_check,
+              help="Cluster to act on (implied when one is up).")
 def trace(src: str, dst: str, proto: str, port: int | None, size: int | None, df: bool, timeout: float,
           no_rules: bool, pcap_dir: str | None, svg_file: str | None, output: str, cluster_name: str | None) -> None:
     """Follow one probe packet hop by hop: every interface, rewrite and rule it met, and its reply.
@@ -82,7 +84,8 @@ def trace(src: str, dst: str, proto: str, port: int | None, size: int | None, df
 @click.option("-w", "write", metavar="FILE", type=click.Path(dir_okay=False), help="Write a pcap file.")
 @click.option("--count", type=click.IntRange(1), help="Stop after N packets.")
 @click.option("--seconds", type=click.FloatRange(0, min_open=True), help="Stop after S seconds.")
-@click.option("--cluster", "cluster_name", metavar="NAME", help="Cluster to act on (implied when one is up).")
+@click.option("--cluster", "cluster_name", metavar="NAME", callback=cluster_name_check,
+              help="Cluster to act on (implied when one is up).")
 def capture(target: str, bpf: str | None, write: str | None, count: int | None, seconds: float | None,
             cluster_name: str | None) -> None:
     """tcpdump anywhere in the emulated network: TARGET is NS/POD, node/NAME, external or underlay; IFACE

@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from .errors import EmuError
+from .names import cluster_name_error
 
 
 class UserError(click.ClickException):
@@ -26,3 +27,20 @@ def run(fn: Callable[[], Any]) -> Any:
         return fn()
     except EmuError as e:
         raise UserError(str(e), e.exit_code) from None
+
+
+def require_cluster_name(value: str, where: str) -> str:
+    """`value` if it can name a cluster; else one line naming `where` it came from, exit 2."""
+    bad = cluster_name_error(value)
+    if bad:
+        raise UserError(f"{where}: {bad}", 2)
+    return value
+
+
+def cluster_name(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """click callback for every option or argument that names a cluster: refused in one line, exit 2, before any path
+    is built from it."""
+    if value is None:
+        return None
+    return require_cluster_name(value, param.opts[0] if param.param_type_name == "option" else
+                                (param.name or "NAME").upper())

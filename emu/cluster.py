@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from . import agent, apply, ipam, kernel, multus, netns, planner, processes, state, topology
+from . import agent, apply, daemons, ipam, kernel, multus, netns, planner, processes, state, topology
 from . import events
 from .cni import pods as cni_pods
 from .dns import addon as dns_addon
@@ -74,6 +74,7 @@ def _stored(doc: topology.Document) -> dict[str, Any]:
 def pick(name: str | None) -> str:
     """`--cluster NAME`; with exactly one cluster up it is implied."""
     if name:
+        state.cluster_dir(name)  # refuses a name that is not a cluster name, before anything is built from it
         return name
     running = state.names()
     if len(running) == 1:
@@ -105,22 +106,25 @@ def _plan_documents(path: str, name: str | None
 def up(path: str, name: str | None = None, progress: Progress = _quiet) -> Cluster:
     topo, alloc, plan, docs = _plan_documents(path, name)
     preflight(plan, topo)
-    rec = state.claim(topo.cluster.name, os.path.abspath(path))
-    rec.documents = [_stored(d) for d in docs]
-    rec.allocations = alloc.to_json()
-    rec.netns = plan.all_netns()
-    rec.created = time.time()
-    rec.save()  # ownership first: from here on, `down` can undo whatever happens
-    cl = Cluster(rec, topo, alloc, plan)
+    rec, lock = state.claim(topo.cluster.name, os.path.abspath(path))
     try:
-        _build(cl, progress)
-    except BaseException:
-        down(rec.name)
-        raise
-    rec.status = "up"
-    rec.save()
-    events.record(rec, events.between(None, cl))
-    return cl
+        rec.documents = [_stored(d) for d in docs]
+        rec.allocations = alloc.to_json()
+        rec.netns = plan.all_netns()
+        rec.created = time.time()
+        rec.save()  # ownership first: from here on, `down` can undo whatever happens
+        cl = Cluster(rec, topo, alloc, plan)
+        try:
+            _build(cl, progress)
+            rec.status = "up"
+            rec.save()
+            events.record(rec, events.between(None, cl))
+        except BaseException:
+            _remove(rec)
+            raise
+        return cl
+    finally:
+        lock.release()
 
 
 def sync_services(cl: Cluster, old: Cluster | None) -> list[kpsync.SyncResult]:
@@ -208,6 +212,27 @@ def _start_agent(cl: Cluster) -> None:
     agent.AgentClient(d).wait_ready(timeout=60)
 
 
+def _restarters() -> dict[str, Callable[[Cluster], None]]:
+    """How each daemon of `daemons.expected` is started again (as `up` starts it)."""
+    return {"agent": _start_agent, "dns": dns_addon.start, "ingress-nginx": ingress.start}
+
+
+def _repair(cl: Cluster) -> list[str]:
+    """Start every daemon the record expects that is not running; the caller holds the cluster's lock."""
+    dead = [d.name for d in daemons.down(cl.record)]
+    restart = _restarters()
+    for name in dead:
+        restart[name](cl)
+    return dead
+
+
+def repair(name: str, on_wait: Callable[[str], None] | None = None) -> list[str]:
+    """`emu up --repair NAME`: restart the cluster's daemons that died (the agent, the DNS server, nginx); returns
+    the names of those it restarted.  Every command that changes the cluster does the same first."""
+    with state.locked(name, "emu up --repair", on_wait):
+        return _repair(open_cluster(name))
+
+
 def _answers_here(ip: str, port: int, proto: Protocol, pod_name: str) -> bool:
     """Inside the pod's namespace: does the server answer at the pod's own address, as that pod?"""
     kind = socket.SOCK_STREAM if proto is Protocol.TCP else socket.SOCK_DGRAM
@@ -256,48 +281,43 @@ def wait_ready(cl: Cluster, progress: Progress = _quiet, timeout: float = 30.0) 
 # --- down -----------------------------------------------------------------------------------------------------------
 
 
-def _agent_pids(rec: state.Record) -> set[int]:
-    """The recorded pid, and the pid file `agent.start` writes (a kill between spawn and record leaves only that);
-    a pid counts only while its command line is our agent on this cluster's directory (pids get recycled)."""
-    pids = {rec.agent_pid} if rec.agent_pid else set()
-    try:
-        with open(os.path.join(rec.agent_dir, "agent.pid")) as f:
-            pids.add(int(f.read().strip()))
-    except (OSError, ValueError):
-        pass
-    return {p for p in pids if _is_our_agent(p, rec.agent_dir)}
-
-
-def _is_our_agent(pid: int, agent_dir: str) -> bool:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            argv = f.read().decode(errors="replace").split("\0")
-    except OSError:
-        return False
-    return "emu.agent" in argv and os.path.abspath(agent_dir) in argv and agent.pid_alive(pid)
-
-
 def _stop_agent(rec: state.Record) -> None:
-    for pid in _agent_pids(rec):
-        processes.stop(pid, lambda p: _is_our_agent(p, rec.agent_dir))
+    for pid in daemons.agent_pids(rec):
+        processes.stop(pid, lambda p: daemons.is_our_agent(p, rec.agent_dir))
 
 
-def down(name: str) -> bool:
-    """Remove everything the record names.  Idempotent; returns False if there was nothing to remove."""
-    rec = state.load(name)
-    if rec is None:
-        if os.path.isdir(state.cluster_dir(name)):
-            state.forget(name)
+def down(name: str, on_wait: Callable[[str], None] | None = None) -> bool:
+    """Remove everything the record names, under the cluster's lock (a command still changing the cluster finishes
+    first).  Idempotent; returns False if there was nothing to remove."""
+    if not state.exists(name):
+        return False
+    try:
+        lock = state.Lock.take(name, "emu down", on_wait)
+    except ClusterError:  # removed by another `down` meanwhile, or not a cluster directory of ours
+        if os.path.islink(state.cluster_dir(name)):
+            state.forget(name)  # a symlink planted in the state directory: unlink it, never follow it
             return True
         return False
+    try:
+        rec = state.load(name)
+        if rec is None:  # `up` was killed between making the directory and writing the record
+            state.forget(name)
+        else:
+            _remove(rec)
+        return True
+    finally:
+        lock.release()
+
+
+def _remove(rec: state.Record) -> None:
+    """Everything the record names, in reverse order of making it; the caller holds the cluster's lock."""
     _stop_agent(rec)
     ingress.stop(rec)  # nginx, before its pod's namespace goes
     dns_addon.stop(rec)  # the DNS server and the /etc/netns files the record names
     cni_pods.detach(rec.dir)  # DEL for every recorded CNI ADD, while the namespaces still exist
     for ns in rec.netns:
         netns.remove(ns)
-    state.forget(name)
-    return True
+    state.forget(rec.name)
 
 
 # --- live changes: emu apply -f / emu delete -f --------------------------------------------------------------------
@@ -327,20 +347,25 @@ def _manifests(path: str) -> list[topology.Document]:
 
 def apply_file(name: str, path: str, progress: Progress = _quiet) -> Change:
     """kubectl apply: objects in the file are created or replaced; the cluster converges live."""
-    cl = open_cluster(name)
-    new = {_ident(d.body): _stored(d) for d in _manifests(os.path.abspath(path))}
-    docs = [new.pop(_ident(d["body"]), d) for d in cl.record.documents]  # replace in place
-    return _converge(cl, docs + list(new.values()), progress)
+    manifests = _manifests(os.path.abspath(path))  # read and checked before the lock: bad input waits for nothing
+    with state.locked(name, "emu apply"):
+        cl = open_cluster(name)
+        _repair(cl)
+        new = {_ident(d.body): _stored(d) for d in manifests}
+        docs = [new.pop(_ident(d["body"]), d) for d in cl.record.documents]  # replace in place
+        return _converge(cl, docs + list(new.values()), progress)
 
 
 def delete_file(name: str, path: str, progress: Progress = _quiet) -> Change:
     """kubectl delete: the file's objects go; deleting a Namespace deletes what lives in it."""
-    cl = open_cluster(name)
     gone = {_ident(d.body) for d in _manifests(os.path.abspath(path))}
     gone_ns = {n for k, _, n in gone if k == "Namespace"}
-    docs = [d for i, d in enumerate(cl.record.documents)
-            if i == 0 or (_ident(d["body"]) not in gone and _ident(d["body"])[1] not in gone_ns)]
-    return _converge(cl, docs, progress)
+    with state.locked(name, "emu delete"):
+        cl = open_cluster(name)
+        _repair(cl)
+        docs = [d for i, d in enumerate(cl.record.documents)
+                if i == 0 or (_ident(d["body"]) not in gone and _ident(d["body"])[1] not in gone_ns)]
+        return _converge(cl, docs, progress)
 
 
 def _converge(cl: Cluster, docs: list[dict[str, Any]], progress: Progress) -> Change:
@@ -437,11 +462,13 @@ CONDITIONS = {"ready": {"ready": True, "terminating": False}, "not-ready": {"rea
 def mark(name: str, pod: str, condition: str) -> Change:
     """Set a pod's readiness or termination, as the kubelet and the API server would, and let kube-proxy follow:
     its endpoints become not ready, or serving-and-terminating (still used when nothing else is ready)."""
-    cl = open_cluster(name)
-    if cl.plan.pod(pod) is None:
-        raise ClusterError(f"no pod {pod} in cluster {name}")
-    cl.record.pod_conditions[pod] = CONDITIONS[condition]
-    return _converge(cl, cl.record.documents, _quiet)
+    with state.locked(name, "emu mark"):
+        cl = open_cluster(name)
+        if cl.plan.pod(pod) is None:
+            raise ClusterError(f"no pod {pod} in cluster {name}")
+        _repair(cl)
+        cl.record.pod_conditions[pod] = CONDITIONS[condition]
+        return _converge(cl, cl.record.documents, _quiet)
 
 
 def _only(topo: Topology, keys: set[str]) -> Topology:

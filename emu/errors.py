@@ -51,5 +51,11 @@ class ValidationError(EmuError):
         super().__init__("\n".join(str(p) for p in self.problems))
 
 
+class InvalidName(EmuError):
+    """A name given on the command line (a cluster name) that emu refuses before building any path from it."""
+
+    exit_code = 2
+
+
 class ClusterError(EmuError):
     """A cluster-level failure: unknown cluster, name in use, missing kernel feature, ..."""

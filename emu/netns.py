@@ -42,6 +42,10 @@ def _check(ret: int, what: str, name: str) -> None:
 
 
 def path(name: str) -> str:
+    """/run/netns/<name>; a name that is not one file name there (a '/', '.', '..', NUL, over NAME_MAX) is a bug or
+    a tampered record, and never becomes a path (remove() unmounts and unlinks what this returns)."""
+    if not name or name in (".", "..") or "/" in name or "\0" in name or len(name.encode()) > 255:
+        raise ValueError(f"not a network namespace name: {name!r}")
     return os.path.join(NETNS_RUN_DIR, name)
 
 

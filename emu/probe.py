@@ -26,7 +26,8 @@ import select
 import socket
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from typing import Any
@@ -240,9 +241,23 @@ def _ip_mtu(s: socket.socket) -> int | None:
         return None
 
 
+@contextmanager
+def _nonblocking(s: socket.socket) -> Iterator[None]:
+    """MSG_DONTWAIT alone is not enough in Python: on a socket with a timeout, CPython answers the kernel's EAGAIN
+    by polling the socket until the timeout and retrying (sock_call_ex), so an empty error queue would cost the
+    whole timeout (a TCP probe refused by an RST took 1 s).  A timeout of 0 makes the call return at once."""
+    before = s.gettimeout()
+    s.settimeout(0)
+    try:
+        yield
+    finally:
+        s.settimeout(before)
+
+
 def _read_errqueue(s: socket.socket) -> ExtendedErr | None:
     try:
-        quoted, anc, _flags, _addr = s.recvmsg(2048, 1024, socket.MSG_ERRQUEUE | socket.MSG_DONTWAIT)
+        with _nonblocking(s):
+            quoted, anc, _flags, _addr = s.recvmsg(2048, 1024, socket.MSG_ERRQUEUE | socket.MSG_DONTWAIT)
     except (BlockingIOError, InterruptedError):
         return None
     except OSError:
@@ -256,7 +271,8 @@ def _read_errqueue(s: socket.socket) -> ExtendedErr | None:
 def _recv_nowait(s: socket.socket, size: int = 65535) -> bytes | None:
     """One datagram if there is one; None if none (or a pending socket error was reported instead)."""
     try:
-        return s.recv(size, socket.MSG_DONTWAIT)
+        with _nonblocking(s):
+            return s.recv(size, socket.MSG_DONTWAIT)
     except (BlockingIOError, InterruptedError):
         return None
     except OSError:

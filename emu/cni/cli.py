@@ -9,6 +9,7 @@ import click
 
 from .. import cluster as clusters
 from .. import state
+from ..clierrors import cluster_name as cluster_name_check
 from ..errors import EmuError
 from . import pods, runtime
 
@@ -40,7 +41,8 @@ def cni() -> None:
 @cni.command("log")
 @click.argument("pod", required=False, metavar="[NS/POD]")
 @click.option("-o", "--output", type=click.Choice(["table", "wide", "json"]), default="table")
-@click.option("--cluster", "cluster_name", metavar="NAME", help="Cluster to act on (implied when one is up).")
+@click.option("--cluster", "cluster_name", metavar="NAME", callback=cluster_name_check,
+              help="Cluster to act on (implied when one is up).")
 def log(pod: str | None, output: str, cluster_name: str | None) -> None:
     """Every plugin call for POD (all pods without it): command, plugin, exit status, time; -o wide adds the
     stdin, the CNI_* environment, the result and a command line that replays the call; -o json has all of it."""

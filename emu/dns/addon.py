@@ -10,20 +10,19 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import re
 import socket
-import subprocess
-import sys
-import threading
 import time
 from typing import Any
 
 from .. import names, processes, state
-from ..documents import Collector, Document
+from ..documents import DNS_SUBDOMAIN, Collector, Document
 from ..errors import ClusterError
 from ..ipam import external_ip
 from ..ingress import controller as ingress
-from . import corefile, corelog, records, resolvconf, wire
+from . import corefile, corelog, records, resolvconf, server, wire
 
+CONFIGMAP_KEY = re.compile(r"^[-._a-zA-Z0-9]+\Z")  # k8s.io/apimachinery validation.IsConfigMapKey
 ADDON_INDEX = 100000  # document index of the synthesized objects (error messages name them as documents)
 DNS_LABELS = {"k8s-app": "kube-dns"}
 ETC_NETNS = os.environ.get("EMU_ETC_NETNS", "/etc/netns")
@@ -44,10 +43,16 @@ def corefile_text(bodies: list[dict[str, Any]]) -> str | None:
 
 def check_configmap(doc: Document, c: Collector) -> None:
     """ConfigMaps are recorded; the coredns one must hold a Corefile CoreDNS would start with."""
+    name = doc.meta.get("name")
+    if not isinstance(name, str) or len(name) > 253 or not DNS_SUBDOMAIN.match(name):
+        c.add(doc, doc.file, doc.label(), "metadata.name", f"ConfigMap name {name!r} must be a DNS subdomain")
     data = doc.body.get("data")
     if data is not None and not isinstance(data, dict):
         c.add(doc, doc.file, doc.label(), "data", "must be a mapping of keys to strings")
         return
+    for key in data or {}:  # IsConfigMapKey: a key is a file name in a volume
+        if not isinstance(key, str) or len(key) > 253 or not CONFIGMAP_KEY.match(key) or key in (".", ".."):
+            c.add(doc, doc.file, doc.label(), f"data[{key}]", f"{key!r} must be letters, digits, '-', '_' or '.'")
     if _is_coredns_configmap(doc.body) and data and "Corefile" in data:
         try:
             corefile.parse(str(data["Corefile"]))
@@ -230,21 +235,13 @@ def start(cl: Any) -> None:
     write_resolv_confs(cl)
     if not write_zone(cl):
         return
-    if _pids(cl.record):
+    if pids(cl.record):
         return
     d = dns_dir(cl.record)
     ready = os.path.join(d, "dns.ready")
     if os.path.exists(ready):
         os.unlink(ready)
-    env = dict(os.environ)
-    parent = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (parent, env.get("PYTHONPATH")) if p)
-    with open(os.path.join(d, "dns.log"), "ab") as logf, open(os.devnull, "rb") as devnull:
-        proc = subprocess.Popen([sys.executable, "-m", "emu.dns.server", "--dir", os.path.abspath(d)], stdin=devnull,
-                                stdout=logf, stderr=logf, start_new_session=True, close_fds=True, env=env)
-    threading.Thread(target=proc.wait, daemon=True).start()
-    with open(os.path.join(d, "dns.pid"), "w") as f:
-        f.write(f"{proc.pid}\n")
+    proc = processes.spawn_module("emu.dns.server", d, "dns.log", server.PID_FILE)
     cl.record.dns_pid = proc.pid
     cl.record.save()
     deadline = time.monotonic() + 20
@@ -277,21 +274,18 @@ def _is_ours(pid: int, d: str) -> bool:
     return argv is not None and "emu.dns.server" in argv and os.path.abspath(d) in argv
 
 
-def _pids(rec: state.Record) -> set[int]:
+def pids(rec: state.Record) -> set[int]:
+    """The live DNS server processes of this cluster: the recorded pid and the server's own pid file."""
     d = dns_dir(rec)
-    pids = {rec.dns_pid} if getattr(rec, "dns_pid", None) else set()
-    try:
-        with open(os.path.join(d, "dns.pid")) as f:
-            pids.add(int(f.read().strip()))
-    except (OSError, ValueError):
-        pass
-    return {p for p in pids if _is_ours(p, d)}
+    found = {rec.dns_pid} if rec.dns_pid else set()
+    found |= processes.read_pids(os.path.join(d, server.PID_FILE))
+    return {p for p in found if _is_ours(p, d)}
 
 
 def stop(rec: state.Record) -> None:
     """Down: the server, then the resolv.conf files the record names."""
     d = dns_dir(rec)
-    for pid in _pids(rec):
+    for pid in pids(rec):
         processes.stop(pid, lambda p: _is_ours(p, d))
     for path in getattr(rec, "etc_files", []) or []:
         processes.remove_etc(path)

@@ -20,12 +20,13 @@ import threading
 import time
 from typing import Any
 
-from .. import netns
+from .. import netns, processes
 from . import corelog, records, wire
 
 log = logging.getLogger("emu.dns")
 
 # The external host's resolver: names outside the cluster (documentation addresses, RFC 5737).
+PID_FILE = "dns.pid"  # written by the server itself as it starts (and by `addon.start` right after the fork)
 EXTERNAL_NAMES = {
     "example.com.": "203.0.113.10",
     "www.example.com.": "203.0.113.10",
@@ -253,6 +254,10 @@ class Server:
         self.pod_print(None, corelog.banner(self.corefile, c.get("servers") or [f".:{self.conf.get('port', 53)}"],
                                             self.plugins()))
         while not self.stop:
+            if processes.owner_gone(os.path.join(self.dir, "server.json")):
+                # `emu down` removed our cluster's directory (perhaps before it could record us): nobody owns us.
+                log.warning("server.json vanished: the cluster was removed; exiting")
+                break
             for key, _ in self.sel.select(timeout=0.3):
                 kind, ns, role = key.data
                 s = key.fileobj
@@ -294,6 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(stream=sys.stderr, level=logging.INFO,
                         format="%(asctime)s dns[%(process)d] %(levelname)s %(message)s")
+    processes.write_pid(os.path.join(args.dir, PID_FILE), os.getpid())  # recorded before anything else
     srv = Server(os.path.abspath(args.dir))
 
     def stop(*_: Any) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence, Set as AbstractSet
 from typing import Any
 
+from ..daemons import Daemon
 from ..endpoints import all_services
 from ..ipam import Allocations
 from ..model import Service, Topology
@@ -107,6 +108,25 @@ def policies(topo: Topology, host_network: AbstractSet[str] = frozenset()) -> li
                                f"pods in namespace {pol.namespace}: " +
                                (", ".join(f"{p.name} ({_selector(dict(p.labels))})" for p in topo.pods
                                           if p.namespace == pol.namespace) or "none")]))
+    return out
+
+
+# --- emu's daemons ------------------------------------------------------------------------------------------------
+
+
+def daemons(found: Sequence[Daemon], cluster: str) -> list[Finding]:
+    """Each daemon the record expects runs; a dead one fails, naming what stops working without it (every other
+    check that sends packets would blame the network for it)."""
+    if not found:
+        return [f.skip("daemons", "cluster", "the cluster is not up: no daemon is expected yet")]
+    out = []
+    for d in found:
+        subj = f"daemon/{d.name}"
+        if d.running:
+            out.append(f.ok("daemons", subj, f"running (pid {', '.join(map(str, d.pids))})"))
+        else:
+            out.append(f.fail("daemons", subj, f"not running: {d.what} do not answer; emu up --repair {cluster} "
+                                               "starts it again", [f"no live process of ours for {d.name}"]))
     return out
 
 

@@ -13,8 +13,9 @@ import subprocess
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .. import netns, observe
+from .. import daemons, netns, observe
 from ..apply import Sockets
+from ..daemons import Daemon
 from ..kubeproxy import iptables as ipt
 from ..kubeproxy import nftables as nft
 from ..kubeproxy import sync as kpsync
@@ -61,6 +62,10 @@ class Kernel(Protocol):
         """Resolve `name` from the pod with its resolv.conf (`emu probe POD --dns NAME`)."""
         ...
 
+    def daemons(self, cl: "Cluster") -> list[Daemon]:
+        """emu's daemons the cluster's record expects, each with the live processes found for it."""
+        ...
+
 
 def _run(ns: str, argv: list[str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     return netns.run_in(ns, lambda: subprocess.run(argv, input=stdin, capture_output=True, text=True))
@@ -76,6 +81,9 @@ def _read_int(path: str) -> int | None:
 
 class LiveKernel:
     """The running kernel."""
+
+    def daemons(self, cl: "Cluster") -> list[Daemon]:
+        return daemons.expected(cl.record)
 
     def observe(self, names: list[str]) -> dict[str, Observed | None]:
         out: dict[str, Observed | None] = {}

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 Progress = Callable[[str, int, int], None]
 
 CHECKS: dict[str, str] = {
+    "daemons": "emu's daemons of the cluster run (the pods' servers, cluster DNS, ingress nginx)",
     "routes": "links, addresses, routes, neighbours and FDB entries of every namespace, as planned",
     "mtu": "every link's MTU as planned, and the MTU along each node-to-node pod path",
     "pod-to-pod": "a probe between pods across every ordered pair of nodes",
@@ -184,12 +185,16 @@ def _kube_proxy(ctx: _Ctx) -> list[Finding]:
     return out
 
 
+def _daemons(ctx: _Ctx) -> list[Finding]:
+    return checks.daemons(ctx.kernel.daemons(ctx.cl), ctx.cl.name)
+
+
 def _conntrack(ctx: _Ctx) -> list[Finding]:
     return [checks.conntrack(n.name, ctx.kernel.conntrack(n.netns)) for n in ctx.cl.plan.nodes]
 
 
 RUNNERS: dict[str, Callable[[_Ctx], list[Finding]]] = {
-    "routes": _routes, "mtu": _mtu, "pod-to-pod": _pod_to_pod, "services": _services, "dns": _dns,
+    "daemons": _daemons, "routes": _routes, "mtu": _mtu, "pod-to-pod": _pod_to_pod, "services": _services, "dns": _dns,
     "policies": _policies, "kube-proxy": _kube_proxy, "conntrack": _conntrack,
 }
 

@@ -28,7 +28,7 @@ def cl(c):
 
 def test_server_runs_in_coredns_pods(dns):
     rec = state.load(dns.name)
-    assert rec.dns_pid and addon._pids(rec) == {rec.dns_pid}
+    assert rec.dns_pid and addon.pids(rec) == {rec.dns_pid}
     assert all(os.path.exists(f) for f in rec.etc_files) and len(rec.etc_files) == 11  # 8 pods, 2 nodes, external
 
 

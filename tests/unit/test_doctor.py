@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from emu import cluster as clusters
-from emu import ipam, planner, state, topology
+from emu import daemons, ipam, planner, state, topology
 from emu.doctor import checks, mtu, pairs, render, rulesets
 from emu.doctor import run as doctor_run
 from emu.doctor import state as kstate
@@ -539,6 +539,7 @@ class FakeKernel:
         self.observed = observed_from_plan(cl.plan)
         self.live = WANT_IPT
         self.probes: list[pairs.Probe] = []
+        self.agent_pids: tuple[int, ...] = (4242,)
 
     def observe(self, names):
         return {n: self.observed.get(n) for n in names}
@@ -561,6 +562,9 @@ class FakeKernel:
 
     def dns(self, cl, pod, name, timeout):
         raise AssertionError("no cluster DNS in this topology")
+
+    def daemons(self, cl):
+        return [daemons.Daemon("agent", "every pod's TCP/UDP servers", self.agent_pids)]
 
 
 def test_a_healthy_cluster_passes_every_check():
@@ -593,12 +597,25 @@ def test_a_run_names_the_fault_and_renders_its_evidence():
         doctor_run.run(VXLAN, only=["nope"], kernel=k)
 
 
+def test_a_dead_daemon_fails_the_daemons_check_and_says_how_to_repair():
+    k = FakeKernel(VXLAN)
+    k.agent_pids = ()  # the agent died
+    rep = doctor_run.run(VXLAN, only=["daemons"], kernel=k)
+    (bad,) = rep.findings
+    assert not rep.ok and bad.status is Status.FAIL and bad.subject == "daemon/agent"
+    assert "emu up --repair " in bad.message and "every pod's TCP/UDP servers" in bad.message
+    k.agent_pids = (4242,)
+    (good,) = doctor_run.run(VXLAN, only=["daemons"], kernel=k).findings
+    assert good.status is Status.OK and "4242" in good.message
+
+
 def test_cli_json_and_exit_status(tmp_path, monkeypatch):
     monkeypatch.setenv("EMU_STATE_DIR", str(tmp_path))
     path = str(TOPOLOGIES / "flannel-vxlan.yaml")
     docs = topology.read_documents(path)
     topo = topology.load_documents(path, docs, "doc1")
-    rec = state.claim("doc1", path)
+    rec, lock = state.claim("doc1", path)
+    lock.release()
     rec.documents = [{"file": d.file, "index": d.index, "body": d.body} for d in docs]
     rec.allocations = ipam.allocate(topo, ipam.Allocations.empty()).to_json()
     rec.status = "up"

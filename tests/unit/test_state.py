@@ -1,0 +1,160 @@
+"""The state directory's guards (issue 12): names that are no cluster names never become paths, nothing emu writes
+or deletes resolves outside its own directories, and the per-cluster lock makes changing commands take turns."""
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import pytest
+
+from emu import names, netns, processes, state
+from emu.errors import ClusterError, InvalidName
+
+
+@pytest.fixture
+def root(tmp_path, monkeypatch):
+    d = tmp_path / "state"
+    d.mkdir()
+    monkeypatch.setenv("EMU_STATE_DIR", str(d))
+    return d
+
+
+@pytest.mark.parametrize("bad", ["", "..", "../x", "/tmp/x", "a/b", "A", "a.b", "a_b", "-a", "a-", "a\n", "a\0",
+                                 "x" * (names.CLUSTER_NAME_MAX + 1), 7, None])
+def test_no_path_is_built_from_a_name_that_is_no_cluster_name(root, bad):
+    assert names.cluster_name_error(bad)
+    with pytest.raises(InvalidName, match="DNS-1123 label"):
+        state.cluster_dir(bad)
+
+
+@pytest.mark.parametrize("good", ["a", "demo", "t0a1b2c", "x" * names.CLUSTER_NAME_MAX, "a-b-1"])
+def test_cluster_names(root, good):
+    assert names.cluster_name_error(good) is None and state.cluster_dir(good) == os.path.join(str(root), good)
+
+
+def test_forget_unlinks_a_planted_symlink_and_never_follows_it(root, tmp_path):
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "keep").write_text("x")
+    os.symlink(victim, root / "evil")
+    state.forget("evil")
+    assert not os.path.lexists(root / "evil") and (victim / "keep").exists()
+
+
+def test_write_file_refuses_a_planted_symlink_out_of_the_cluster_directory(root, tmp_path):
+    rec, lock = state.claim("c1", "t.yaml")
+    lock.release()
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    os.symlink(outside, os.path.join(rec.dir, "nodes"))
+    with pytest.raises(ClusterError, match="outside"):
+        state.write_file(rec, "nodes/n1/run/flannel/subnet.env", "FLANNEL_MTU=1450\n")
+    assert not list(outside.iterdir())
+    with pytest.raises(ClusterError, match="outside"):
+        state.write_file(rec, "../c2/cluster.json", "{}")
+    assert state.write_file(rec, "agent/agent.json", "{}").startswith(rec.dir + os.sep)
+
+
+def test_status_lists_only_directories_with_a_record(root, tmp_path):
+    rec, lock = state.claim("real", "t.yaml")
+    lock.release()
+    (root / "junk").mkdir()  # no record
+    (root / "Not_A_Name").mkdir()
+    (root / "Not_A_Name" / state.RECORD_FILE).write_text("{}")
+    outside = tmp_path / "o"
+    outside.mkdir()
+    (outside / state.RECORD_FILE).write_text("{}")
+    os.symlink(outside, root / "linked")
+    assert state.names() == ["real"]
+
+
+def test_a_damaged_record_loads_as_an_empty_one(root):
+    rec, lock = state.claim("c1", "t.yaml")
+    lock.release()
+    with open(os.path.join(rec.dir, state.RECORD_FILE), "w") as f:
+        f.write('{"name": "c1", "surprise": 1}')
+    assert state.load("c1") == state.Record("c1", "")
+
+
+@pytest.mark.parametrize("bad", ["../../etc/passwd", "a/b", ".", "..", "", "x\0y", "x" * 256])
+def test_a_namespace_name_from_a_record_never_becomes_another_path(bad):
+    with pytest.raises(ValueError, match="not a network namespace name"):
+        netns.path(bad)
+
+
+def test_remove_etc_touches_only_files_of_etc_netns(tmp_path, monkeypatch):
+    etc = tmp_path / "etc-netns"
+    (etc / "c1.n1").mkdir(parents=True)
+    (etc / "c1.n1" / "resolv.conf").write_text("x")
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    (other / "resolv.conf").write_text("keep")
+    monkeypatch.setenv("EMU_ETC_NETNS", str(etc))
+    processes.remove_etc(str(other / "resolv.conf"))
+    processes.remove_etc(str(etc / "c1.n1" / ".." / ".." / "elsewhere" / "resolv.conf"))
+    assert (other / "resolv.conf").read_text() == "keep"
+    processes.remove_etc(str(etc / "c1.n1" / "resolv.conf"))
+    assert not (etc / "c1.n1").exists()
+
+
+# --- the per-cluster lock -----------------------------------------------------------------------------------------
+
+
+def _taker(name: str, got: list, said: list) -> threading.Thread:
+    def run() -> None:
+        try:
+            lock = state.Lock.take(name, "emu apply", said.append)
+            got.append("locked")
+            lock.release()
+        except ClusterError as e:
+            got.append(str(e))
+
+    t = threading.Thread(target=run)
+    t.start()
+    return t
+
+
+def test_a_second_command_waits_says_who_holds_the_lock_then_goes_on(root, monkeypatch):
+    monkeypatch.setattr(state, "LOCK_NOTICE", 0.1)
+    rec, lock = state.claim("c1", "t.yaml", "emu up")
+    got: list[str] = []
+    said: list[str] = []
+    t = _taker("c1", got, said)
+    time.sleep(0.4)
+    assert got == [] and said == [f"waiting for cluster 'c1': pid {os.getpid()} (emu up) is changing it"]
+    lock.release()
+    t.join(5)
+    assert got == ["locked"]
+
+
+def test_a_command_that_waited_for_a_removed_cluster_fails_cleanly(root, monkeypatch):
+    monkeypatch.setattr(state, "LOCK_NOTICE", 0.1)
+    rec, lock = state.claim("c1", "t.yaml")
+    got: list[str] = []
+    t = _taker("c1", got, [])
+    time.sleep(0.2)
+    state.forget("c1")  # what `down` does while it holds the lock
+    lock.release()
+    t.join(5)
+    assert got == ["cluster 'c1' was removed (emu down) while emu apply waited for it"]
+
+
+def test_a_command_that_waited_locks_the_new_cluster_of_the_same_name(root, monkeypatch):
+    rec, lock = state.claim("c1", "t.yaml")
+    got: list[str] = []
+    t = _taker("c1", got, [])
+    time.sleep(0.2)
+    state.forget("c1")
+    again, lock2 = state.claim("c1", "t.yaml")  # a new `up` of the same name, holding the new lock file
+    lock.release()
+    time.sleep(0.2)
+    assert got == []  # it moved on to the new file and waits for the new holder
+    lock2.release()
+    t.join(5)
+    assert got == ["locked"]
+
+
+def test_no_lock_for_a_cluster_that_does_not_exist(root):
+    with pytest.raises(ClusterError, match="not found"):
+        state.Lock.take("nope", "emu apply")
