@@ -13,11 +13,13 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import re
 import socket
 from dataclasses import dataclass
 from typing import Any, Iterable
 
 from .cni import capabilities
+from .cni.runtime import NETWORK_NAME
 from .documents import DNS_LABEL, DNS_SUBDOMAIN, Collector, Document
 from .errors import Problem, ValidationError
 
@@ -26,6 +28,7 @@ NETWORKS_ANNOTATION = "k8s.v1.cni.cncf.io/networks"
 MACVLAN_MODES = ("bridge", "private", "vepa", "passthru")
 IPAM_TYPES = ("host-local", "static")
 IFNAME_MAX = 15
+IFNAME = re.compile(r"^[A-Za-z0-9_.\-]{1,15}\Z")
 JSON_FORM = '[{"'  # Multus reads the annotation as JSON when it holds any of these (strings.ContainsAny)
 
 IPv4Address = ipaddress.IPv4Address
@@ -123,8 +126,12 @@ def parse_nad(doc: Document, c: Collector) -> Nad | None:
     typ = conf.get("type")
     if typ != "macvlan":
         c.add(doc, f, obj, "spec.config.type", f"type {typ!r} is not supported (known: macvlan)")
+    cname = conf.get("name")
+    if cname is not None and (not isinstance(cname, str) or not NETWORK_NAME.match(cname)):
+        c.add(doc, f, obj, "spec.config.name", f"{cname!r} must be letters, digits, '_', '.' and '-', starting with "
+                                               f"a letter or digit (libcni's ValidateNetworkName)")
     master = conf.get("master", "eth0")
-    if not isinstance(master, str) or not master or len(master) > IFNAME_MAX:
+    if not isinstance(master, str) or ifname_problem(master):
         c.add(doc, f, obj, "spec.config.master", f"{master!r} is not an interface name")
     mode = conf.get("mode", "bridge")
     if mode not in MACVLAN_MODES:
@@ -270,6 +277,15 @@ def parse_requests(pod_namespace: str, value: str) -> tuple[list[Request], list[
     return out, problems
 
 
+def ifname_problem(name: str) -> str | None:
+    """Linux's dev_valid_name (net/core/dev.c) takes 1 to 15 bytes, not `.` or `..`, without '/', ':' or whitespace;
+    emu takes only letters, digits, '_', '.' and '-' of those (the name also reaches CNI_IFNAME, the CNI result
+    cache's file name and the dry-run's command text, where a quote, '$' or ';' has no business)."""
+    if not IFNAME.match(name) or name in (".", ".."):
+        return f"not an interface name (1 to {IFNAME_MAX} letters, digits, '_', '.' or '-'; not '.' or '..')"
+    return None
+
+
 def check(pods: Iterable[tuple[Any, Document]], nads: dict[str, Nad], c: Collector) -> None:
     """Every pod's networks annotation names existing NADs with distinct, valid interface names, and its
     selection elements' ips and mac are addresses (as Multus checks them); the pod's emu.dev/ips and emu.dev/mac
@@ -287,8 +303,9 @@ def check(pods: Iterable[tuple[Any, Document]], nads: dict[str, Nad], c: Collect
         for r in reqs:
             if r.nad not in nads:
                 c.add(doc, doc.file, doc.label(), fld, f"NetworkAttachmentDefinition {r.nad} does not exist")
-            if r.ifname in names or r.ifname in ("eth0", "lo") or len(r.ifname) > IFNAME_MAX or "/" in r.ifname:
-                c.add(doc, doc.file, doc.label(), fld, f"interface name {r.ifname!r} is invalid or used twice")
+            bad = ifname_problem(r.ifname)
+            if bad or r.ifname in names or r.ifname in ("eth0", "lo"):
+                c.add(doc, doc.file, doc.label(), fld, f"interface name {r.ifname!r} is {bad or 'used twice'}")
             names.add(r.ifname)
 
 

@@ -12,7 +12,7 @@ import re
 from typing import Any, Iterable
 
 
-from . import multus, nodesettings, quantity, services
+from . import multus, names, nodesettings, quantity, schema, services
 from .netpol import parse as netpol_parse
 from .ingress import addon as ingress_addon
 from .ingress import parse as ingress_parse
@@ -65,6 +65,7 @@ CLUSTER_DEFAULTS: dict[str, Any] = {
 }
 # The alphabet Kubernetes' rand.SafeEncodeString and rand.String use (no vowels, no look-alikes).
 SAFE_ALPHANUMS = "bcdfghjklmnpqrstvwxz2456789"
+MAX_GENERATED_NAME_LENGTH = 58  # k8s.io/apiserver pkg/storage/names: 63 - len(rand.String(5))
 
 
 def load(path: str, name: str | None = None, text: str | None = None) -> Topology:
@@ -98,6 +99,7 @@ def build(path: str, cluster: ClusterSpec, docs: Iterable[Document]) -> Topology
     policies: list[tuple[NetworkPolicy, Document]] = []
     nads: dict[str, multus.Nad] = {}
     seen_ns: set[str] = set()
+    generated: set[str] = set()  # namespace/name of every generated pod name so far: generated names never collide
     from .dns import addon as dns_addon  # the coredns ConfigMap brings kubeadm's CoreDNS addon objects
     docs = list(docs)
     docs += dns_addon.addon_documents(path, docs, cluster.service_cidr)
@@ -106,6 +108,7 @@ def build(path: str, cluster: ClusterSpec, docs: Iterable[Document]) -> Topology
     classes: list[tuple[IngressClass, Document]] = []
     secrets: list[tuple[Secret, Document]] = []
     for doc in docs:
+        doc.strict_problems(c)  # unknown fields, as the API server's strict decoding reports them
         kind = doc.kind
         if kind == "Namespace":
             ns = _parse_namespace(doc, c)
@@ -119,7 +122,7 @@ def build(path: str, cluster: ClusterSpec, docs: Iterable[Document]) -> Topology
             if p:
                 pods.append((p, doc))
         elif kind == "Deployment":
-            pods.extend((p, doc) for p in _expand_deployment(doc, c))
+            pods.extend((p, doc) for p in _expand_deployment(doc, c, generated))
         elif kind == "Service":
             svc = services.parse_service(doc, c)
             if svc:
@@ -181,17 +184,16 @@ def parse_cluster(doc: Document, c: Collector, name_override: str | None = None)
     if body.get("apiVersion") != CLUSTER_API:
         c.add(doc, f, obj, "apiVersion", f"must be {CLUSTER_API}, got {body.get('apiVersion')!r}")
     name = name_override or doc.meta.get("name")
-    if not isinstance(name, str) or not DNS_LABEL.match(name) or len(name) > 40:
-        c.add(doc, f, obj, "metadata.name", f"cluster name {name!r} must be a DNS label of at most 40 characters")
+    bad = names.cluster_name_error(name)
+    if bad:
+        c.add(doc, f, obj, "--name" if name_override else "metadata.name", bad)
         name = "invalid"
+    doc.strict_problems(c)  # unknown fields (emu.schema's Cluster)
     spec = body.get("spec") or {}
     if not isinstance(spec, dict):
         c.add(doc, f, obj, "spec", "must be a mapping")
         spec = {}
-    for key in spec:
-        if key not in CLUSTER_DEFAULTS:
-            c.add(doc, f, obj, f"spec.{key}", f"unknown field (known: {', '.join(CLUSTER_DEFAULTS)})")
-    s = {**CLUSTER_DEFAULTS, **spec}
+    s = {**CLUSTER_DEFAULTS, **{k: v for k, v in spec.items() if k in CLUSTER_DEFAULTS}}
     own: dict[str, nodesettings.NodeSettings] = {}
     nodes = _parse_nodes(s["nodes"], doc, c, obj, own)
     default = nodesettings.parse(s["nodeSettings"], doc, c, obj, "spec.nodeSettings")
@@ -269,9 +271,6 @@ def _parse_proxy(v: Any, doc: Document, c: Collector, obj: str) -> ProxySpec:
     if not isinstance(v, dict):
         c.add(doc, doc.file, obj, "spec.proxy", "must be a mapping with mode and masqueradeAll")
         return ProxySpec()
-    for key in v:
-        if key not in ("mode", "masqueradeAll"):
-            c.add(doc, doc.file, obj, f"spec.proxy.{key}", "unknown field (known: mode, masqueradeAll)")
     mode = v.get("mode", "iptables")
     try:
         m = ProxyMode(mode)
@@ -297,7 +296,7 @@ def _parse_nodes(v: Any, doc: Document, c: Collector, obj: str,
         for i, n in enumerate(v):
             fld = f"spec.nodes[{i}]"
             if isinstance(n, dict):  # {name, mtu, sysctls}: per-node settings (emu.nodesettings)
-                own = nodesettings.parse(n, doc, c, obj, fld, allow=("name",))
+                own = nodesettings.parse(n, doc, c, obj, fld)
                 n = n.get("name")
                 fld += ".name"
                 if settings is not None and isinstance(n, str):
@@ -340,8 +339,8 @@ def _parse_cni(v: Any, doc: Document, c: Collector, obj: str) -> CNISpec:
         from .cni import spec as cni_spec
         return cni_spec.parse(v, doc, c, obj)
     for key in v:
-        if key not in ("plugin", "backend"):
-            c.add(doc, doc.file, obj, f"spec.cni.{key}", "unknown field (known: plugin, backend)")
+        if key not in ("plugin", "backend") and key in schema.CLUSTER_SPEC["cni"]:  # others: emu.schema's
+            c.add(doc, doc.file, obj, f"spec.cni.{key}", "only valid with plugin cni (plugin flannel takes backend)")
     if plugin != "flannel":
         c.add(doc, doc.file, obj, "spec.cni.plugin", f"plugin {plugin!r} is not implemented (known: flannel, cni)")
     backend = v.get("backend", "vxlan")
@@ -469,7 +468,7 @@ def _parse_port(p: Any, doc: Document, c: Collector, pf: str) -> ContainerPort |
     return ContainerPort(num, protocol, name, host_port)
 
 
-def _expand_deployment(doc: Document, c: Collector) -> list[Pod]:
+def _expand_deployment(doc: Document, c: Collector, taken: set[str] | None = None) -> list[Pod]:
     """A Deployment's pods, named as the ReplicaSet controller names them: <deploy>-<pod-template-hash>-<5 chars>."""
     obj, spec = doc.label(), doc.body.get("spec")
     name, ns = doc.meta.get("name"), doc.meta.get("namespace") or "default"
@@ -494,15 +493,40 @@ def _expand_deployment(doc: Document, c: Collector) -> list[Pod]:
         return []
     template_hash = pod_template_hash(template)
     rs = f"{name}-{template_hash}"
+    first = _parse_pod(doc, c, ns, generated_name(rs, random_suffix(ns, rs, 0)), template, "spec.template.",
+                       f"ReplicaSet/{rs}")
+    if first is None:  # the template is the same for every replica: one parse says it all
+        return []
+    taken = set() if taken is None else taken
     pods = []
     for i in range(replicas):
-        pod_name = f"{rs}-{random_suffix(ns, rs, i)}"
-        p = _parse_pod(doc, c, ns, pod_name, template, "spec.template.", f"ReplicaSet/{rs}")
-        if p is None:
-            return []
-        pods.append(Pod(p.namespace, p.name, {**p.labels, "pod-template-hash": template_hash}, p.ports,
-                        p.node_name, p.owner, doc.index, p.ready, p.terminating, p.annotations, p.host_network))
+        pod_name = _unique_name(ns, rs, i, taken)
+        pods.append(Pod(first.namespace, pod_name, {**first.labels, "pod-template-hash": template_hash}, first.ports,
+                        first.node_name, first.owner, doc.index, first.ready, first.terminating, first.annotations,
+                        first.host_network))
     return pods
+
+
+def generated_name(base: str, suffix: str) -> str:
+    """names.SimpleNameGenerator (k8s.io/apiserver pkg/storage/names): generateName `<rs>-` cut to 58 characters
+    (maxGeneratedNameLength = 63 - 5), then 5 random characters: a ReplicaSet's pod name is at most 63 characters."""
+    return f"{base}-"[:MAX_GENERATED_NAME_LENGTH] + suffix
+
+
+def _unique_name(namespace: str, rs: str, i: int, taken: set[str]) -> str:
+    """Replica i's name, never one already in `taken` (namespace/name keys; the name is added to it).
+
+    The API server answers AlreadyExists for a generated name that is taken and the ReplicaSet controller creates
+    the pod again with a new random suffix; here attempt 0 is the name emu has always given replica i, and each
+    retry draws the next suffix from the same deterministic source (5 characters of 27: a collision is likely past a
+    few thousand replicas, by the birthday bound)."""
+    attempt = 0
+    while True:
+        name = generated_name(rs, random_suffix(namespace, rs, i, attempt))
+        if f"{namespace}/{name}" not in taken:
+            taken.add(f"{namespace}/{name}")
+            return name
+        attempt += 1
 
 
 def safe_encode(s: str) -> str:
@@ -522,9 +546,11 @@ def pod_template_hash(template: dict[str, Any]) -> str:
     return safe_encode(str(h))
 
 
-def random_suffix(namespace: str, rs: str, i: int) -> str:
-    """The 5-character random suffix (rand.String(5)), made deterministic so a topology always yields the same names."""
-    digest = hashlib.sha256(f"{namespace}/{rs}/{i}".encode()).digest()
+def random_suffix(namespace: str, rs: str, i: int, attempt: int = 0) -> str:
+    """The 5-character random suffix (rand.String(5)), made deterministic so a topology always yields the same names;
+    `attempt` > 0 draws the suffix of a retry after a taken name."""
+    seed = f"{namespace}/{rs}/{i}" + (f"/{attempt}" if attempt else "")
+    digest = hashlib.sha256(seed.encode()).digest()
     return "".join(SAFE_ALPHANUMS[b % len(SAFE_ALPHANUMS)] for b in digest[:5])
 
 
@@ -540,6 +566,12 @@ def _check_pods(pods: list[tuple[Pod, Document]], namespaces: dict[str, Namespac
             fld = "spec.template.spec.nodeName" if p.owner else "spec.nodeName"
             c.add(doc, doc.file, doc.label(), fld,
                   f"node {p.node_name!r} does not exist (nodes: {', '.join(cluster.nodes)})")
+        netns = names.pod_netns(cluster.name, p.namespace, p.name)
+        if len(netns.encode()) > names.NETNS_NAME_MAX:
+            c.add(doc, doc.file, doc.label(), "metadata.name",
+                  f"pod {p.key} needs the network namespace {netns[:40]}... of {len(netns.encode())} bytes: a namespace "
+                  f"is a file in /run/netns and /etc/netns, at most {names.NETNS_NAME_MAX} bytes (NAME_MAX); "
+                  f"shorten the pod or namespace name")
         if p.key in seen:
             first = seen[p.key]
             c.add(doc, doc.file, doc.label(), "metadata.name",

@@ -15,7 +15,11 @@ import os
 import re
 from typing import Any
 
+from .. import yamlsafe
+from ..errors import ValidationError
 from .runtime import NetConfList
+
+MAX_CONFLIST_BYTES = 1024 * 1024  # a CNI network configuration is a few hundred bytes
 
 TEMPLATE_KEYS = {
     "NODE_NAME": "the node's name (node-1)",
@@ -77,10 +81,9 @@ def load_text(text: str, values: dict[str, str], data_dir: str | None = None,
 def check_file(path: str) -> str | None:
     """A problem with a conflist file, or None: readable, templates known, valid JSON, a list with types."""
     try:
-        with open(path) as f:
-            text = f.read()
-    except OSError as e:
-        return f"cannot read {path}: {e.strerror}"
+        text = yamlsafe.read_text(path, MAX_CONFLIST_BYTES)  # a FIFO or /dev/zero must not hang validation
+    except ValidationError as e:
+        return e.problems[0].message.replace("cannot read:", f"cannot read {path}:", 1)
     try:
         load_text(text, sample_values())
     except json.JSONDecodeError as e:

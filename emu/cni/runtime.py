@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import subprocess
 import threading
 import time
@@ -49,6 +50,9 @@ def version_at_least(v: str, minimum: str) -> bool:
     return version_tuple(v) >= version_tuple(minimum)
 
 
+# libcni (pkg/utils ValidateNetworkName, cniReg): `^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$`; \Z: no trailing newline either
+NETWORK_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.\-]*\Z")
+
 @dataclass(frozen=True)
 class NetConfList:
     """A network configuration list (a single .conf becomes a one-plugin list, as libcni's ConfListFromConf)."""
@@ -71,11 +75,16 @@ class NetConfList:
         name, plugins = d.get("name"), d.get("plugins")
         if not isinstance(name, str) or not name:
             raise ValueError("\"name\" is missing")
+        if not NETWORK_NAME.match(name):  # it names files: the result cache <net>-<id>-<ifname>, host-local's dir
+            raise ValueError(f"\"name\" {name!r} must be letters, digits, '_', '.' and '-', starting with a letter "
+                             f"or digit (libcni's ValidateNetworkName)")
         if not isinstance(plugins, list) or not plugins:
             raise ValueError("\"plugins\" must be a non-empty list")
         for i, p in enumerate(plugins):
             if not isinstance(p, dict) or not isinstance(p.get("type"), str) or not p["type"]:
                 raise ValueError(f"plugins[{i}] needs a \"type\"")
+            if not NETWORK_NAME.match(p["type"]):  # a file name looked up in CNI_PATH: no '/', no '..'
+                raise ValueError(f"plugins[{i}].type {p['type']!r} is not a plugin file name")
         return cls(name, str(d.get("cniVersion", "0.3.1")), tuple(plugins), bool(d.get("disableCheck", False)), d)
 
     def to_dict(self) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 `fallthrough`, `forward`, `loadbalance`, the server port), the rest is accepted as CoreDNS accepts it."""
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass, field
 
@@ -113,6 +114,8 @@ def _server(cfg: Config, stmt: list[str]) -> None:
         raise CorefileError(f"bad server address {stmt[0]!r}")
     cfg.servers.append(" ".join(stmt))
     if m.group(2):
+        if not 1 <= int(m.group(2)) <= 65535:
+            raise CorefileError(f"bad server address {stmt[0]!r}: the port must be from 1 to 65535")
         cfg.port = int(m.group(2))
 
 
@@ -135,6 +138,21 @@ def _statement(cfg: Config, depth: int, current: str | None, stmt: list[str]) ->
         raise CorefileError(f"{' '.join(stmt)!r} outside a server block")
 
 
+def _check_upstream(up: str) -> None:
+    """A forward TO as emu can serve it: an IP address (`dns://` allowed, port 53: the server connects to
+    (address, 53) inside the namespace) or /etc/resolv.conf (the node's resolver).  CoreDNS also takes other files
+    read as resolv.conf, ports and tls://; emu refuses them rather than open a host file or resolve a name on the
+    machine's resolver."""
+    if up == "/etc/resolv.conf":
+        return
+    addr = up[len("dns://"):] if up.startswith("dns://") else up
+    try:
+        ipaddress.ip_address(addr)
+    except ValueError:
+        raise CorefileError(f"forward: {up!r} is not an IP address or /etc/resolv.conf (emu forwards to port 53 of "
+                            f"an address, or to the node's resolver)") from None
+
+
 def _plugin(cfg: Config, stmt: list[str]) -> None:
     name, args = stmt[0], stmt[1:]
     if name not in KNOWN_PLUGINS:
@@ -148,6 +166,8 @@ def _plugin(cfg: Config, stmt: list[str]) -> None:
     elif name == "forward":
         if len(args) < 2:
             raise CorefileError("forward needs a zone and at least one upstream")
+        for up in args[1:]:
+            _check_upstream(up)
         cfg.forward = args[1:]
     elif name == "loadbalance":
         cfg.loadbalance = True

@@ -1,5 +1,5 @@
 """NetworkPolicy manifests -> `model.NetworkPolicy`, with the API server's validation (ValidateNetworkPolicy) and
-defaulting, and kubectl's strict field validation (an unknown field is an error, not silently ignored).
+defaulting, and kubectl's strict field validation (an unknown field is an error, not silently ignored: emu.schema).
 
 Every problem is reported through the Collector with the file, the document, the object and the field, e.g.
 `t.yaml (document 4): NetworkPolicy x/deny: spec.ingress[0].from[1].ipBlock.except[0]: ...`.
@@ -15,11 +15,8 @@ from ..model import Namespace, Protocol
 from .model import Direction, IPBlock, LabelSelector, NetworkPolicy, Operator, Peer, PolicyPort, Requirement, Rule
 
 API_VERSION = "networking.k8s.io/v1"
-SPEC_FIELDS = ("podSelector", "policyTypes", "ingress", "egress")
-SELECTOR_FIELDS = ("matchLabels", "matchExpressions")
 PEER_FIELDS = ("podSelector", "namespaceSelector", "ipBlock")
-PORT_FIELDS = ("protocol", "port", "endPort")
-_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")  # a qualified name's name part, and label values
+_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?\Z")  # a qualified name's name part, and label values
 
 
 class _Ctx:
@@ -33,15 +30,13 @@ class _Ctx:
         self.ok = False
         self.c.add(self.doc, self.doc.file, self.doc.label(), fld, msg)
 
-    def mapping(self, v: Any, fld: str, known: tuple[str, ...]) -> dict[str, Any] | None:
+    def mapping(self, v: Any, fld: str) -> dict[str, Any] | None:
+        """v as a mapping ({} when absent); emu.schema has already reported the fields its type does not have."""
         if v is None:
             return {}
         if not isinstance(v, dict):
             self.add(fld, "must be a mapping")
             return None
-        for k in v:
-            if k not in known:
-                self.add(f"{fld}.{k}", f"unknown field (known: {', '.join(known)})")
         return v
 
     def listing(self, v: Any, fld: str) -> list[Any]:
@@ -63,7 +58,7 @@ def parse_policy(doc: Document, c: Collector) -> NetworkPolicy | None:
         x.add("metadata.name", f"NetworkPolicy name {name!r} must be a DNS subdomain")
     if not isinstance(ns, str) or not DNS_LABEL.match(ns):
         x.add("metadata.namespace", f"{ns!r} is not a valid namespace name")
-    spec = x.mapping(doc.body.get("spec"), "spec", SPEC_FIELDS)
+    spec = x.mapping(doc.body.get("spec"), "spec")
     if spec is None:
         return None
     selector = selector_of(x, spec.get("podSelector"), "spec.podSelector") or LabelSelector()
@@ -98,7 +93,7 @@ def _rules(x: _Ctx, spec: dict[str, Any], key: str, peers_key: str) -> tuple[Rul
     out = []
     for i, r in enumerate(x.listing(spec.get(key), f"spec.{key}")):
         fld = f"spec.{key}[{i}]"
-        body = x.mapping(r, fld, (peers_key, "ports"))
+        body = x.mapping(r, fld)
         if body is None:
             continue
         peers = [_peer(x, p, f"{fld}.{peers_key}[{j}]") for j, p in enumerate(x.listing(body.get(peers_key),
@@ -110,7 +105,7 @@ def _rules(x: _Ctx, spec: dict[str, Any], key: str, peers_key: str) -> tuple[Rul
 
 def _peer(x: _Ctx, v: Any, fld: str) -> Peer | None:
     """ValidateNetworkPolicyPeer: at least one field; ipBlock may not be combined with the selectors."""
-    body = x.mapping(v, fld, PEER_FIELDS)
+    body = x.mapping(v, fld)
     if body is None:
         return None
     if not any(body.get(k) is not None for k in PEER_FIELDS):
@@ -139,7 +134,7 @@ def _cidr(x: _Ctx, v: Any, fld: str) -> ipaddress.IPv4Network | None:
 
 
 def _ip_block(x: _Ctx, v: Any, fld: str) -> IPBlock | None:
-    body = x.mapping(v, fld, ("cidr", "except"))
+    body = x.mapping(v, fld)
     if body is None:
         return None
     if body.get("cidr") in (None, ""):
@@ -160,7 +155,7 @@ def _ip_block(x: _Ctx, v: Any, fld: str) -> IPBlock | None:
 
 def _port(x: _Ctx, v: Any, fld: str) -> PolicyPort | None:
     """ValidateNetworkPolicyPort: a protocol (default TCP), a number or an IANA port name, endPort >= port."""
-    body = x.mapping(v, fld, PORT_FIELDS)
+    body = x.mapping(v, fld)
     if body is None:
         return None
     proto_raw = body.get("protocol") or "TCP"
@@ -200,7 +195,7 @@ def selector_of(x: _Ctx, v: Any, fld: str) -> LabelSelector | None:
     """A LabelSelector, or None when absent (absent and `{}` differ in peers: `{}` selects everything)."""
     if v is None:
         return None
-    body = x.mapping(v, fld, SELECTOR_FIELDS)
+    body = x.mapping(v, fld)
     if body is None:
         return None
     labels = body.get("matchLabels") or {}
@@ -218,7 +213,7 @@ def selector_of(x: _Ctx, v: Any, fld: str) -> LabelSelector | None:
 
 
 def _requirement(x: _Ctx, v: Any, fld: str) -> Requirement | None:
-    body = x.mapping(v, fld, ("key", "operator", "values"))
+    body = x.mapping(v, fld)
     if body is None:
         return None
     key, op_raw = body.get("key"), body.get("operator")
