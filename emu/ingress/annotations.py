@@ -53,7 +53,7 @@ SNIPPET_SUFFIX = "-snippet"
 
 # validators.go: alphaNumericChars is `\-\.\_\~a-zA-Z0-9\/:`; RegexPathWithCapture adds `$` and an optional
 # leading `/`.  The emu rule on `$` (see the module docstring) is the negative look-ahead.
-REGEX_PATH_WITH_CAPTURE = re.compile(r"^/?[-._~a-zA-Z0-9/:$]*$")
+REGEX_PATH_WITH_CAPTURE = re.compile(r"^/?[-._~a-zA-Z0-9/:$]*\Z")
 BARE_DOLLAR = re.compile(r"\$(?![0-9A-Za-z_])")
 
 

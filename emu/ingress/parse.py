@@ -17,13 +17,13 @@ from .model import (DEFAULT_CLASS_ANNOTATION, SELF_SIGNED, TLS_SECRET_TYPE, Back
 
 PATH_TYPES = ("Exact", "Prefix", "ImplementationSpecific")
 LEGACY_CLASS_ANNOTATION = "kubernetes.io/ingress.class"
-WILDCARD_HOST = re.compile(r"^\*\.[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+WILDCARD_HOST = re.compile(r"^\*\.[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\Z")
 PEM_CERT = "-----BEGIN CERTIFICATE-----"
 PEM_KEY = re.compile(r"-----BEGIN (RSA |EC |ENCRYPTED )?PRIVATE KEY-----")
 # ValidateServiceName (apimachinery NameIsDNS1035Label): a backend's service name.
-DNS_1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+DNS_1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?\Z")
 # inspector/rules.go validPathType: an Exact or Prefix path when strict-validate-path-type is on (the default).
-STRICT_PATH = re.compile(r"^/[A-Za-z0-9._\-/]*$")
+STRICT_PATH = re.compile(r"^/[A-Za-z0-9._\-/]*\Z")
 # inspector/rules.go: what the deep inspection refuses anywhere in a path (ImplementationSpecific paths may be
 # regexes, so they are not held to STRICT_PATH).  Control characters are refused as well (emu's addition).
 FORBIDDEN_IN_PATH = (re.compile(r"(?s)\s*alias\s*.*;"), re.compile(r"(?s)\s*root\s*.*;"),

@@ -21,7 +21,7 @@ CASES = [
     (RT, "/; alias /etc/shadow", False), (RT, "/x;", False), (RT, "/x break; access_log /tmp/x", False),
     (RT, '/x"', False), (RT, "/x'", False), (RT, "/x}", False), (RT, "/x{", False), (RT, "/x y", False),
     (RT, "/x\ny", False), (RT, "/x\\y", False), (RT, "/x#y", False), (RT, "/x?a=b", False), (RT, "/x$", False),
-    (RT, "/$/x", False), (RT, "/é", False),
+    (RT, "/$/x", False), (RT, "/é", False), (RT, "/x\n", False),  # `$` would match before a final newline
     (UR, "true", True), (UR, "false", True), (UR, "1", True), (UR, "F", True), (UR, "True", True),
     (UR, "yes", False), (UR, "true;", False), (UR, " true", False),
     (SR, "false", True), (SR, "TRUE", True), (SR, "on", False), (SR, 'true"', False),
