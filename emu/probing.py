@@ -7,7 +7,7 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from . import probe, report, targets
+from . import daemons, probe, report, targets
 from .cluster import Cluster, Progress, _quiet
 from .errors import EmuError
 from .model import Protocol
@@ -67,10 +67,33 @@ def probe_many(cl: Cluster, src_text: str, dst_text: str, proto: str, port: int 
     results = [_one(cl, src, dst, proto, port, size, df, timeout, seq=i) for i in range(1, count + 1)]
     first = results[0]
     verdicts = Counter(r["verdict"] for r in results)
+    ok = all(r["ok"] for r in results)
     return {**first, "from": src.label, "to": dst.label, "to_ip": dst.ip, "proto": proto,
             "port": None if proto == "icmp" else port, "size": size, "df": df, "count": count,
-            "ok": all(r["ok"] for r in results), "verdict": verdicts.most_common(1)[0][0],
-            "ok_count": sum(r["ok"] for r in results), "results": results}
+            "ok": ok, "verdict": verdicts.most_common(1)[0][0],
+            "ok_count": sum(r["ok"] for r in results), "results": results,
+            "note": None if ok else daemons.note(cl.record)}  # nobody answers because a daemon of ours died?
+
+
+def denial(r: dict[str, Any]) -> str | None:
+    """How a probe (one of `probe_many`'s results) was turned away, read as a firewall's verdict:
+
+        drop              nothing came back (a DROP: the SYN, datagram or echo vanished)
+        reset             a TCP RST (`REJECT --reject-with tcp-reset`, or nothing listens on the port)
+        icmp-unreachable  an ICMP destination unreachable from another host (iptables' REJECT, whose default
+                          --reject-with is icmp-port-unreachable, its other codes, or a router without a route)
+
+    None when it was not turned away: it connected, the far end accepted and then stayed silent, or the probe failed
+    in the sender (a local error such as EMSGSIZE, a socket error) or got a frag-needed, which is no denial."""
+    icmp = r.get("icmp") or {}
+    if r["verdict"] == "timeout":
+        return "drop" if r.get("rtt_ms") is None else None  # an rtt means the handshake completed
+    if r["verdict"] == "refused" and not icmp and r.get("proto") == "tcp":
+        return "reset"
+    if icmp.get("type") == probe.ICMP_DEST_UNREACH and icmp.get("code") != probe.ICMP_FRAG_NEEDED and \
+            icmp.get("sender") not in (None, "local"):
+        return "icmp-unreachable"
+    return None
 
 
 def probe_text(res: dict[str, Any], wide: bool = False) -> str:
@@ -104,6 +127,8 @@ def probe_text(res: dict[str, Any], wide: bool = False) -> str:
             lines.append(f"    {r['detail']}")
     if res["count"] > 1:
         lines.append(f"{res['ok_count']}/{res['count']} ok")
+    if res.get("note"):
+        lines.append(res["note"])
     return "\n".join(lines)
 
 
@@ -163,7 +188,7 @@ def matrix(cl: Cluster, proto: str, port: int, timeout: float, progress: Progres
             "client_ip_seen": {a: {b: results[a][b].get("client_ip_seen") for b in pods} for a in pods},
             "probes": len(pairs), "failures": failures, "seconds": round(time.monotonic() - t0, 3),
             "expected": expected, "disagreements": netpol_explain.disagreements(pods, observed, expected, verdicts),
-            "policies": len(cl.topology.network_policies)}
+            "policies": len(cl.topology.network_policies), "note": daemons.note(cl.record) if failures else None}
 
 
 def matrix_failed(res: dict[str, Any]) -> bool:
@@ -173,13 +198,14 @@ def matrix_failed(res: dict[str, Any]) -> bool:
 
 
 def matrix_text(res: dict[str, Any]) -> str:
+    note = f"\n{res['note']}" if res.get("note") else ""
     if res.get("policies"):
-        return netpol_explain.matrix_text(res)
+        return netpol_explain.matrix_text(res) + note
     pods = res["pods"]
     rows = [[f"{i}", p] + ["." if res["observed"][p][q] else "X" for q in pods] for i, p in enumerate(pods, 1)]
     grid = report.table(["#", "FROM \\ TO"] + [str(i) for i in range(1, len(pods) + 1)], rows)
     return (f"{res['proto']}/{res['port']}: '.' answered, 'X' failed\n{grid}\n"
-            f"{res['probes']} probes, {res['failures']} failures, {res['seconds']:.2f}s")
+            f"{res['probes']} probes, {res['failures']} failures, {res['seconds']:.2f}s{note}")
 
 
 def explain(cl: Cluster, src: str, dst: str, proto: str, port: int | None) -> dict[str, Any]:
