@@ -7,10 +7,11 @@ addresses and routes made by iproute2 in batch mode (one `ip -batch` for every `
 per namespace, entered with `nsenter --net` or, with --floor-enter ip-n, as `ip -n NS -batch FILE`), which is about
 the least a process-per-namespace tool can do.
 
-    .venv/bin/python tools/bench/bringup.py [--sizes 3x10,10x50,10x100] [--json] [--profile]
+    .venv/bin/python tools/bench/bringup.py [--sizes 3x10,10x50,10x100] [--json] [--profile] [--smoke]
 
-Needs root.  It never touches the root network namespace; it removes only the namespaces it created (emu's through
-`emu.cluster.down` of its own uniquely named cluster, the floor's from its own list), in `finally`, also on Ctrl-C.
+Needs root.  It never touches the root network namespace; it removes only what it created (emu's cluster through
+`emu.cluster.down` of its own uniquely named cluster, then whatever that left, see owned.py; the floor's namespaces
+from its own list), in `finally`, also on Ctrl-C and SIGTERM.
 """
 from __future__ import annotations
 
@@ -21,19 +22,21 @@ import json
 import os
 import pstats
 import secrets
-import signal
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import owned
+from owned import log, no_interrupts
+
 NETNS_DIR = "/run/netns"
 DEFAULT_SIZES = "3x10,10x50,10x100"
+SMOKE_SIZES = "1x2"  # what CI runs (tests/integration/test_bench_smoke.py): it finishes and prints its table
 POD_MTU = 1450  # flannel vxlan: underlay 1500 - 50
 UNDERLAY_MTU = 1500
 TARGET_PODS = 1000
@@ -42,11 +45,7 @@ TARGET_RATIO = 2.0
 TARGET_DOWN_S = 2.0
 TARGET_AGENT_MB = 150.0
 
-TOKEN = secrets.token_hex(3)  # one per run: every name this run makes carries it
-
-
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+TOKEN = secrets.token_hex(3)  # one per run: every floor namespace this run makes carries it
 
 
 def netns_exists(name: str) -> bool:
@@ -170,30 +169,7 @@ class StageClock:
         return out
 
 
-# --- signals --------------------------------------------------------------------------------------------------------
-
-
-def _sigterm(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
-@contextmanager
-def no_interrupts() -> Iterator[None]:
-    """Cleanup must finish: Ctrl-C and SIGTERM wait until it has."""
-    old = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
-
-
-def join_other_threads(timeout: float = 30.0) -> None:
-    """An interrupted `up` may leave a worker thread still creating namespaces: let it finish before checking."""
-    deadline = time.monotonic() + timeout
-    for t in threading.enumerate():
-        if t is not threading.current_thread() and not t.daemon:
-            t.join(max(0.0, deadline - time.monotonic()))
+# --- ip -batch ------------------------------------------------------------------------------------------------------
 
 
 def ip_batch(lines: list[str], path: str, netns: str | None = None, force: bool = False) -> None:
@@ -239,64 +215,43 @@ class EmuRun:
     """One `up` + `down` of a cluster this run names and owns."""
 
     def __init__(self, size: Size, workdir: str, tag: str = "") -> None:
+        from emu import cluster, state
         self.size = size
-        self.name = f"bench-{TOKEN}-{size.nodes}x{size.per_node}{tag}"
+        self.name = owned.cluster_name(size.label + tag)  # e.g. bench-ab12-10x100, bench-ab12-10x100-prof
+        self.state_dir = state.cluster_dir(self.name)
+        if os.path.exists(self.state_dir) or owned.namespaces(self.name):
+            raise RuntimeError(f"cluster name {self.name} is already in use: not this run's to remove")
         self.path = os.path.join(workdir, f"{self.name}.yaml")
-        self.workdir = workdir
         with open(self.path, "w") as f:
             f.write(topology_text(self.name, size))
-        from emu import cluster
         self.cluster = cluster
         self.names = cluster.plan_file(self.path, self.name)[2].all_netns()  # pure: what up will create
-        self.agent: tuple[int, str | None] | None = None
-
-    def owned(self) -> bool:
-        """Is the cluster record ours (made by `up` from our file)?  Never `down` anybody else's cluster."""
-        from emu import state
-        rec = state.load(self.name)
-        return rec is not None and rec.topology_file == os.path.abspath(self.path)
+        self.started = False
+        self.seen: list[owned.Process] = []  # the cluster's processes right after up
 
     def up(self, progress: Callable[[str, int, int], None]) -> Any:
-        cl = self.cluster.up(self.path, name=self.name, progress=progress)
-        self.agent = (cl.record.agent_pid, cl.record.agent_start)
-        return cl
+        self.started = True
+        log(f"cluster {self.name}")
+        return self.cluster.up(self.path, name=self.name, progress=progress)
+
+    def agent_mb(self) -> tuple[float | None, list[str]]:
+        """VmRSS of the cluster's agent, and a problem if there is not exactly one.  The agent is found as `emu down`
+        recognises it: a process of this cluster (owned.processes) running `-m emu.agent`.  Also notes every process
+        of the cluster, so that `cleanup` can check each is gone after `down`."""
+        self.seen = owned.processes(self.name, self.state_dir)
+        agents = [p for p in self.seen if "emu.agent" in p.argv]
+        if len(agents) != 1:
+            return None, [f"expected one agent process after up, found {len(agents)}"]
+        return rss_mb(agents[0].pid), []
 
     def down(self) -> bool:
         return self.cluster.down(self.name)
 
-    def leftovers(self) -> list[str]:
-        problems = []
-        gone = [n for n in self.names if netns_exists(n)]
-        if gone:
-            problems.append(f"emu down left {len(gone)} namespaces (e.g. {gone[0]})")
-        if self.agent and self.agent[0]:
-            pid, start = self.agent
-            try:
-                with open(f"/proc/{pid}/stat") as f:
-                    alive = f.read().rsplit(")", 1)[1].split()[19] == start
-            except (OSError, IndexError):
-                alive = False
-            if alive:
-                problems.append(f"agent pid {pid} still running after down")
-        return problems
-
     def cleanup(self) -> list[str]:
         """Called in `finally`: down if still up, then report (and remove) whatever down left behind."""
-        problems = []
-        join_other_threads()
-        if self.owned():
-            try:
-                self.down()
-            except Exception as e:  # noqa: BLE001 - cleanup goes on
-                problems.append(f"emu down {self.name} failed in cleanup: {e}")
-        problems += self.leftovers()
-        if self.agent and self.agent[0] and any("still running" in p for p in problems):
-            try:
-                os.kill(self.agent[0], signal.SIGKILL)  # the agent this run started, verified by its start time
-            except ProcessLookupError:
-                pass
-        remove_netns(self.names, self.workdir, self.name)
-        return problems
+        if not self.started:
+            return []
+        return owned.teardown(self.name, self.state_dir, self.cluster.down, seen=self.seen)
 
 
 def bench_emu(size: Size, workdir: str, res: Result) -> None:
@@ -309,7 +264,8 @@ def bench_emu(size: Size, workdir: str, res: Result) -> None:
         res.up_s = t1 - t0
         res.stages = clock.split(t1)
         res.pods_per_s = size.pods / res.up_s if res.up_s > 0 else None
-        res.agent_mb = rss_mb(cl.record.agent_pid)
+        res.agent_mb, problems = run.agent_mb()
+        res.problems += problems
         res.netns = len(cl.plan.all_netns())
         missing = [n for n in run.names if not netns_exists(n)]
         if missing:
@@ -318,8 +274,7 @@ def bench_emu(size: Size, workdir: str, res: Result) -> None:
         run.down()
         res.down_s = time.perf_counter() - t0
     finally:
-        with no_interrupts():
-            res.problems += run.cleanup()
+        res.problems += run.cleanup()
 
 
 def profile_up(size: Size, workdir: str, top: int, dump: str | None) -> str:
@@ -352,8 +307,7 @@ def profile_up(size: Size, workdir: str, top: int, dump: str | None) -> str:
         done = [p for t, p in workers if not t.is_alive()]
         outliving = [t.name for t, _ in workers if t.is_alive()]
     finally:
-        with no_interrupts():
-            problems = run.cleanup()
+        problems = run.cleanup()
     print(f"profile of up {size.label} ({size.pods} pods): {wall:.2f} s wall under the profiler "
           f"(main thread; {len(done)} worker threads below"
           + (f"; left out, still running after up: {', '.join(outliving)}" if outliving else "") + ")", file=out)
@@ -579,6 +533,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default=DEFAULT_SIZES, help=f"NODESxPODS_PER_NODE,... (default {DEFAULT_SIZES})")
+    ap.add_argument("--smoke", action="store_true",
+                    help=f"the smallest run, as CI makes it: --sizes {SMOKE_SIZES} --settle 0")
     ap.add_argument("--json", action="store_true", help="print the results as JSON instead of the table")
     ap.add_argument("--profile", action="store_true",
                     help="also run cProfile on one extra `up` of the largest size and print the top entries")
@@ -595,6 +551,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="after each teardown wait until the CPUs are idle, at most S seconds (default 4), while "
                          "the kernel frees the namespaces; 0: do not wait")
     args = ap.parse_args(argv)
+    if args.smoke:
+        args.sizes, args.settle = SMOKE_SIZES, 0.0
     sizes = parse_sizes(args.sizes)
     global ENTER
     ENTER = args.floor_enter
@@ -610,7 +568,6 @@ def main(argv: list[str] | None = None) -> int:
             log(f"bringup: cannot import emu ({e}); run with {sys.executable} from the repo's .venv "
                 "(tools/setup), or use --floor-only")
             return 2
-    signal.signal(signal.SIGTERM, _sigterm)
 
     results: list[Result] = []
     profile_text = None
@@ -679,4 +636,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(owned.main(main))

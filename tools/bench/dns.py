@@ -3,16 +3,16 @@
 and kube-proxy's DNAT), and the resolution time of a short name under ndots:5 (the search path first: NXDOMAINs,
 then the answer) versus a fully qualified one (one query).
 
-    .venv/bin/python tools/bench/dns.py [--queries 5000] [--window 32] [--repeat 20] [--json]
+    .venv/bin/python tools/bench/dns.py [--queries 5000] [--window 32] [--repeat 20] [--json] [--smoke]
 
-Brings up topologies/dns.yaml under a random name; needs root; removes its cluster in `finally`.
+Brings up topologies/dns.yaml under a random name; needs root; removes its cluster (and whatever `down` left of
+it, see owned.py) however it ends.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
-import secrets
 import socket
 import statistics
 import sys
@@ -21,9 +21,12 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, ROOT)
 
+import owned  # noqa: E402
 from emu import cluster as clusters  # noqa: E402
-from emu import netns  # noqa: E402
+from emu import netns, state  # noqa: E402
 from emu.dns import addon, wire  # noqa: E402
+
+SMOKE = {"queries": 200, "repeat": 2}  # what CI runs (tests/integration/test_bench_smoke.py)
 
 
 def qps(server: str, name: str, total: int, window: int) -> float:
@@ -56,9 +59,14 @@ def main() -> int:
     ap.add_argument("--window", type=int, default=32)
     ap.add_argument("--repeat", type=int, default=20)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--smoke", action="store_true", help="the smallest run, as CI makes it: "
+                    + " ".join(f"--{k} {v}" for k, v in SMOKE.items()))
     args = ap.parse_args()
-    name = f"bdns{secrets.token_hex(2)}"
-    try:
+    if args.smoke:
+        vars(args).update(SMOKE)
+    name = owned.cluster_name("dns")
+    problems: list[str] = []
+    with owned.cluster(name, state.cluster_dir(name), clusters.down, problems):
         clusters.up(os.path.join(ROOT, "topologies/dns.yaml"), name)
         cl = clusters.open_cluster(name)
         src = cl.plan.pod("ns1/client").netns.name
@@ -75,19 +83,17 @@ def main() -> int:
                 nq = len(r["queries"])
             out[label] = {"name": q, "queries": nq, "median_ms": round(statistics.median(times), 3),
                           "worst_ms": round(max(times), 3)}
-        if args.json:
-            print(json.dumps(out, indent=2))
-        else:
-            print(f"queries/s (cluster name, {args.window} in flight): {out['qps_cluster_name']}")
-            print(f"queries/s (forwarded to the external resolver, 8 in flight): {out['qps_forwarded']}")
-            for label in ("short", "fqdn"):
-                o = out[label]
-                print(f"{label:5} {o['name']:<34} {o['queries']} queries  median {o['median_ms']:.2f} ms  "
-                      f"worst {o['worst_ms']:.2f} ms")
-        return 0
-    finally:
-        clusters.down(name)
+    if args.json:
+        print(json.dumps(out, indent=2))
+    else:
+        print(f"queries/s (cluster name, {args.window} in flight): {out['qps_cluster_name']}")
+        print(f"queries/s (forwarded to the external resolver, 8 in flight): {out['qps_forwarded']}")
+        for label in ("short", "fqdn"):
+            o = out[label]
+            print(f"{label:5} {o['name']:<34} {o['queries']} queries  median {o['median_ms']:.2f} ms  "
+                  f"worst {o['worst_ms']:.2f} ms")
+    return 1 if problems else 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(owned.main(main))

@@ -10,27 +10,29 @@ unless the node's ICMP rate limit swallows it, then it costs the probe timeout (
 The policies: x is default-deny for ingress, with x/a open to namespace y on port 81 (TCP and UDP); y's pods
 labelled pod=b may send only to namespace z.
 
-    .venv/bin/python tools/bench/matrix.py [--sizes 9,30,100] [--timeout 0.3] [--workers 64] [--json]
+    .venv/bin/python tools/bench/matrix.py [--sizes 9,30,100] [--timeout 0.3] [--workers 64] [--json] [--smoke]
 
-Needs root; removes its clusters in `finally`.  Target: the 9-pod model's 4 matrices (324 probes) in <= 30 s.
+Needs root; removes its clusters (and whatever `down` left of them, see owned.py) however it ends.  Target: the
+9-pod model's 4 matrices (324 probes) in <= 30 s.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
-import secrets
 import sys
 import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
+import owned  # noqa: E402
 from emu import cluster as clusters  # noqa: E402
-from emu import neighbours, probing  # noqa: E402
+from emu import neighbours, probing, state  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MODEL = os.path.join(ROOT, "topologies", "netpol-model.yaml")
+SMOKE_SIZES = "9"  # what CI runs (tests/integration/test_bench_smoke.py): the upstream model, 324 probes
 COMBOS = (("tcp", 80), ("tcp", 81), ("udp", 80), ("udp", 81))
 PORTS = ("[{name: serve-80-tcp, containerPort: 80}, {name: serve-80-udp, containerPort: 80, protocol: UDP}, "
          "{name: serve-81-tcp, containerPort: 81}, {name: serve-81-udp, containerPort: 81, protocol: UDP}]")
@@ -72,8 +74,8 @@ def topology(name: str, pods: int) -> str:
     return "---\n".join(docs)
 
 
-def run_size(pods: int, timeout: float, workers: int, tmp: str) -> dict:
-    name = f"bench-{secrets.token_hex(2)}-m{pods}"
+def run_size(pods: int, timeout: float, workers: int, tmp: str, problems: list[str]) -> dict:
+    name = owned.cluster_name(f"m{pods}")
     path = MODEL if pods == 9 else os.path.join(tmp, f"{name}.yaml")
     if pods != 9:
         with open(path, "w") as f:
@@ -81,7 +83,7 @@ def run_size(pods: int, timeout: float, workers: int, tmp: str) -> dict:
     pol = os.path.join(tmp, "policies.yaml")
     with open(pol, "w") as f:
         f.write(POLICIES)
-    try:
+    with owned.cluster(name, state.cluster_dir(name), clusters.down, problems):
         clusters.up(path, name)
         t0 = time.monotonic()
         clusters.apply_file(name, pol)
@@ -94,8 +96,6 @@ def run_size(pods: int, timeout: float, workers: int, tmp: str) -> dict:
             rows.append({"proto": proto, "port": port, "probes": m["probes"], "denied": m["failures"],
                          "disagreements": len(m["disagreements"]), "seconds": m["seconds"]})
         total = time.monotonic() - t0
-    finally:
-        clusters.down(name)
     probes = sum(r["probes"] for r in rows)
     return {"pods": pods, "nodes": len(cl.plan.nodes), "probes": probes, "denied": sum(r["denied"] for r in rows),
             "disagreements": sum(r["disagreements"] for r in rows), "seconds": round(total, 3),
@@ -109,15 +109,19 @@ def main() -> int:
     ap.add_argument("--timeout", type=float, default=0.3)
     ap.add_argument("--workers", type=int, default=64)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--smoke", action="store_true", help=f"the smallest run, as CI makes it: --sizes {SMOKE_SIZES}")
     args = ap.parse_args()
+    if args.smoke:
+        args.sizes = SMOKE_SIZES
     if os.geteuid() != 0:
         print("needs root", file=sys.stderr)
         return 2
+    problems: list[str] = []
     with tempfile.TemporaryDirectory(prefix="emu-bench-matrix-") as tmp:
-        results = [run_size(int(s), args.timeout, args.workers, tmp) for s in args.sizes.split(",")]
+        results = [run_size(int(s), args.timeout, args.workers, tmp, problems) for s in args.sizes.split(",")]
     if args.json:
         print(json.dumps(results, indent=2))
-        return 0
+        return 1 if problems else 0
     print(f"{'pods':>5} {'nodes':>5} {'probes':>7} {'denied':>7} {'wrong':>5} {'matrix s':>9} {'probes/s':>9} "
           f"{'sync s':>7}")
     for r in results:
@@ -128,8 +132,8 @@ def main() -> int:
         verdict = "PASS" if nine["seconds"] <= 30 and nine["disagreements"] == 0 else "MISS"
         print(f"{verdict}: 9-pod model, 2 ports x 2 protocols ({nine['probes']} probes) in {nine['seconds']:.2f} s "
               f"(target <= 30 s, no disagreement)")
-    return 0
+    return 1 if problems else 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(owned.main(main))

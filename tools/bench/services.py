@@ -9,9 +9,9 @@ only that service, as kube-proxy's partial sync does; iptables mode here always 
 measures the median TCP connect time from the client pod to ClusterIPs spread over the whole table (the first
 packet of a connection walks the rules: linear in iptables mode, a map lookup in nftables mode).
 
-    .venv/bin/python tools/bench/services.py [--sizes 100,1000,5000] [--connects 60] [--json]
+    .venv/bin/python tools/bench/services.py [--sizes 100,1000,5000] [--connects 60] [--json] [--smoke]
 
-Needs root; removes its clusters in `finally`.
+Needs root; removes its clusters (and whatever `down` left of them, see owned.py) however it ends.
 """
 from __future__ import annotations
 
@@ -19,8 +19,8 @@ import argparse
 import dataclasses
 import ipaddress
 import json
+import math
 import os
-import secrets
 import statistics
 import sys
 import tempfile
@@ -28,8 +28,10 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
+import owned  # noqa: E402
 from emu import cluster as clusters  # noqa: E402
 from emu import probe  # noqa: E402
+from emu import state  # noqa: E402
 from emu.kubeproxy import sync as kpsync  # noqa: E402
 from emu.kubeproxy.model import Endpoint, NodeProxyState, ServicePort  # noqa: E402
 from emu.model import ProxyMode  # noqa: E402
@@ -37,6 +39,7 @@ from emu.model import ProxyMode  # noqa: E402
 # iptables mode twice: with Debian's default nft backend, whose `iptables-restore --noflush` is slow on large
 # inputs (iptables 1.8.9), and with the legacy backend (spec.iptablesBackend: legacy).
 MODES = ("iptables/nft", "iptables/legacy", "nftables")
+SMOKE = {"sizes": "10", "connects": 5}  # what CI runs (tests/integration/test_bench_smoke.py)
 TOPOLOGY = """apiVersion: emu.dev/v1alpha1
 kind: Cluster
 metadata: {{name: {name}}}
@@ -56,7 +59,7 @@ spec: {{nodeName: node-1, containers: [{{name: c, ports: [{{containerPort: 80}}]
 """
 
 
-def state(cl: clusters.Cluster, n: int) -> NodeProxyState:
+def proxier_input(cl: clusters.Cluster, n: int) -> NodeProxyState:
     """node-1's proxier input with n Services x 2 endpoints; ClusterIPs from 10.100.0.0 up."""
     base = int(ipaddress.IPv4Address("10.100.0.0"))
     eps = tuple(Endpoint(pp.ip, 80, pp.node, pod=pp.key) for pp in cl.plan.pods if pp.key != "default/client")
@@ -87,18 +90,19 @@ def one_endpoint_moved(st: NodeProxyState) -> NodeProxyState:
     return dataclasses.replace(st, services=((svc, moved),) + rest)
 
 
-def run_size(label: str, n: int, connects: int) -> dict[str, object]:
+def run_size(label: str, n: int, connects: int, tmp: str, problems: list[str]) -> dict[str, object]:
     """A fresh 2-node cluster; sync n Services onto node-1 (the first sync that has them: the full one), then
     resync after one endpoint moved (kube-proxy's common case), then measure connects."""
     mode, _, backend = label.partition("/")
     backend = backend or "nft"
-    name = f"bsvc{secrets.token_hex(2)}"
-    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
+    name = owned.cluster_name("svc", *label.split("/"))
+    path = os.path.join(tmp, f"{name}.yaml")
+    with open(path, "w") as f:
         f.write(TOPOLOGY.format(name=name, mode=mode, backend=backend))
-    try:
-        cl = clusters.up(f.name, name)
+    with owned.cluster(name, state.cluster_dir(name), clusters.down, problems):
+        cl = clusters.up(path, name)
         ns = cl.plan.nodes[0].netns
-        st = state(cl, n)
+        st = proxier_input(cl, n)
         full = kpsync.sync_node(ns, st, ProxyMode(mode), first=False, backend=backend)
         moved = one_endpoint_moved(st)
         t0 = time.monotonic()
@@ -106,9 +110,6 @@ def run_size(label: str, n: int, connects: int) -> dict[str, object]:
         resync = time.monotonic() - t0
         kpsync.sync_node(ns, st, ProxyMode(mode), first=False, backend=backend, previous=moved)
         lat = latency(cl, n, connects)
-    finally:
-        clusters.down(name)
-        os.unlink(f.name)
     print(f"  {label:<15} {n:>5} services: full sync {full.seconds:.2f}s, resync {resync:.2f}s, "
           f"median connect {lat:.3f} ms", file=sys.stderr, flush=True)
     return {"mode": label, "services": n, "sync_s": round(full.seconds, 3), "resync_s": round(resync, 3),
@@ -120,12 +121,21 @@ def main() -> int:
     ap.add_argument("--sizes", default="100,1000,5000")
     ap.add_argument("--connects", type=int, default=60)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--smoke", action="store_true", help="the smallest run, as CI makes it: "
+                    + " ".join(f"--{k} {v}" for k, v in SMOKE.items()))
     args = ap.parse_args()
+    if args.smoke:
+        vars(args).update(SMOKE)
     sizes = [int(x) for x in args.sizes.split(",")]
-    rows = [run_size(label, n, args.connects) for label in MODES for n in sizes]
+    problems: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="emu-bench-services-") as tmp:
+        rows = [run_size(label, n, args.connects, tmp, problems) for label in MODES for n in sizes]
+    for r in rows:
+        if math.isnan(float(r["connect_ms"])):  # type: ignore[arg-type]
+            problems.append(f"{r['mode']} {r['services']} services: no connection to a ClusterIP succeeded")
     if args.json:
         print(json.dumps(rows, indent=2))
-        return 0
+        return 1 if problems else 0
     print(f"{'mode':<15} {'services':>8} {'sync s':>7} {'resync s':>8} {'lines':>7} {'connect ms':>10} "
           f"{'vs smallest':>11}")
     for r in rows:
@@ -143,8 +153,10 @@ def main() -> int:
     ratio = float(nf[-1]["connect_ms"]) / float(nf[0]["connect_ms"])
     print(f"{'PASS' if ratio <= 1.2 else 'MISS'}  nftables: connect latency at {big} within 1.2x of {min(sizes)} "
           f"({ratio:.2f}x)")
-    return 0
+    for p in problems:
+        print(f"problem: {p}")
+    return 1 if problems else 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(owned.main(main))

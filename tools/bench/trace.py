@@ -6,16 +6,16 @@ Brings up one flannel-vxlan cluster of NODES nodes with PODS pods per node and a
 every namespace on the path, the nftables trace table on every node, the probe, correlation, rule texts, routing
 decisions) for each kind of path, REPEAT times each, and prints the median and the worst.
 
-    .venv/bin/python tools/bench/trace.py [--nodes 10] [--pods 5] [--repeat 5] [--mode iptables] [--json]
+    .venv/bin/python tools/bench/trace.py [--nodes 10] [--pods 5] [--repeat 5] [--mode iptables] [--json] [--smoke]
 
-Needs root; removes its cluster in `finally`.
+Needs root; removes its cluster (and whatever `down` left of it, see owned.py) however it ends.  Exit status 1 if
+the target is missed (not with --smoke, which checks that it runs, not how fast) or the teardown found leftovers.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
-import secrets
 import statistics
 import sys
 import tempfile
@@ -23,10 +23,13 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
+import owned  # noqa: E402
 from emu import cluster as clusters  # noqa: E402
+from emu import state  # noqa: E402
 from emu.trace import run  # noqa: E402
 
 TARGET_S = 2.0
+SMOKE = {"nodes": 2, "pods": 2, "repeat": 1}  # what CI runs (tests/integration/test_bench_smoke.py)
 
 
 def topology(name: str, nodes: int, pods: int, mode: str) -> str:
@@ -60,17 +63,22 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--mode", choices=["iptables", "nftables"], default="iptables")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--smoke", action="store_true", help="the smallest run, as CI makes it: "
+                    + " ".join(f"--{k} {v}" for k, v in SMOKE.items()))
     args = ap.parse_args()
+    if args.smoke:
+        vars(args).update(SMOKE)
     if os.geteuid() != 0:
         print("needs root (network namespaces)", file=sys.stderr)
         return 2
-    name = f"bench-{secrets.token_hex(2)}-trace"
+    name = owned.cluster_name("trace")
     rows = []
+    problems: list[str] = []
     with tempfile.TemporaryDirectory(prefix="emu-bench-trace-") as d:
         path = os.path.join(d, "topology.yaml")
         with open(path, "w") as f:
             f.write(topology(name, args.nodes, args.pods, args.mode))
-        try:
+        with owned.cluster(name, state.cluster_dir(name), clusters.down, problems):
             t0 = time.monotonic()
             cl = clusters.up(path, name)
             up_s = time.monotonic() - t0
@@ -88,8 +96,6 @@ def main() -> int:
                              "max_s": round(max(times), 3), "hops": hops, "ok": ok,
                              "stages_median": {k: round(statistics.median(s.get(k, 0) for s in stages), 3)
                                                for k in ("setup", "probe", "report")}})
-        finally:
-            clusters.down(name)
     worst = max(r["max_s"] for r in rows)
     out = {"nodes": args.nodes, "pods": args.nodes * args.pods, "mode": args.mode, "up_s": round(up_s, 2),
            "repeat": args.repeat, "target_s": TARGET_S, "worst_s": worst, "within_target": worst <= TARGET_S,
@@ -105,8 +111,8 @@ def main() -> int:
             print(f"{r['case']:<36} {r['median_s']:>9.3f} {r['max_s']:>7.3f} {r['hops']:>5}  "
                   f"{st['setup']:.3f}/{st['probe']:.3f}/{st['report']:.3f}{'':>11}{'yes' if r['ok'] else 'NO'}")
         print(f"worst {worst:.3f}s, target <= {TARGET_S:.1f}s: {'met' if worst <= TARGET_S else 'MISSED'}")
-    return 0 if worst <= TARGET_S else 1
+    return 1 if problems or (worst > TARGET_S and not args.smoke) else 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(owned.main(main))

@@ -5,6 +5,7 @@
     sudo .venv/bin/python tools/kernel-lane/bench.py --cold     # also a first run from an empty cache (downloads
                                                                 # the kernel with apt into a temp dir, removed after)
     sudo .venv/bin/python tools/kernel-lane/bench.py --json
+    sudo .venv/bin/python tools/kernel-lane/bench.py --smoke    # smallest run (CI: tests/kernel/test_bench_smoke.py)
 
 The slowdown test is tests/kernel/test_lane_smoke.py::test_veth_tcp_baseline (two namespaces, a veth, 20 TCP
 round trips; nothing emu-specific but its namespace helper). It runs as its own pytest process on the host and in
@@ -18,7 +19,6 @@ import argparse
 import io
 import json
 import os
-import re
 import shutil
 import statistics
 import subprocess
@@ -33,6 +33,7 @@ sys.path.insert(0, str(ROOT))
 from emu import kernel_lane  # noqa: E402
 
 TEST = "tests/kernel/test_lane_smoke.py::test_veth_tcp_baseline"
+SMOKE = {"boots": 1, "reps": 1}  # two VM boots in all: one `run -- true`, one running the test once
 MARK = "@@bench@@"
 
 
@@ -111,7 +112,11 @@ def main() -> None:
     ap.add_argument("--boots", type=int, default=3, help="cached boots to time (default 3)")
     ap.add_argument("--reps", type=int, default=3, help="slowdown-test repetitions on each side (default 3)")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--smoke", action="store_true", help="the smallest run, as CI makes it: "
+                    + " ".join(f"--{k} {v}" for k, v in SMOKE.items()))
     a = ap.parse_args()
+    if a.smoke:
+        vars(a).update(SMOKE)
     if a.inner:
         inner()
         return
