@@ -137,7 +137,14 @@ def sync_services(cl: Cluster, old: Cluster | None) -> list[kpsync.SyncResult]:
                            log_dir=os.path.join(cl.record.dir, "nodes"))  # <node>/kube-proxy.log
 
 
+UNIX_PATH_MAX = 108  # sizeof(sun_path), NUL included: an AF_UNIX socket's path holds at most 107 bytes
+
+
 def preflight(plan: ClusterPlan, topo: Topology) -> None:
+    sock = os.path.join(state.cluster_dir(topo.cluster.name), "agent", agent.SOCK_FILE)
+    if len(sock.encode()) >= UNIX_PATH_MAX:  # else the agent fails to bind after the cluster is half built
+        raise ClusterError(f"the agent's socket {sock} would be {len(sock.encode())} bytes, over the "
+                           f"{UNIX_PATH_MAX - 1} an AF_UNIX path holds: choose a shorter EMU_STATE_DIR")
     mode = topo.cluster.proxy.mode
     if mode is ProxyMode.IPVS:
         kernel.require("ip_vs", "kube-proxy ipvs mode")

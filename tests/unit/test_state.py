@@ -158,3 +158,14 @@ def test_a_command_that_waited_locks_the_new_cluster_of_the_same_name(root, monk
 def test_no_lock_for_a_cluster_that_does_not_exist(root):
     with pytest.raises(ClusterError, match="not found"):
         state.Lock.take("nope", "emu apply")
+
+
+def test_up_refuses_a_state_directory_too_deep_for_the_agents_socket(tmp_path, monkeypatch):
+    from emu import cluster as clusters
+    from tests.conftest import TOPOLOGIES
+
+    monkeypatch.setenv("EMU_STATE_DIR", str(tmp_path / ("d" * 90)))
+    topo, _, plan = clusters.plan_file(str(TOPOLOGIES / "flannel-vxlan.yaml"))
+    with pytest.raises(ClusterError, match="choose a shorter EMU_STATE_DIR"):
+        clusters.preflight(plan, topo)
+    assert not os.path.exists(tmp_path / ("d" * 90))  # refused before anything was made
