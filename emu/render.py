@@ -2,6 +2,7 @@
 This is `emu up --dry-run`, and the reference a reader can replay by hand."""
 from __future__ import annotations
 
+import shlex
 from collections.abc import Iterator
 
 from .apply import restore_text
@@ -51,7 +52,7 @@ def netns_commands(ns: NetnsPlan, links: tuple[Link, ...] | None = None) -> Iter
         yield f"ip -n {n} route add {dst}" + (f" via {r.via}" if r.via else "") + f" dev {r.dev}" + \
             (" onlink" if r.onlink else "")
     for key, value in ns.sysctls:
-        yield f"ip netns exec {n} sysctl -qw {key}={value}"
+        yield f"ip netns exec {n} sysctl -qw {shlex.quote(f'{key}={value}')}"  # `32768 60999` is one argument
     if ns.iptables:
         yield f"ip netns exec {n} {ns.iptables_restore} --noflush <<'EOF'\n{restore_text(ns.iptables)}EOF"
 

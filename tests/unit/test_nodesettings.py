@@ -70,3 +70,12 @@ def test_machine_wide_net_core_sysctls_are_recorded_never_applied():
 def test_problems_name_the_field(spec, field, words):
     (msg,) = problems(spec)
     assert f": {field}: " in msg and words in msg, msg
+
+
+def test_dry_run_quotes_a_sysctl_value_with_a_space_as_one_argument(tmp_path):
+    from emu import render
+
+    f = tmp_path / "t.yaml"
+    f.write_text(HEAD + "  nodes: 1\n  nodeSettings:\n    sysctls: {net.ipv4.ip_local_port_range: '32768 60999'}\n")
+    _, _, plan = cluster.plan_file(str(f))
+    assert "sysctl -qw 'net.ipv4.ip_local_port_range=32768 60999'" in render.script(plan)
