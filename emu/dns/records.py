@@ -7,9 +7,15 @@ Record formats follow plugin/kubernetes (and its spec, kubernetes/dns docs/speci
   _<port>._<proto>.<svc>.<ns>.svc.<zone>  SRV for a named port (headless: one per endpoint, targets <ep>.<svc>...)
   <a-b-c-d>.<ns>.pod.<zone>            A, with `pods insecure` (`verified`: only when a pod has that address)
   <reversed ip>.in-addr.arpa           PTR for ClusterIPs and endpoint addresses
-  dns-version.<zone>                   TXT "1.1.0"; ns.dns.<zone> A: the DNS Service's ClusterIP
+  dns-version.<zone>                   TXT "1.1.0" with TTL 28800 (hard-coded in plugin/kubernetes/kubernetes.go);
+                                       ns.dns.<zone> A: the DNS Service's ClusterIP
 NXDOMAIN and NODATA carry the zone's SOA `ns.dns.<zone> hostmaster.<zone>` (refresh 7200, retry 1800,
 expire 86400, minimum = ttl) with TTL min(ttl, 300), as plugin/backend_lookup.go builds it.
+
+Checked against upstream's own expectations: tests/unit/upstream_coredns.py carries the cases of
+plugin/kubernetes/handler_test.go (coredns/coredns@01c32383ad9695326d3ae029d9f9a41ba27b679e) and the differences.
+Differences from the real plugin: IPv4 only (no AAAA answers); an ExternalName's target is chased by
+emu.dns.server (Server.chase), not here; an endpoint's name is its dashed IP (emu has no pod hostname/subdomain).
 """
 from __future__ import annotations
 
@@ -22,6 +28,7 @@ from .corefile import Config
 from .wire import RR, Message, fqdn
 
 SCHEMA_VERSION = "1.1.0"
+SCHEMA_TTL = 28800  # plugin/kubernetes/kubernetes.go: msg.Service{Text: DNSSchemaVersion, TTL: 28800}
 
 
 def _dashed(ip: str) -> str:
@@ -128,12 +135,14 @@ def _lookup(snap: dict[str, Any], qname: str, qtype: str, zone: str) -> tuple[in
             return 0, [RR(zone, "NS", ttl, ns_name)], extra
         return 0, [], []
     if labels == ["dns-version"]:
-        return 0, ([RR(qname, "TXT", ttl, SCHEMA_VERSION)] if qtype == "TXT" else []), []
+        return 0, ([RR(qname, "TXT", SCHEMA_TTL, SCHEMA_VERSION)] if qtype == "TXT" else []), []
     if labels == ["ns", "dns"]:
         return 0, ([RR(qname, "A", ttl, snap["dns_ip"])] if qtype == "A" and snap["dns_ip"] else []), []
     if labels == ["dns"]:
         return 0, [], []
     kind = labels[-1]
+    if labels == ["pod"]:
+        return 0, [], []  # pod.<zone> is an empty non-terminal, as svc.<zone> (handler_test.go: NOERROR + SOA)
     if kind == "pod":
         return _pod(snap, qname, qtype, labels[:-1])
     if kind != "svc":
@@ -154,10 +163,11 @@ def _lookup(snap: dict[str, Any], qname: str, qtype: str, zone: str) -> tuple[in
     if not rest:
         return _service(svc, base, qname, qtype, ttl)
     if len(rest) == 1 and not rest[0].startswith("_"):  # an endpoint of a headless Service
-        ep = next((e for e in svc["endpoints"] if e["hostname"] == rest[0]), None) if svc["headless"] else None
-        if ep is None:
+        # every endpoint with that name answers (handler_test.go: two addresses share hostname "dup-name")
+        eps = [e for e in svc["endpoints"] if e["hostname"] == rest[0]] if svc["headless"] else []
+        if not eps:
             return 3, [], []
-        return 0, ([RR(qname, "A", ttl, ep["ip"])] if qtype == "A" else []), []
+        return 0, ([RR(qname, "A", ttl, e["ip"]) for e in eps] if qtype == "A" else []), []
     if len(rest) == 2 and rest[0].startswith("_") and rest[1].startswith("_"):
         pname, proto = rest[0][1:], rest[1][1:].upper()
         ports = [p for p in svc["ports"] if p["name"] == pname and p["protocol"] == proto and p["name"]]
@@ -203,8 +213,11 @@ def _srv(svc: dict[str, Any], base: str, qname: str, qtype: str, ports: list[dic
         targets = [(p["port"], base, svc["cluster_ip"]) for p in ports]
     if qtype == "A":  # an A query for _port._proto.svc...: the addresses
         return 0, [RR(qname, "A", ttl, ip) for _, _, ip in dict.fromkeys(targets)], []
-    weight = 100 // len(targets) if targets else 0
-    answer = [RR(qname, "SRV", ttl, (0, weight, port, target)) for port, target, _ in targets]
+    # plugin/backend_lookup.go SRV: the weight is floor(100 / n) (at least 1), n counting every record before
+    # duplicates are dropped; an SRV is a duplicate when (target, port) repeats, an address when (target, ip) does
+    weight = max(1, 100 // len(targets)) if targets else 0
+    answer = [RR(qname, "SRV", ttl, (0, weight, port, target)) for port, target in dict.fromkeys(
+        (port, target) for port, target, _ in targets)]
     extra = list(dict.fromkeys(RR(target, "A", ttl, ip) for _, target, ip in targets))
     return 0, answer, extra
 

@@ -1,5 +1,14 @@
 """`emu describe` on the seed guide's cluster as a plan (no root): kubectl describe's fields, their order and its
-tabwriter alignment for Services, Pods, NetworkPolicies, Nodes, Ingresses and Endpoints, with hand-made Events."""
+tabwriter alignment for Services, Pods, NetworkPolicies, Nodes, Ingresses and Endpoints, with hand-made Events.
+
+Where the expected texts come from:
+- test_upstream_kubectl_*: kubectl's own expected texts (kubernetes/kubectl pkg/describe/describe_test.go@dee3483a3d6a,
+  transcribed with their inputs in tests/unit/upstream_kubectl.py; the differences are listed there).
+- Everything else here is emu's own, written beside emu/describe*.py from describe.go's describers (field order,
+  labels, the tabwriter levels) for the seed guide's objects.  It is believed because the same describers render
+  upstream's fixtures byte for byte (the test_upstream_kubectl_* cases) and the Go tabwriter and duration helpers
+  are tested against Go's own behaviour below; it has not been diffed against a real `kubectl describe`.
+"""
 from __future__ import annotations
 
 import dataclasses
@@ -21,6 +30,8 @@ from emu.events import Event
 from emu.kubeproxy.model import Endpoint
 from emu.model import Service, ServicePortSpec
 from tests.conftest import TOPOLOGIES
+
+from . import upstream_kubectl
 
 NOW = 1_700_000_000.0
 UP = NOW - 300  # the cluster came up five minutes ago
@@ -593,3 +604,50 @@ def test_describe_kube_proxy_pod_is_its_daemonset_template_on_its_node(sg: clust
     listed = describe(sg, evs, "pods", "kube-system", None)
     names = {x.removeprefix("Name: ") for x in flat(listed) if x.startswith("Name: ")}
     assert {p.name for p in systempods.kube_proxy(sg)} <= names
+
+
+# --- kubectl's own expected texts (tests/unit/upstream_kubectl.py) -------------------------------------------------
+
+
+def _cluster_of(text: str, created: float = UP) -> clusters.Cluster:
+    from emu import ipam, planner
+    topo = topology.load("upstream.yaml", text=text)
+    alloc = ipam.allocate(topo, ipam.Allocations.empty())
+    return clusters.Cluster(state.Record(topo.cluster.name, "upstream.yaml", created=created), topo, alloc,
+                            planner.build(topo, alloc))
+
+
+@pytest.fixture
+def pacific(monkeypatch):  # type: ignore[no-untyped-def]
+    """Local time as the Go test's parsed time prints it (PDT), restored afterwards."""
+    import time
+    monkeypatch.setenv("TZ", upstream_kubectl.CREATED_TZ)
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+@pytest.mark.parametrize("test, manifests, expected", upstream_kubectl.NETWORK_POLICY_CASES,
+                         ids=[c[0] for c in upstream_kubectl.NETWORK_POLICY_CASES])
+def test_upstream_kubectl_network_policy(pacific, test: str, manifests: str, expected: str) -> None:
+    import datetime
+    created = datetime.datetime.strptime(upstream_kubectl.CREATED, "%Y-%m-%d %H:%M:%S %z").timestamp()
+    cl = _cluster_of(manifests, created)
+    assert d.describe(cl, "netpol", "default", "network-policy-1", [], now=created + 60) == expected
+
+
+def test_upstream_kubectl_service_test1() -> None:
+    cl = _cluster_of(upstream_kubectl.SERVICE_TEST1)
+    got = d.describe(cl, "svc", "foo", "bar", [], now=NOW).split("\n")
+    # upstream's endpoint addresses are its fixture's; emu's pods get theirs from host-local IPAM (.1 is cni0)
+    want = upstream_kubectl.SERVICE_TEST1_EXPECTED
+    for i in (1, 2, 3):
+        want = want.replace(f"10.244.0.{i}:", f"{{p{i}}}:")
+    for i in (1, 2, 3):
+        want = want.replace(f"{{p{i}}}:", f"{cl.allocations.pods[f'foo/p{i}'].ip}:")
+    deviations = upstream_kubectl.DESCRIBE_SERVICE_DEVIATIONS
+    differing = [line for line in got if line not in want.split("\n")]
+    assert [line.split(":")[0] + ":" for line in differing] == list(deviations), "\n".join(differing)
+    assert [line for line in got if not line.startswith(tuple(deviations))] == \
+        [line for line in want.split("\n") if not line.startswith(tuple(deviations))]

@@ -1,5 +1,17 @@
 """Cluster DNS without root: Corefile, records as CoreDNS's kubernetes plugin gives them, kubelet's resolv.conf,
-the wire codec and the stub resolver's search order."""
+the wire codec and the stub resolver's search order.
+
+Where the expectations come from:
+- test_upstream_coredns_cases / test_upstream_coredns_pod_modes: upstream's own expected answers, transcribed in
+  tests/unit/upstream_coredns.py (coredns/coredns plugin/kubernetes/handler_test.go@01c32383ad96, with the
+  differences written there).
+- The answers over topologies/dns.yaml (test_service_a ... test_externalname_cname_and_forward): emu's own, written
+  beside the code from the kubernetes/dns specification (docs/specification.md) and CoreDNS's record formats; they
+  are believed because the same shapes (SOA fields and TTL, SRV weight, PTR names) are the ones the upstream cases
+  pin, and tests/integration/test_dns.py asks them of the running server with dig.
+- The resolv.conf texts: emu's own, from kubelet's pkg/kubelet/network/dns/dns.go (GetPodDNS: search list order,
+  the 3-nameserver limit, ClusterFirst on hostNetwork falling back to Default).
+"""
 from __future__ import annotations
 
 import pytest
@@ -8,6 +20,8 @@ from emu import cluster as clusters
 from emu.dns import addon, corefile, records, resolvconf, wire
 from emu.errors import ValidationError
 from emu import topology
+
+from . import upstream_coredns
 
 TOPO = "topologies/dns.yaml"
 
@@ -214,3 +228,46 @@ def test_search_order():
     assert addon.candidates("a.b.c.d.e", s, 5)[-1] == "a.b.c.d.e."
     assert addon.candidates("a.b.c.d.e.f", s, 5)[0] == "a.b.c.d.e.f."
     assert addon.candidates("web.default.svc.cluster.local.", s, 5) == ["web.default.svc.cluster.local."]
+
+
+# --- upstream's expected answers (tests/unit/upstream_coredns.py) ------------------------------------------------
+
+def _rr(text: str) -> tuple[str, int, str, tuple[str, ...]]:
+    """A record in presentation format as upstream's SortAndCheck compares it: name, TTL, type, data; an SOA's
+    serial is left out (upstream's comes from its fake's Modified(), emu's from the snapshot)."""
+    name, ttl, _cls, rtype, *data = text.split()
+    if rtype == "TXT":
+        data = [" ".join(data).strip('"')]
+    if rtype == "SOA":
+        data[2] = "*"
+    return name.lower() if name.endswith(".") else name.lower() + ".", int(ttl), rtype, tuple(data)
+
+
+def _section(rrs) -> list[tuple[str, int, str, tuple[str, ...]]]:
+    return sorted(_rr(r.text() if isinstance(r, wire.RR) else r) for r in rrs)
+
+
+def _ask_as_the_server_does(snap, qname, qtype):
+    """records.resolve, then what emu.dns.server's Server.chase adds for an in-zone CNAME target."""
+    what, r = records.resolve(snap, wire.decode(wire.query(qname, qtype, 7)))
+    assert what == "answer", f"{qname} {qtype}: emu forwards, upstream answers"
+    if r.answer and r.answer[-1].type == "CNAME" and qtype in ("A", "AAAA"):
+        inner = records.resolve(snap, wire.Message(id=7, question=[(str(r.answer[-1].data), qtype)]))[1]
+        r.answer += inner.answer if inner else []
+    return r
+
+
+@pytest.mark.parametrize("qname, qtype, rcode, answer, ns, extra", upstream_coredns.DNS_CASES,
+                         ids=[f"{c[0]}{c[1]}" for c in upstream_coredns.DNS_CASES])
+def test_upstream_coredns_cases(qname, qtype, rcode, answer, ns, extra):
+    r = _ask_as_the_server_does(upstream_coredns.snapshot(), qname, qtype)
+    assert r.rcode_name == rcode
+    assert _section(r.answer) == _section(answer)
+    assert _section(r.authority) == _section(ns)
+    assert _section(r.additional) == _section(extra)
+
+
+@pytest.mark.parametrize("mode, qname, qtype, rcode, answer", upstream_coredns.POD_CASES)
+def test_upstream_coredns_pod_modes(mode, qname, qtype, rcode, answer):
+    r = _ask_as_the_server_does(upstream_coredns.snapshot(pods=mode), qname, qtype)
+    assert (r.rcode_name, _section(r.answer)) == (rcode, _section(answer))

@@ -1,5 +1,11 @@
 """Kubernetes Events as the components record them (emu.events), and reading them back as `kubectl get events
---field-selector` does."""
+--field-selector` does.
+
+Where the expectations come from: emu's own.  Reasons and messages are the strings the components emit in their
+sources (kube-scheduler "Successfully assigned <ns>/<pod> to <node>", the service controller's
+"Ensuring load balancer", ingress-nginx's "Scheduled for sync", kube-proxy's "Starting"), written beside the code;
+none was captured from a real cluster.
+"""
 from __future__ import annotations
 
 import dataclasses

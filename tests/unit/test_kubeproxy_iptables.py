@@ -1,5 +1,11 @@
 """kube-proxy iptables-mode rule text, checked against upstream's expectations (pkg/proxy/iptables/proxier_test.go).
 
+Where the expectations come from: UPSTREAM_OVERALL and the packet-flow cases are upstream's, from
+kubernetes/kubernetes pkg/proxy/iptables/proxier_test.go (TestOverallIPTablesRules and friends); the commit they
+were copied at was not recorded (the stored versions of that file differ: newer ones add `-m nfacct` localhost
+NodePort rules), so pinning it is left to do.  The JUMPS and ensure-command expectations are emu's own, read from
+pkg/proxy/iptables/proxier.go (iptablesJumpChains) beside the code.
+
 No root needed: everything here is pure text.  The integration test loads the same text into a real kernel.
 """
 from __future__ import annotations
@@ -157,7 +163,9 @@ def overall_state() -> NodeProxyState:
     )
 
 
-# Verbatim from proxier_test.go TestOverallIPTablesRules (fake proxier: nfacct counters present, no --random-fully).
+# Source: kubernetes/kubernetes pkg/proxy/iptables/proxier_test.go, TestOverallIPTablesRules `expected`, verbatim
+# (fake proxier: nfacct counters present, no --random-fully); commit not recorded at transcription (see the module
+# docstring).  test_overall_rules_on_this_node lists emu's differences from it and why.
 UPSTREAM_OVERALL = """\
 *filter
 :KUBE-NODEPORTS - [0:0]

@@ -3,6 +3,14 @@ against upstream's expectations (pkg/proxy/ipvs/proxier_test.go, ipset.go), and 
 logic against a fake IPVS socket that answers the way the kernel does.
 
 No root needed.  tests/kernel/test_ipvs_mode.py runs the same code against a real kernel.
+
+Where the expectations come from: the tests named `..._as_upstream_...` restate the (target, match-set) pairs
+that kubernetes/kubernetes pkg/proxy/ipvs/proxier_test.go checks with checkIptables (TestLoadBalancer,
+TestOnlyLocalNodePorts, TestLoadBalancerSourceRanges, TestAcceptIPVSTraffic) and the ipset entries of
+pkg/proxy/ipvs/ipset.go; the commit was not recorded.  The full rule text (test_rules_of_the_representative_node)
+and the virtual-server tables are emu's own: upstream's tests never list the whole iptables text, so it was
+written from proxier.go writeIptablesRules beside the code, and is believed because the upstream pairs above hold
+in it and tests/kernel/test_ipvs_mode.py loads it into a real kernel with iptables-restore and ipset.
 """
 from __future__ import annotations
 
@@ -396,6 +404,7 @@ def test_cluster_ip_masquerade_by_local_detector(kw, expected):
     assert chain(d.iptables, "nat", ipvs.KUBE_SERVICES)[1] == head + expected
 
 
+# emu's own golden (see the module docstring): written from proxier.go writeIptablesRules, not copied from a test.
 def test_rules_of_the_representative_node(rep):
     """Every rule writeIptablesRules emits for it, in order (the text upstream would feed iptables-restore)."""
     assert [line for line in rep.iptables.splitlines() if line.startswith("-A")] == [

@@ -2,7 +2,7 @@
 
 The golden expectations are quoted from kubernetes/kubernetes pkg/proxy/nftables/proxier_test.go (`baseRules`,
 TestOverallNFTablesRules, TestSyncProxyRulesRepeated), which list the ruleset the way knftables.Fake.Dump()
-prints it.  Our output is a transaction (add, flush, delete in queue order), so both sides are replayed through
+prints it; the commit they were copied at was not recorded (pinning it is left to do).  Our output is a transaction (add, flush, delete in queue order), so both sides are replayed through
 `Replay`, a small stand-in for knftables.Fake that also refuses what the kernel refuses (rules in missing
 chains, references to missing chains/sets, deleting a chain or set something still points at), and the
 resulting rulesets are compared: chains and their specs, rules per chain in order, sets/maps, elements.
@@ -191,6 +191,7 @@ def ep(ip: str, port: int = 80, node: str | None = None, **kw) -> Endpoint:
     return Endpoint(A(ip), port, node=node, **kw)
 
 
+# Source: kubernetes/kubernetes pkg/proxy/nftables/proxier_test.go `baseRules`, verbatim (commit not recorded).
 BASE_RULES = textwrap.dedent("""\
     add table ip kube-proxy { comment "rules for kube-proxy" ; }
 

@@ -1,4 +1,8 @@
-"""nftables partial sync: unchanged service ports keep their chains; their map elements are re-added."""
+"""nftables partial sync: unchanged service ports keep their chains; their map elements are re-added.
+
+Expectations are emu's own, from the behaviour of kubernetes/kubernetes pkg/proxy/nftables/proxier.go syncProxyRules
+(a partial sync rewrites only changed services' chains, re-adds every map element); upstream's counterpart is
+TestSyncProxyRulesRepeated, which test_kubeproxy_nftables.py compares against verbatim."""
 from __future__ import annotations
 
 import ipaddress

@@ -1,4 +1,8 @@
-"""`emu logs`: which pods have a log, and kubectl's -l selectors (emu.logs, emu.systempods)."""
+"""`emu logs`: which pods have a log, and kubectl's -l selectors (emu.logs, emu.systempods).
+
+Where the expectations come from: emu's own; the selector grammar is k8s.io/apimachinery pkg/labels
+(selector.go Parse: `=`, `==`, `!=`, `in`, `notin`, `key`, `!key`), restated here case by case.
+"""
 from __future__ import annotations
 
 import os

@@ -1,4 +1,11 @@
-"""The rule generator and the tools' input, as data (no root): kube-router's names, chains, marks and ipsets."""
+"""The rule generator and the tools' input, as data (no root): kube-router's names, chains, marks and ipsets.
+
+Where the expectations come from: emu's own, written beside emu/netpol from cloudnativelabs/kube-router
+pkg/controllers/netpol (network_policy_controller.go, policy.go, pod.go: chain names as base32(sha256(...))[:16]
+with the KUBE-NWPLCY-/KUBE-POD-FW- prefixes, the 0x10000/0x20000 marks, the KUBE-SRC-/KUBE-DST- ipsets).  kube-router's
+own tests carry no whole-ruleset expectation to compare with; the names are checked here by recomputing
+kube-router's hash (kube_router_hash), and the rules' effect by the packet tests in tests/integration/test_netpol_*.py.
+"""
 from __future__ import annotations
 
 import base64

@@ -1,4 +1,12 @@
-"""The plan, checked entry by entry against what flannel and the CNI bridge plugin program (no root needed)."""
+"""The plan, checked entry by entry against what flannel and the CNI bridge plugin program (no root needed).
+
+Where the expectations come from: emu's own, written beside the planner from flannel-io/flannel pkg/backend/vxlan
+(vxlan_network.go: per remote node one route `subnet via <vtep-ip> dev flannel.1 onlink`, one neighbour and one FDB
+entry for its VTEP MAC) and pkg/backend/hostgw (a route `subnet via <node-ip>`), and from the CNI bridge plugin
+(cni0 holds the first address of the node's subnet).  flannel's own backend tests were not compared (left to do:
+brief item 4).  They are believed because tests/integration builds the same plan in real namespaces and pings
+across it, and `emu doctor` diffs the plan against what the kernel reports.
+"""
 from __future__ import annotations
 
 import ipaddress

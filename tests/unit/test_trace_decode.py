@@ -1,5 +1,9 @@
 """emu.trace.decode and emu.trace.correlate: frames built with scapy, decoded and followed across NAT, VXLAN,
-fragmentation and ICMP errors (pure: no sockets, no root)."""
+fragmentation and ICMP errors (pure: no sockets, no root).
+
+Where the expectations come from: emu's own.  The input frames are built with scapy (an independent encoder), so a
+decoded field is checked against what scapy put there, not against emu's own encoder.
+"""
 from __future__ import annotations
 
 from scapy.layers.inet import ICMP, IP, TCP, UDP, IPerror, UDPerror, fragment

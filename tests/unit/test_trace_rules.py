@@ -1,5 +1,9 @@
 """emu.trace.nftrace, ruletext, pcap and svg: trace messages as the kernel sends them, the trace table, rule texts
-by handle and their iptables-save form, pcap files, the graphviz source (pure: no root)."""
+by handle and their iptables-save form, pcap files, the graphviz source (pure: no root).
+
+Where the expectations come from: emu's own, apart from the tool texts marked below; the NFTA_TRACE_* attribute
+layout is the kernel's include/uapi/linux/netfilter/nf_tables.h.
+"""
 from __future__ import annotations
 
 import struct
@@ -74,6 +78,8 @@ def test_leftover_tables_are_those_of_dead_processes() -> None:
     assert nftrace.leftover_tables(listing) == ["inet emu-trace-999999999"]  # pid 1 is alive
 
 
+# Shaped as `nft -a list ruleset` prints (nftables 1.0.x: "# handle N" after each chain and rule), written by hand
+# for this test, not captured from a run.
 LISTING = """table ip nat { # handle 1
 \tchain PREROUTING { # handle 1
 \t\ttype nat hook prerouting priority dstnat; policy accept;
@@ -99,6 +105,7 @@ table ip kube-proxy { # handle 5
 }
 """
 
+# Shaped as `iptables-save` prints (iptables 1.8), written by hand for this test, not captured from a run.
 SAVE = """*nat
 :PREROUTING ACCEPT [0:0]
 :KUBE-SEP-Y - [0:0]
