@@ -11,11 +11,11 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import time
 
 import pytest
 
 from emu import netns
+from tests.waiting import GENEROUS, wait_until
 
 BUILTIN = "{plugin: flannel, backend: vxlan}"
 # The real bridge binary (Debian's containernetworking-plugins), as flannel's CNI plugin delegates to it.
@@ -62,13 +62,11 @@ def host_veths(c, node_ns: str) -> dict[str, dict]:
     return out
 
 
-def wait_gone(node_ns: str, ifname: str, timeout: float = 10.0) -> None:
+def wait_gone(node_ns: str, ifname: str, timeout: float = GENEROUS) -> None:
     """A namespace's devices are torn down by the kernel after its last reference goes (net/core/net_namespace.c
     cleanup_net runs from a workqueue), so the deleted pod's port may leave cni0 a moment after delete returns."""
-    deadline = time.monotonic() + timeout
-    while any(link["ifname"] == ifname for link in links(node_ns)):
-        assert time.monotonic() < deadline, f"{ifname} still in {node_ns} {timeout}s after its pod was deleted"
-        time.sleep(0.01)
+    wait_until(lambda: not any(link["ifname"] == ifname for link in links(node_ns)), timeout=timeout,
+               interval=0.01, what=f"{ifname} to leave {node_ns} after its pod was deleted")
 
 
 @pytest.mark.parametrize("cni", [BUILTIN, REAL_PLUGIN], ids=["builtin", "bridge-plugin"])

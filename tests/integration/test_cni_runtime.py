@@ -6,20 +6,21 @@ from __future__ import annotations
 import collections
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
 import textwrap
-import time
 
 import pytest
 
 from emu import cluster as clusters
-from emu import netns, state
+from emu import netns, probing, state
 from emu.cni import pods as cni_pods
 from emu.cni import runtime as cni_runtime
 from emu.cni.runtime import CNIError
 from tests.conftest import TOPOLOGIES
+from tests.waiting import wait_until
 
 REFERENCE = str(TOPOLOGIES / "cni-flannel-reference.yaml")
 VXLAN = str(TOPOLOGIES / "flannel-vxlan.yaml")
@@ -76,6 +77,11 @@ def conflist(record: str, **extra: object) -> dict:
          "mtu": "${MTU}", "ipam": {"type": "host-local", "ranges": [[{"subnet": "${NODE_SUBNET}"}]],
                                    "routes": [{"dst": "${POD_CIDR}"}]}},
         {"type": "recorder", "record": record, **extra}]}
+
+
+def unique(prefix: str) -> str:
+    """A cluster name no other test (or concurrent run) uses, so the cluster a test takes down is its own."""
+    return f"{prefix}-{secrets.token_hex(3)}"
 
 
 def make_topology(tmp_path, name: str, replicas: int = 4, **extra: object) -> tuple[str, str]:
@@ -142,8 +148,8 @@ def test_reference_network_policy_is_enforced(ref, tmp_path):
                     "spec: {podSelector: {}, policyTypes: [Ingress]}\n")
     ref.apply(str(deny))
     try:
-        r = ref.probe("default/web-0", "shop/cart-6d557d6b4f-jklng", port=80)
-        assert not r["ok"]
+        # kube-router's per-pod chain REJECTs what no policy allows; the pod itself still answers (the control)
+        ref.assert_blocked("default/web-0", "shop/cart-6d557d6b4f-jklng", port=80, by="reject")
         assert ref.probe("shop/cart-6d557d6b4f-jklng", "default/web-0", port=80)["ok"]
     finally:
         ref.delete(str(deny))
@@ -200,9 +206,10 @@ def test_reference_calls_are_logged_with_k8s_args_inside_the_node(ref):
 
 
 def test_chain_prev_result_del_once_and_live_changes(tmp_path):
-    topo, record = make_topology(tmp_path, "cnichain", replicas=3)
-    cl = clusters.up(topo)
+    name = unique("cnichain")
+    topo, record = make_topology(tmp_path, name, replicas=3)
     try:
+        cl = clusters.up(topo)
         adds = [c for c in calls(record) if c["cmd"] == "ADD"]
         assert len(adds) == 3
         log = cni_runtime.read_log(cni_pods.log_path(cl.record.dir))
@@ -223,48 +230,55 @@ def test_chain_prev_result_del_once_and_live_changes(tmp_path):
         dels = [c for c in calls(record) if c["cmd"] == "DEL"]
         assert len(dels) == 1 and dels[0]["stdin"]["prevResult"]["ips"]  # 0.4.0: DEL gets the cached result
     finally:
-        clusters.down("cnichain")
+        clusters.down(name)
     per = collections.Counter((c["env"]["CNI_CONTAINERID"], c["cmd"]) for c in calls(record))
     ids = {cid for cid, _ in per}
     assert all(per[(cid, "ADD")] == 1 and per[(cid, "DEL")] == 1 for cid in ids), per
-    assert mine("cnichain") == [] and not os.path.exists(state.cluster_dir("cnichain"))
+    assert mine(name) == [] and not os.path.exists(state.cluster_dir(name))
 
 
 def test_a_failing_plugin_leaves_nothing_behind_and_its_error_is_shown(tmp_path):
-    topo, record = make_topology(tmp_path, "cnifail", replicas=2, fail=True)
-    with pytest.raises(CNIError, match="recorder refuses this pod") as e:
-        clusters.up(topo)
-    assert e.value.error["code"] == 7
-    assert mine("cnifail") == [] and not os.path.exists(state.cluster_dir("cnifail"))
-    per = collections.Counter((c["env"]["CNI_CONTAINERID"], c["cmd"]) for c in calls(record))
-    assert per and all(per[(cid, "DEL")] == 1 for cid, cmd in per if cmd == "ADD")
-    r = subprocess.run([sys.executable, "-m", "emu", "up", topo], capture_output=True, text=True)
-    assert r.returncode == 1 and "Traceback" not in r.stderr
-    (line,) = r.stderr.strip().splitlines()[-1:]
-    assert line.startswith("error: CNI plugin recorder failed ADD of network 'testnet' for pod default/web-")
-    assert '"msg": "recorder refuses this pod"' in line and '"details": "asked to fail"' in line
-    assert mine("cnifail") == [] and not os.path.exists(state.cluster_dir("cnifail"))
+    name = unique("cnifail")
+    topo, record = make_topology(tmp_path, name, replicas=2, fail=True)
+    try:
+        with pytest.raises(CNIError, match="recorder refuses this pod") as e:
+            clusters.up(topo)
+        assert e.value.error["code"] == 7
+        assert mine(name) == [] and not os.path.exists(state.cluster_dir(name))
+        per = collections.Counter((c["env"]["CNI_CONTAINERID"], c["cmd"]) for c in calls(record))
+        assert per and all(per[(cid, "DEL")] == 1 for cid, cmd in per if cmd == "ADD")
+        r = subprocess.run([sys.executable, "-m", "emu", "up", topo], capture_output=True, text=True)
+        assert r.returncode == 1 and "Traceback" not in r.stderr
+        (line,) = r.stderr.strip().splitlines()[-1:]
+        assert line.startswith("error: CNI plugin recorder failed ADD of network 'testnet' for pod default/web-")
+        assert '"msg": "recorder refuses this pod"' in line and '"details": "asked to fail"' in line
+        assert mine(name) == [] and not os.path.exists(state.cluster_dir(name))
+    finally:
+        clusters.down(name)  # only if an up wrongly succeeded or left a record; a no-op otherwise
 
 
 def test_sigkill_during_up_then_down_calls_del_once_per_add(tmp_path):
-    topo, record = make_topology(tmp_path, "cnikill", replicas=6, sleep=0.3)
-    proc = subprocess.Popen([sys.executable, "-m", "emu", "up", topo], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    name = unique("cnikill")
+    topo, record = make_topology(tmp_path, name, replicas=6, sleep=0.3)
     try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and len([c for c in calls(record) if c["cmd"] == "ADD"]) < 3:
-            time.sleep(0.01)
+        proc = subprocess.Popen([sys.executable, "-m", "emu", "up", topo], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        try:
+            wait_until(lambda: len([c for c in calls(record) if c["cmd"] == "ADD"]) >= 3, interval=0.01,
+                       max_interval=0.01, what="up to run the recorder's ADD for three pods")
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+        adds = {c["env"]["CNI_CONTAINERID"] for c in calls(record) if c["cmd"] == "ADD"}
+        assert 3 <= len(adds) < 6
+        r = subprocess.run([sys.executable, "-m", "emu", "down", name], capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        subprocess.run([sys.executable, "-m", "emu", "down", name], capture_output=True, text=True)  # idempotent
+        per = collections.Counter((c["env"]["CNI_CONTAINERID"], c["cmd"]) for c in calls(record))
+        assert all(per[(cid, "DEL")] == 1 for cid in adds), per
+        assert mine(name) == [] and not os.path.exists(state.cluster_dir(name))
     finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-    adds = {c["env"]["CNI_CONTAINERID"] for c in calls(record) if c["cmd"] == "ADD"}
-    assert 3 <= len(adds) < 6
-    r = subprocess.run([sys.executable, "-m", "emu", "down", "cnikill"], capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
-    subprocess.run([sys.executable, "-m", "emu", "down", "cnikill"], capture_output=True, text=True)  # idempotent
-    per = collections.Counter((c["env"]["CNI_CONTAINERID"], c["cmd"]) for c in calls(record))
-    assert all(per[(cid, "DEL")] == 1 for cid in adds), per
-    assert mine("cnikill") == [] and not os.path.exists(state.cluster_dir("cnikill"))
+        clusters.down(name)  # a no-op once the test's own `emu down` ran
 
 
 def test_ptp_cluster_with_host_port_through_portmap(emu_cluster, tmp_path):
@@ -283,4 +297,8 @@ def test_ptp_cluster_with_host_port_through_portmap(emu_cluster, tmp_path):
         r = c.probe("external", f"{node_ip}:30080")
         assert r["ok"] and r["answered_by"] == "default/hp", r
         c.delete(str(extra))
-        assert not c.probe("external", f"{node_ip}:30080", timeout=0.5)["ok"]
+        # portmap's DEL removed its DNAT: the SYN now reaches node-2's own stack, where nothing listens on 30080,
+        # and the node answers with a TCP RST.  (assert_blocked needs a control that reaches the same address and
+        # port, which no longer exists; the RST is itself proof that the node answered.)
+        r = c.probe("external", f"{node_ip}:30080")
+        assert probing.denial(r) == "reset", r

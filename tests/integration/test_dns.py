@@ -14,6 +14,7 @@ from emu import cluster as clusters
 from emu import state
 from emu.dns import addon
 from tests.conftest import TOPOLOGIES
+from tests.waiting import wait_until
 
 
 @pytest.fixture(scope="module")
@@ -137,15 +138,28 @@ spec:
   containers: [{name: c, image: x, ports: [{containerPort: 80}]}]
 """)
     dns.apply(str(f))
-    import time
-    time.sleep(0.8)  # the server polls its zone file (the reload plugin's idea)
-    c = cl(dns)
-    r = addon.probe_dns(c, "ns1/client", "late")
+    # The server polls its zone file's mtime (the idea of CoreDNS's reload plugin), so the new name appears within
+    # a poll interval of apply: wait for the answer rather than for a guessed time.
+    r = wait_until(lambda: _answered(addon.probe_dns(cl(dns), "ns1/client", "late")),
+                   what="the DNS server to serve the applied Service ns1/late")
     assert r["ok"] and r["addresses"] == [dns.cluster_ip("ns1/late")]
     assert dns.exec("ns1/late-pod", "cat", "/etc/resolv.conf").stdout == "nameserver 10.96.0.10\n"
     dns.delete(str(f))
-    time.sleep(0.8)
-    assert not addon.probe_dns(cl(dns), "ns1/client", "late.ns1.svc.cluster.local.")["ok"]
+    # Gone means the cluster's server answers NXDOMAIN for it (a timeout or a dead server would also be "not
+    # resolved"), while a name that still exists resolves in the same step.
+    r = wait_until(lambda: _nxdomain(addon.probe_dns(cl(dns), "ns1/client", "late.ns1.svc.cluster.local.")),
+                   what="the DNS server to answer NXDOMAIN for the deleted Service ns1/late")
+    assert [(q["server"], q["rcode"]) for q in r["queries"]] == [("10.96.0.10", "NXDOMAIN")]
+    assert addon.probe_dns(cl(dns), "ns1/client", "web.default.svc.cluster.local.")["ok"]
+
+
+def _answered(r: dict) -> dict | None:
+    return r if r["ok"] else None
+
+
+def _nxdomain(r: dict) -> dict | None:
+    """The probe when the cluster's server said the name does not exist (not a timeout or an error)."""
+    return r if r["queries"] and r["queries"][-1]["rcode"] == "NXDOMAIN" else None
 
 
 def test_down_removes_everything(emu_cluster):

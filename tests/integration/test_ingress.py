@@ -12,7 +12,7 @@ from collections import Counter
 import pytest
 
 from emu import cluster as clusters
-from emu import state
+from emu import processes, state
 from emu.ingress import controller, httpprobe
 from tests.conftest import TOPOLOGIES
 
@@ -238,7 +238,7 @@ def test_the_ingress_comes_and_goes_with_ingresses_over_a_node_port(emu_cluster,
         assert not controller._pids(state.load(c.name))
         c.apply(str(f))
         pid = controller._pids(state.load(c.name)).pop()
-    assert not os.path.exists(f"/proc/{pid}") or "nginx" not in open(f"/proc/{pid}/cmdline").read()
+    assert nginx_gone(pid)
     assert not os.path.exists(f"/etc/netns/{c.name}.external/hosts")
 
 
@@ -249,4 +249,11 @@ def test_down_after_the_controller_was_killed_still_cleans_up(emu_cluster):
         assert workers
         os.kill(pid, signal.SIGKILL)  # a crashed nginx master: its workers may linger in the pod's namespace
     for w in workers | {pid}:
-        assert not os.path.exists(f"/proc/{w}") or "nginx" not in open(f"/proc/{w}/cmdline").read()
+        assert nginx_gone(w)
+
+
+def nginx_gone(pid: int) -> bool:
+    """No nginx runs as `pid` (it exited, is a zombie, or the pid was reused); read without the race of an
+    exists-then-open check on /proc."""
+    argv = processes.cmdline(pid)
+    return argv is None or "nginx" not in " ".join(argv)

@@ -15,7 +15,6 @@ import subprocess
 import sys
 import tempfile
 import textwrap
-import time
 import uuid
 
 import pytest
@@ -26,6 +25,7 @@ from emu import state
 from emu.cli import main
 from emu.ingress import controller, nginxconf, nginxsafe
 from tests.conftest import TOPOLOGIES
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.skipif(subprocess.run(["sh", "-c", "command -v nginx"], capture_output=True).returncode,
                                 reason="nginx is not installed (tools/setup installs nginx-light)")
@@ -113,13 +113,16 @@ def test_up_refuses_each_injection_with_one_line_and_builds_nothing(tmp_path, ho
         f = tmp_path / f"{ing_name}.yaml"
         f.write_text(_cluster_doc(name) + doc)
         before = _netns()
-        r = CliRunner().invoke(main, ["up", str(f)] + (["--dry-run"] if dry_run else []))
-        assert r.exit_code == 2, (ing_name, r.output)
-        lines = [ln for ln in r.output.strip().splitlines() if ln.strip()]
-        assert len(lines) == 1 and str(f) in lines[0] and f"Ingress {ing_name}" in lines[0] and field in lines[0], \
-            (ing_name, r.output)
-        assert not any(n.startswith(name) for n in _netns() - before)
-        assert not os.path.exists(state.cluster_dir(name))
+        try:
+            r = CliRunner().invoke(main, ["up", str(f)] + (["--dry-run"] if dry_run else []))
+            assert r.exit_code == 2, (ing_name, r.output)
+            lines = [ln for ln in r.output.strip().splitlines() if ln.strip()]
+            assert len(lines) == 1 and str(f) in lines[0] and f"Ingress {ing_name}" in lines[0] and \
+                field in lines[0], (ing_name, r.output)
+            assert not any(n.startswith(name) for n in _netns() - before)
+            assert not os.path.exists(state.cluster_dir(name))
+        finally:
+            clusters.down(name)  # only an up that wrongly succeeded left something; a no-op otherwise
     assert sorted(os.listdir(host_dir)) == ["public.txt", "secret.txt"]
 
 
@@ -283,9 +286,8 @@ def test_down_after_up_was_killed_right_after_spawning_nginx_leaves_no_nginx():
     try:
         assert r.returncode == -signal.SIGKILL, r.stderr
         d = os.path.join(state.cluster_dir(name), "ingress")
-        deadline = time.monotonic() + 5
-        while not _read(os.path.join(d, "nginx.pid")) and time.monotonic() < deadline:
-            time.sleep(0.05)  # nginx writes it itself once its configuration is loaded
+        # nginx writes it itself once its configuration is loaded
+        wait_until(lambda: _read(os.path.join(d, "nginx.pid")), what="the orphaned nginx to write nginx.pid")
         assert not os.path.exists(os.path.join(d, "master.pid"))  # killed before emu wrote anything about it
         pids = controller._pids(state.load(name))
         assert len(pids) == 1

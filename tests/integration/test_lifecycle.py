@@ -2,19 +2,22 @@
 apply/delete, and a root namespace left exactly as it was."""
 from __future__ import annotations
 
+import contextlib
 import os
+import secrets
 import signal
 import subprocess
 import sys
-import time
+from collections.abc import Iterator
 
 import pytest
 
 from emu import apply as apply_mod
 from emu import cluster as clusters
-from emu import netns, state
+from emu import netns, processes, state
 from emu.errors import ValidationError
 from tests.conftest import TOPOLOGIES
+from tests.waiting import wait_until
 
 VXLAN = str(TOPOLOGIES / "flannel-vxlan.yaml")
 
@@ -26,6 +29,24 @@ def emu(*args: str, check: bool = False) -> subprocess.CompletedProcess[str]:
 def mine(name: str) -> list[str]:
     """Namespaces whose name says they are this cluster's (for assertions only; cleanup never works this way)."""
     return [n for n in netns.list_names() if n.startswith(name + ".")]
+
+
+@contextlib.contextmanager
+def downed(prefix: str) -> Iterator[str]:
+    """A fresh cluster name for a test that drives `up` itself; the cluster is taken down when the block ends,
+    also when an assertion failed half-way (`down` of a name that has no record is a no-op).  The name is unique,
+    so the cluster is this test's own and nobody else's is ever removed."""
+    name = f"{prefix}-{secrets.token_hex(3)}"
+    try:
+        yield name
+    finally:
+        clusters.down(name)
+
+
+def agent_gone(pid: int) -> bool:
+    """The agent `pid` has exited (or is a zombie, or the pid now belongs to another program)."""
+    argv = processes.cmdline(pid)
+    return argv is None or "emu.agent" not in " ".join(argv)
 
 
 def test_two_clusters_with_identical_cidrs_at_once(emu_cluster):
@@ -46,52 +67,52 @@ def test_a_failed_up_rolls_back(monkeypatch):
         raise RuntimeError("injected failure")
 
     monkeypatch.setattr(apply_mod, "apply_pods", flaky)
-    with pytest.raises(RuntimeError, match="injected"):
-        clusters.up(VXLAN, "rollback")
-    assert mine("rollback") == [] and state.load("rollback") is None
+    with downed("rollback") as name:
+        with pytest.raises(RuntimeError, match="injected"):
+            clusters.up(VXLAN, name)
+        assert mine(name) == [] and state.load(name) is None
 
 
 def test_validation_error_builds_nothing(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text(open(VXLAN).read().replace("name: web-2", "name: web-1"))
-    r = emu("up", str(bad), "--name", "invalid")
-    assert r.returncode == 2
-    assert f"{bad} (document 5): Pod default/web-1: metadata.name: duplicate pod default/web-1" in r.stderr
-    assert "Traceback" not in r.stderr
-    assert mine("invalid") == [] and state.load("invalid") is None
+    with downed("invalid") as name:
+        r = emu("up", str(bad), "--name", name)
+        assert r.returncode == 2
+        assert f"{bad} (document 5): Pod default/web-1: metadata.name: duplicate pod default/web-1" in r.stderr
+        assert "Traceback" not in r.stderr
+        assert mine(name) == [] and state.load(name) is None
 
 
 def test_sigkill_during_up_then_down_leaves_nothing(tmp_path):
-    proc = subprocess.Popen([sys.executable, "-m", "emu", "up", VXLAN, "--name", "killed"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and len(mine("killed")) < 3:
-            time.sleep(0.005)
-        assert mine("killed"), "up never started creating namespaces"
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-    rec = state.load("killed")
-    assert rec is not None and rec.netns  # the record was written before anything was made
-    r = emu("down", "killed")
-    assert r.returncode == 0, r.stderr
-    assert mine("killed") == [] and not os.path.exists(state.cluster_dir("killed"))
-    if rec.agent_pid:
-        assert not os.path.exists(f"/proc/{rec.agent_pid}") or "emu.agent" not in open(
-            f"/proc/{rec.agent_pid}/cmdline").read()
-    assert emu("down", "killed").returncode == 0  # idempotent
+    with downed("killed") as name:
+        proc = subprocess.Popen([sys.executable, "-m", "emu", "up", VXLAN, "--name", name],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            wait_until(lambda: len(mine(name)) >= 3, interval=0.005, max_interval=0.005,
+                       what="up to create its first namespaces")
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+        rec = state.load(name)
+        assert rec is not None and rec.netns  # the record was written before anything was made
+        r = emu("down", name)
+        assert r.returncode == 0, r.stderr
+        assert mine(name) == [] and not os.path.exists(state.cluster_dir(name))
+        if rec.agent_pid:
+            assert agent_gone(rec.agent_pid)
+        assert emu("down", name).returncode == 0  # idempotent
 
 
 def test_down_is_idempotent_and_removes_the_agent():
-    clusters.up(VXLAN, "twice")
-    pid = state.load("twice").agent_pid
-    assert pid and os.path.exists(f"/proc/{pid}")
-    assert clusters.down("twice") is True
-    assert clusters.down("twice") is False
-    time.sleep(0.1)
-    assert not os.path.exists(f"/proc/{pid}") or "emu.agent" not in open(f"/proc/{pid}/cmdline").read()
-    assert mine("twice") == []
+    with downed("twice") as name:
+        clusters.up(VXLAN, name)
+        pid = state.load(name).agent_pid
+        assert pid and not agent_gone(pid)
+        assert clusters.down(name) is True
+        assert clusters.down(name) is False
+        assert agent_gone(pid)  # down waits for the agent it stops
+        assert mine(name) == []
 
 
 def test_live_apply_and_delete(emu_cluster, tmp_path):
@@ -151,19 +172,20 @@ def test_root_namespace_is_identical_before_up_and_after_down(emu_cluster):
 
 def test_an_unrecorded_agent_exits_once_its_cluster_is_gone():
     """`up` killed between spawning the agent and recording its pid: down removes the record, the agent leaves."""
-    clusters.up(VXLAN, "orphan")
-    rec = state.load("orphan")
-    pid = rec.agent_pid
-    rec.agent_pid = None
-    rec.save()
-    os.unlink(os.path.join(rec.agent_dir, "agent.pid"))
-    assert clusters.down("orphan")
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and os.path.exists(f"/proc/{pid}") and \
-            "emu.agent" in open(f"/proc/{pid}/cmdline").read():
-        time.sleep(0.05)
-    assert not os.path.exists(f"/proc/{pid}") or "emu.agent" not in open(f"/proc/{pid}/cmdline").read() or \
-        open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] == "Z"
+    with downed("orphan") as name:
+        clusters.up(VXLAN, name)
+        rec = state.load(name)
+        pid = rec.agent_pid
+        try:
+            rec.agent_pid = None
+            rec.save()
+            os.unlink(os.path.join(rec.agent_dir, "agent.pid"))
+            assert clusters.down(name)
+            # the agent notices its record is gone at its next once-a-second check (agent.ORPHAN_CHECK)
+            wait_until(lambda: agent_gone(pid), what=f"the unrecorded agent (pid {pid}) to exit by itself")
+        finally:
+            if not agent_gone(pid):  # the test failed: stop the agent it made unreachable for down
+                os.kill(pid, signal.SIGTERM)
 
 
 def test_ipvs_mode_on_a_kernel_without_ip_vs_fails_at_once_in_one_line(tmp_path):
@@ -173,8 +195,9 @@ def test_ipvs_mode_on_a_kernel_without_ip_vs_fails_at_once_in_one_line(tmp_path)
         pytest.skip("this kernel has IP_VS and dummy: the kernel-lane tests cover ipvs mode")
     topo = tmp_path / "ipvs.yaml"
     topo.write_text(open(VXLAN).read().replace("  cni:\n", "  proxy: {mode: ipvs}\n  cni:\n", 1))
-    r = emu("up", str(topo), "--name", "ipvsless")
-    assert r.returncode != 0 and "Traceback" not in r.stderr
-    (line,) = [x for x in r.stderr.splitlines() if x.strip()]
-    assert "kube-proxy ipvs mode needs ip_vs" in line and "which this kernel lacks" in line
-    assert mine("ipvsless") == [] and state.load("ipvsless") is None
+    with downed("ipvsless") as name:
+        r = emu("up", str(topo), "--name", name)
+        assert r.returncode != 0 and "Traceback" not in r.stderr
+        (line,) = [x for x in r.stderr.splitlines() if x.strip()]
+        assert "kube-proxy ipvs mode needs ip_vs" in line and "which this kernel lacks" in line
+        assert mine(name) == [] and state.load(name) is None

@@ -3,20 +3,25 @@ emu deletes, concurrent commands on one cluster take turns, a closed output neve
 daemon is reported, repaired, and never outlives its cluster."""
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import json
 import os
+import select
 import signal
+import struct
 import subprocess
 import sys
 import textwrap
 import threading
-import time
+from collections.abc import Callable, Iterator
 
 import pytest
 
 from emu import cluster as clusters
-from emu import daemons, netns, processes, state
+from emu import agent, daemons, netns, processes, state
 from tests.conftest import TOPOLOGIES
+from tests.waiting import wait_until
 
 VXLAN = str(TOPOLOGIES / "flannel-vxlan.yaml")
 DNS = str(TOPOLOGIES / "dns.yaml")
@@ -33,11 +38,35 @@ def one_line(r: subprocess.CompletedProcess[str]) -> str:
     return lines[0]
 
 
-def wait_for(pred, timeout: float = 10.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
+IN_CLOSE_NOWRITE = 0x10  # <sys/inotify.h>: a file opened read-only was closed
+
+
+@contextlib.contextmanager
+def reads_of(path: str) -> Iterator[Callable[[str], None]]:
+    """Watch `path` with inotify(7); yields `wait(what)`, which returns once some process has opened the file
+    for reading and closed it again since the watch began (or fails after a generous deadline)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+    if fd < 0:
+        raise OSError(ctypes.get_errno(), "inotify_init1")
+    try:
+        if libc.inotify_add_watch(fd, os.fsencode(path), IN_CLOSE_NOWRITE) < 0:
+            raise OSError(ctypes.get_errno(), f"inotify_add_watch {path}")
+
+        def closed_after_read() -> bool:
+            if not select.select([fd], [], [], 0.2)[0]:
+                return False
+            buf = os.read(fd, 4096)
+            masks = []
+            while buf:  # struct inotify_event {int wd; uint32_t mask, cookie, len; char name[len];}
+                _, mask, _, n = struct.unpack_from("iIII", buf)
+                masks.append(mask)
+                buf = buf[16 + n:]
+            return any(m & IN_CLOSE_NOWRITE for m in masks)
+
+        yield lambda what: wait_until(closed_after_read, what=what)
+    finally:
+        os.close(fd)
 
 
 # --- names never become host paths ---------------------------------------------------------------------------------
@@ -142,14 +171,20 @@ def test_a_waiting_command_says_so_and_one_that_outlived_its_cluster_fails_clean
         try:
             p = subprocess.Popen([sys.executable, "-m", "emu", "apply", "-f", f, "--cluster", c.name],
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            time.sleep(state.LOCK_NOTICE + 1.0)
+            # it says it waits (after state.LOCK_NOTICE) and is still waiting when it has said so
+            assert wait_until(lambda: select.select([p.stderr], [], [], 0.2)[0], what="apply to say it waits")
+            first = p.stderr.readline()
             assert p.poll() is None, "apply did not wait for the lock"
             clusters._remove(state.load(c.name))  # what `emu down` does while it holds the lock
+        except BaseException:
+            p.kill()  # the test failed: the apply must not go on to change the cluster behind the teardown
+            p.communicate()
+            raise
         finally:
             lock.release()
         out, err = p.communicate(timeout=60)
-        assert p.returncode == 1, (out, err)
-        lines = err.strip().splitlines()
+        assert p.returncode == 1, (out, first + err)
+        lines = (first + err).strip().splitlines()
         assert lines[0] == f"waiting for cluster 'sfwait': pid {os.getpid()} (test holder) is changing it"
         assert lines[1:] == ["error: cluster 'sfwait' was removed (emu down) while emu apply waited for it"]
         assert "Traceback" not in err
@@ -169,7 +204,7 @@ def test_a_dead_daemon_is_degraded_failed_by_doctor_named_by_probes_and_repaired
     with emu_cluster(VXLAN, "sfagent") as c:
         (agent_pid,) = daemons.agent_pids(state.load(c.name))
         os.kill(agent_pid, signal.SIGKILL)
-        wait_for(lambda: processes.cmdline(agent_pid) is None, what="the agent to die")
+        wait_until(lambda: processes.cmdline(agent_pid) is None, what="the agent to die")
         st = json.loads(emu("status", c.name, "-o", "json").stdout)[0]
         assert st["status"] == "degraded" and st["down"] == ["agent"]
         assert "degraded (agent down)" in emu("status", c.name).stdout
@@ -195,7 +230,7 @@ def test_the_dns_server_records_itself_and_leaves_with_its_cluster(emu_cluster):
         d = os.path.join(rec.dir, "dns")
         (pid,) = [x.pids for x in daemons.expected(rec) if x.name == "dns"][0]
         os.kill(pid, signal.SIGKILL)
-        wait_for(lambda: processes.cmdline(pid) is None, what="the DNS server to die")
+        wait_until(lambda: processes.cmdline(pid) is None, what="the DNS server to die")
         assert [x.name for x in daemons.down(state.load(c.name))] == ["dns"]
         # As if `up` was SIGKILLed right after the fork: the server is running, but nobody recorded it.
         rec.dns_pid = None
@@ -204,18 +239,18 @@ def test_the_dns_server_records_itself_and_leaves_with_its_cluster(emu_cluster):
         env = {**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(os.path.dirname(__file__)))}
         orphan = subprocess.Popen([sys.executable, "-m", "emu.dns.server", "--dir", d], env=env,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        wait_for(lambda: processes.read_pids(os.path.join(d, "dns.pid")) == {orphan.pid},
+        wait_until(lambda: processes.read_pids(os.path.join(d, "dns.pid")) == {orphan.pid},
                  what="the server to write its own pid file")
         # Its cluster's files vanish (a `down` that ran before the pid file existed): it leaves by itself.
         os.rename(os.path.join(d, "server.json"), os.path.join(d, "server.json.away"))
-        orphan.wait(timeout=5)
+        orphan.wait(timeout=30)
         os.rename(os.path.join(d, "server.json.away"), os.path.join(d, "server.json"))
         # Recorded only by its own pid file, `down` still finds and stops it.
         again = subprocess.Popen([sys.executable, "-m", "emu.dns.server", "--dir", d], env=env,
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        wait_for(lambda: processes.read_pids(os.path.join(d, "dns.pid")) == {again.pid}, what="the pid file")
+        wait_until(lambda: processes.read_pids(os.path.join(d, "dns.pid")) == {again.pid}, what="the pid file")
         threading.Thread(target=again.wait, daemon=True).start()
-    wait_for(lambda: processes.cmdline(again.pid) is None, timeout=5, what="down to stop the unrecorded server")
+    wait_until(lambda: processes.cmdline(again.pid) is None, what="down to stop the unrecorded server")
 
 
 def test_nginx_leaves_with_its_cluster_even_when_down_missed_it(emu_cluster):
@@ -226,9 +261,12 @@ def test_nginx_leaves_with_its_cluster_even_when_down_missed_it(emu_cluster):
         rec = state.load(c.name)
         (master,) = controller.pids(rec)
         spec = os.path.join(rec.agent_dir, "agent.json")
-        time.sleep(2.5)  # let the agent's once-a-second check remember nginx's pid
+        # The agent remembers nginx's pid by reading nginx.pid at its once-a-second check (processes.Companion):
+        # wait until it has read the file once more, rather than for a guessed time.
+        with reads_of(agent._ingress_nginx(rec.agent_dir).pid_file) as read:
+            read("the agent to read nginx.pid")
         os.rename(spec, spec + ".away")  # as if the cluster's directory had gone
         try:
-            wait_for(lambda: processes.cmdline(master) is None, timeout=10, what="nginx to leave with the agent")
+            wait_until(lambda: processes.cmdline(master) is None, what="nginx to leave with the agent")
         finally:
             os.rename(spec + ".away", spec)

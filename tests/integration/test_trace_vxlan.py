@@ -3,21 +3,31 @@ rules it met, traceroute, fragmentation, pcap/svg output, and that a trace leave
 from __future__ import annotations
 
 import html
+import json
 import os
 import signal
 import subprocess
 import sys
-import time
+import threading
 
 import pytest
 from click.testing import CliRunner
+from scapy.layers.inet import IP, UDP
+from scapy.layers.l2 import Ether
+from scapy.layers.vxlan import VXLAN
+from scapy.utils import rdpcap
 
 from emu import cluster as clusters
-from emu import netns
+from emu import netns, probe, state
 from emu.cli_trace import capture as capture_cmd
 from emu.cli_trace import trace as trace_cmd
 from emu.trace import fragments, run, traceroute
 from tests.conftest import ROOT, TOPOLOGIES
+from tests.waiting import wait_until
+
+FLANNEL_VXLAN_PORT = 8472  # flannel's vxlan backend uses the Linux kernel's default port, not IANA's 4789
+NODE1, NODE2 = "172.18.0.2", "172.18.0.3"
+WEB0, WEB1 = "10.244.0.2", "10.244.1.2"
 
 
 def node_rulesets(c) -> dict[str, str]:
@@ -28,8 +38,17 @@ def node_rulesets(c) -> dict[str, str]:
     return out
 
 
-def stray_processes() -> list[str]:
-    """nft monitor / tcpdump processes (ours would be children of this process or run in a cluster namespace)."""
+def stray_processes(c) -> list[str]:
+    """nft monitor / tcpdump processes of ours: children of this process, or running in one of the cluster's
+    namespaces (`ip netns exec` and the trace's helpers enter them).  Others' captures on this host are not ours
+    to report."""
+    spaces = set()
+    for name in state.load(c.name).netns:
+        try:
+            st = os.stat(netns.path(name))
+        except OSError:
+            continue
+        spaces.add((st.st_dev, st.st_ino))
     out = []
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
@@ -37,10 +56,16 @@ def stray_processes() -> list[str]:
         try:
             with open(f"/proc/{pid}/cmdline", "rb") as f:
                 argv = f.read().split(b"\0")
-        except OSError:
+            with open(f"/proc/{pid}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            ns = os.stat(f"/proc/{pid}/ns/net")
+        except (OSError, IndexError, ValueError):
             continue
         text = b" ".join(argv).decode(errors="replace")
-        if ("nft" in text and "monitor" in text) or os.path.basename(argv[0].decode(errors="replace")) == "tcpdump":
+        if not (("nft" in text and "monitor" in text) or
+                os.path.basename(argv[0].decode(errors="replace")) == "tcpdump"):
+            continue
+        if ppid == os.getpid() or (ns.st_dev, ns.st_ino) in spaces:
             out.append(text)
     return out
 
@@ -113,7 +138,7 @@ def test_trace_leaves_nothing_behind(vxlan, cl):
     assert node_rulesets(vxlan) == before_rules
     assert "emu-trace" not in "".join(before_rules.values())
     assert open_fds() == fds and len(__import__("threading").enumerate()) == threads
-    assert stray_processes() == []
+    assert stray_processes(vxlan) == []
 
 
 def test_interrupted_trace_leaves_nothing_behind(vxlan, cl):
@@ -122,27 +147,46 @@ def test_interrupted_trace_leaves_nothing_behind(vxlan, cl):
     env = dict(os.environ)
     code = "from emu.cli_trace import trace; trace(prog_name='emu trace')"
     # 10.244.1.200 is in node-2's pod subnet but nobody has it: the SYN waits for ARP and times out
-    proc = subprocess.Popen([sys.executable, "-c", code, "default/web-0", "10.244.1.200:80", "--timeout", "20",
+    proc = subprocess.Popen([sys.executable, "-c", code, "default/web-0", "10.244.1.200:80", "--timeout", "60",
                              "--cluster", vxlan.name], cwd=ROOT, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and "emu-trace" not in node_rulesets(vxlan)["node-2"]:
-        time.sleep(0.05)
-    assert "emu-trace" in node_rulesets(vxlan)["node-2"], "the trace never started"
-    proc.send_signal(signal.SIGINT)
-    proc.communicate(timeout=15)
+    try:
+        wait_until(lambda: "emu-trace" in node_rulesets(vxlan)["node-2"], what="the trace to install its tables")
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:  # the test failed before the trace was interrupted: stop it as Ctrl-C would
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.communicate()
     assert node_rulesets(vxlan) == before
-    assert stray_processes() == []
+    assert stray_processes(vxlan) == []
 
 
 def test_pcap_and_svg(vxlan, cl, tmp_path):
     res = run.trace(cl, "default/web-0", "default/web-1", "udp", 80, pcap_dir=str(tmp_path / "pcap"),
                     svg=str(tmp_path / "path.svg"))
+    assert res["ok"], res.get("notes")
     names = sorted(os.path.basename(p) for p in res["pcaps"])
     assert f"{vxlan.name}.node-1_flannel.1.pcap" in names and f"{vxlan.name}.underlay_to-node-2.pcap" in names
-    r = subprocess.run(["tcpdump", "-n", "-r", str(tmp_path / "pcap" / f"{vxlan.name}.node-1_eth0.pcap")],
-                       capture_output=True, text=True)
-    assert r.returncode == 0 and "172.18.0.2" in r.stdout and "8472" in r.stdout
+    d = tmp_path / "pcap"
+    # node-1's eth0 carries the flow VXLAN-encapsulated: out with node-1's MAC and address, back with node-2's
+    wire = rdpcap(str(d / f"{vxlan.name}.node-1_eth0.pcap"))
+    mac1 = link_mac(vxlan.netns("node/node-1"), "eth0")
+    assert [vxlan_flow(p) for p in wire] == [
+        ((NODE1, NODE2, FLANNEL_VXLAN_PORT, 1), (WEB0, WEB1, "udp", 80)),
+        ((NODE2, NODE1, FLANNEL_VXLAN_PORT, 1), (WEB1, WEB0, "udp", None)),
+    ]
+    assert [p[Ether].src == mac1 for p in wire] == [True, False]  # the request leaves, the reply arrives
+    assert wire[0][UDP].dport == FLANNEL_VXLAN_PORT and wire[1][UDP].dport == FLANNEL_VXLAN_PORT
+    # flannel.1 is where the kernel encapsulates: the same packets, still the pods' own
+    inner = rdpcap(str(d / f"{vxlan.name}.node-1_flannel.1.pcap"))
+    assert [(p[IP].src, p[IP].dst, p[IP].proto) for p in inner] == [(WEB0, WEB1, 17), (WEB1, WEB0, 17)]
+    assert not any(p[UDP].dport == FLANNEL_VXLAN_PORT for p in inner)
+    assert (inner[0][UDP].dport, inner[1][UDP].sport) == (80, 80)
     svg = html.unescape((tmp_path / "path.svg").read_text())  # graphviz writes "-" as &#45;
     assert svg.lstrip().startswith("<?xml") and "node/node-1" in svg and "flannel.1" in svg
 
@@ -181,12 +225,53 @@ def test_fragmentation_details(vxlan, cl):
 
 
 def test_capture_writes_a_pcap_and_stops(vxlan, tmp_path):
+    """`emu capture -w` on node-1's eth0 with a filter, while web-0 sends UDP to web-1: the file holds exactly
+    the encapsulated datagrams of that flow, and no tcpdump is left running."""
     out = tmp_path / "c.pcap"
-    r = CliRunner().invoke(capture_cmd, ["node/node-1:eth0", "--filter", "udp port 8472", "-w", str(out),
-                                         "--seconds", "1.5", "--cluster", vxlan.name])
+    stop = threading.Event()
+    answered: list[bool] = []
+    src = vxlan.netns("default/web-0")
+
+    def traffic() -> None:  # until the capture has its packets: tcpdump may start after the first probe
+        while not stop.is_set():
+            answered.append(probe.udp(src, WEB1, 80, timeout=1.0).ok)
+            stop.wait(0.1)
+
+    t = threading.Thread(target=traffic, daemon=True)
+    t.start()
+    try:
+        r = CliRunner().invoke(capture_cmd, ["node/node-1:eth0", "--filter", f"udp port {FLANNEL_VXLAN_PORT}",
+                                             "-w", str(out), "--count", "4", "--seconds", "60",
+                                             "--cluster", vxlan.name])
+    finally:
+        stop.set()
+        t.join(30)
     assert r.exit_code == 0, r.output
-    assert out.exists() and out.stat().st_size >= 24
-    assert stray_processes() == []
+    assert any(answered), answered
+    pkts = rdpcap(str(out))
+    assert len(pkts) == 4  # --count: tcpdump stopped after four packets, well before --seconds
+    flows = {vxlan_flow(p) for p in pkts}
+    assert flows == {((NODE1, NODE2, FLANNEL_VXLAN_PORT, 1), (WEB0, WEB1, "udp", 80)),
+                     ((NODE2, NODE1, FLANNEL_VXLAN_PORT, 1), (WEB1, WEB0, "udp", None))}, flows
+    assert stray_processes(vxlan) == []
+
+
+def link_mac(ns: str, dev: str) -> str:
+    (link,) = json.loads(subprocess.run(["ip", "-j", "-n", ns, "link", "show", dev], capture_output=True, text=True,
+                                        check=True).stdout)
+    return link["address"]
+
+
+def vxlan_flow(p) -> tuple[tuple[str, str, int, int], tuple[str, str, str, int | None]]:
+    """A VXLAN frame as ((outer src, outer dst, outer UDP dport, VNI), (inner src, inner dst, proto, inner dport
+    when it goes to the pod's well-known port 80, else None)).  Scapy decodes VXLAN only on IANA's 4789, so the
+    8472 payload is decoded here."""
+    assert p.haslayer(UDP), p.summary()
+    v = VXLAN(bytes(p[UDP].payload))
+    ip = v[IP]
+    l4 = ip[UDP]
+    return ((p[IP].src, p[IP].dst, p[UDP].dport, v.vni),
+            (ip.src, ip.dst, "udp", l4.dport if l4.dport == 80 else None))
 
 
 def test_host_gw_has_no_encapsulation_and_names_the_node_route(hostgw):

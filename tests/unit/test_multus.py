@@ -166,7 +166,10 @@ def test_selection_element_problems_name_the_field(value, where, words):
 
 def test_bare_ips_and_all_go_mac_forms_are_accepted_as_multus_accepts_them():
     for mac in ("c2:b0:57:49:47:f1", "C2-B0-57-49-47-F1", "c2b0.5749.47f1", "02:00:5e:10:00:00:00:01"):
-        load(CNI_CLUSTER + nad_caps(HOST_LOCAL) + pod("p", element(ips=["192.168.1.205", "fd00::5/64"], mac=mac)))
+        t = load(CNI_CLUSTER + nad_caps(HOST_LOCAL) + pod("p", element(ips=["192.168.1.205", "fd00::5/64"], mac=mac)))
+        (p,) = [p for p in t.pods if p.key == "default/p"]
+        (r,) = multus.resolve("default", p.annotations["k8s.v1.cni.cncf.io/networks"])
+        assert (r.nad, r.ifname, r.ips, r.mac) == ("default/mv", "net1", ("192.168.1.205", "fd00::5/64"), mac)
 
 
 def test_host_local_gives_the_requested_address_only_with_the_ips_capability():
