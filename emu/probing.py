@@ -157,8 +157,9 @@ def matrix(cl: Cluster, proto: str, port: int, timeout: float, progress: Progres
     so a short `timeout` is safe: a slow first answer (neighbour resolution, a cold path) is not read as a denial.
     A policy's REJECT answers at once (ICMP port unreachable), until the node's ICMP rate limit (the kernel's
     net.ipv4.icmp_ratelimit: a burst of 6, then 1/s per destination) makes further denials cost the timeout.
-    `failures` counts probes that did not connect; `disagreements` lists the pairs where the dataplane differs
-    from the engine; `expected` is the engine's matrix."""
+    `failures` counts probes that did not connect; `denials` names how each pair was turned away (`denial`; None
+    for a pair that was not); `disagreements` lists the pairs where the dataplane differs from the engine;
+    `expected` is the engine's matrix."""
     pods = [p.key for p in cl.plan.pods if namespaces is None or p.key.split("/", 1)[0] in namespaces]
     tgt = {k: targets.resolve(cl, k) for k in pods}
     pairs = [(a, b) for a in pods for b in pods]
@@ -182,9 +183,11 @@ def matrix(cl: Cluster, proto: str, port: int, timeout: float, progress: Progres
             progress("probes", done, len(pairs))
     observed = {a: {b: results[a][b]["ok"] for b in pods} for a in pods}
     verdicts = {a: {b: results[a][b]["verdict"] for b in pods} for a in pods}
+    denials = {a: {b: denial(results[a][b]) for b in pods} for a in pods}
     failures = sum(not ok for row in observed.values() for ok in row.values())
     expected = Engine.for_cluster(cl.topology, cl.allocations).matrix(pods, port, Protocol(proto.upper()))
     return {"proto": proto, "port": port, "pods": pods, "observed": observed, "verdicts": verdicts,
+            "denials": denials,
             "client_ip_seen": {a: {b: results[a][b].get("client_ip_seen") for b in pods} for a in pods},
             "probes": len(pairs), "failures": failures, "seconds": round(time.monotonic() - t0, 3),
             "expected": expected, "disagreements": netpol_explain.disagreements(pods, observed, expected, verdicts),

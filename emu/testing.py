@@ -34,6 +34,10 @@ DENIALS: dict[str, frozenset[str]] = {
     "reset": frozenset({"reset"}),
     "icmp-unreachable": frozenset({"icmp-unreachable"}),
 }
+# How emu's own NetworkPolicies deny (emu/netpol/rules.py, kube-router's layout): the pod chain's "-j REJECT" with
+# iptables' default --reject-with icmp-port-unreachable, for TCP too (ipt_REJECT sends no RST unless told to), so a
+# denial of emu's policies is an ICMP port unreachable from the enforcing node, never a RST.
+NETWORK_POLICY_DENIAL = "icmp-unreachable"
 DENIAL_TEXT = {
     "drop": "a drop: nothing comes back (timeout)",
     "reject": "a reject: a TCP RST or an ICMP destination unreachable",
@@ -122,48 +126,152 @@ class ClusterHandle:
 
     def assert_reachable(self, src: str, dst: str, proto: str = "tcp", port: int | None = None,
                          timeout: float = 1.0, retries: int = 1) -> dict[str, Any]:
-        """Assert that a probe from SRC gets DST's answer; returns the probe's result.  A probe that times out is
-        sent again (`retries` times): a slow first answer on a cold path is not a failure.  On failure the
-        AssertionError says what was expected, what happened, and why (`emu explain`, `emu trace`)."""
+        """Assert that a probe from SRC gets DST's answer; returns the probe's result (see `expect_reachable`)."""
         __tracebackhide__ = True
-        cl = self._cl
-        res = _probe(cl, src, dst, proto, port, timeout, retries, lambda r: r["verdict"] == "timeout")
-        if res["ok"]:
-            return res
-        raise AssertionError(_message(cl, res, "reachable: the destination answers", None, timeout))
+        return expect_reachable(self._cl, src, dst, proto, port, timeout, retries)
 
     def assert_blocked(self, src: str, dst: str, proto: str = "tcp", port: int | None = None, by: str = "reject",
-                       control: str | None = None, timeout: float = 1.0, retries: int = 1) -> dict[str, Any]:
-        """Assert that SRC -> DST is denied the way `by` says, and that DST answers a positive control in the
-        same step, so a dead server or a failed probe never passes for a denial.  Returns the probe's result.
-
-        by: "reject" (default: a TCP RST or an ICMP destination unreachable, as emu's NetworkPolicies answer),
-            "drop" (nothing comes back: a timeout), "reset" (a TCP RST only), "icmp-unreachable" (ICMP only).
-        control: the source of the positive control, which must reach DST on the same protocol and port; by
-            default DST itself, from its own namespace (traffic that never leaves the pod, so no policy applies).
-        A reject that times out is sent again (`retries` times): the kernel's ICMP rate limit
-        (net.ipv4.icmp_ratelimit) can swallow a REJECT's answer.
-        """
+                       control: Control = None, timeout: float = 1.0, retries: int = 1) -> dict[str, Any]:
+        """Assert that SRC -> DST is denied the way `by` says, beside a positive control in the same step, so a
+        dead server or a failed probe never passes for a denial (see `expect_blocked`).  Returns the probe's
+        result."""
         __tracebackhide__ = True
-        if by not in DENIALS:
-            raise ValueError(f"assert_blocked: by={by!r} is not one of {', '.join(DENIALS)}")
-        cl = self._cl
-        if control is None:
-            target = targets.resolve(cl, dst, proto)
-            if target.kind != "pod":
-                raise ValueError(f"assert_blocked: {dst} is not a pod, so it cannot be its own positive control: "
-                                 f"name a source that may reach it with control=")
-            control = target.label
-        want = DENIALS[by]
-        res = _probe(cl, src, dst, proto, port, timeout, retries,
-                     lambda r: r["verdict"] == "timeout" and "drop" not in want)
-        ctl = _probe(cl, control, dst, proto, res["port"], timeout, retries, lambda r: r["verdict"] == "timeout")
-        expected = f"blocked by {DENIAL_TEXT[by]}"
-        if probing.denial(res) not in want:
-            raise AssertionError(_message(cl, res, expected, ctl, timeout))
-        if not ctl["ok"]:
-            raise AssertionError(_message(cl, res, expected, ctl, timeout, control_failed=True))
+        return expect_blocked(self._cl, src, dst, proto, port, by, control, timeout, retries)
+
+    def assert_matrix(self, res: dict[str, Any], by: str = "reject", timeout: float = 1.0,
+                      retries: int = 1) -> dict[str, Any]:
+        """Assert a `matrix()` result pair by pair (see `expect_matrix`); returns it."""
+        __tracebackhide__ = True
+        return expect_matrix(self._cl, res, by, timeout, retries)
+
+
+# A positive control: None (DST answers itself), "SRC" (SRC reaches DST on the same protocol and port), or
+# (SRC, DST[, PORT]) for a denial whose destination cannot answer on that path (a Service without a local endpoint
+# answers through another node; a closed port is controlled by an open one of the same pod).
+Control = str | tuple[str, str] | tuple[str, str, int] | None
+Clusterish = clusters.Cluster | ClusterHandle | str
+
+
+def _open(c: Clusterish) -> clusters.Cluster:
+    """The cluster as it is now, from an emu.cluster.Cluster, a ClusterHandle or a cluster name."""
+    if isinstance(c, clusters.Cluster):
+        return c
+    return clusters.open_cluster(c.name if isinstance(c, ClusterHandle) else c)
+
+
+def expect_reachable(c: Clusterish, src: str, dst: str, proto: str = "tcp", port: int | None = None,
+                     timeout: float = 1.0, retries: int = 1) -> dict[str, Any]:
+    """Assert that a probe from SRC gets DST's answer; returns the probe's result.  A probe that times out is sent
+    again (`retries` times): a slow first answer on a cold path is not a failure.  On failure the AssertionError
+    says what was expected, what happened, and why (`emu explain`, `emu trace`)."""
+    __tracebackhide__ = True
+    cl = _open(c)
+    res = _probe(cl, src, dst, proto, port, timeout, retries, lambda r: r["verdict"] == "timeout")
+    if res["ok"]:
         return res
+    raise AssertionError(_message(cl, res, "reachable: the destination answers", None, timeout))
+
+
+def expect_blocked(c: Clusterish, src: str, dst: str, proto: str = "tcp", port: int | None = None,
+                   by: str = "reject", control: Control = None, timeout: float = 1.0,
+                   retries: int = 1) -> dict[str, Any]:
+    """Assert that SRC -> DST is denied the way `by` says, and that a positive control answers in the same step, so
+    a dead server or a failed probe never passes for a denial.  Returns the probe's result.
+
+    by: "reject" (a TCP RST or an ICMP destination unreachable), "drop" (nothing comes back: a timeout),
+        "reset" (a TCP RST only), "icmp-unreachable" (ICMP only: what emu's NetworkPolicies answer, as
+        kube-router's `-j REJECT` does, TCP included).
+    control: None (default): DST itself, from its own namespace (traffic that never leaves the pod, so no policy
+        applies; DST must be a pod); "SRC": SRC must reach DST on the same protocol and port; (SRC, DST) or
+        (SRC, DST, PORT): SRC must reach that destination on the same protocol (PORT, or the port `emu probe`
+        picks for it), for a denial whose own destination cannot answer on that path.
+    A reject that times out is sent again (`retries` times): the kernel's ICMP rate limit
+    (net.ipv4.icmp_ratelimit, per destination host: a burst of 6, then one a second) can swallow a REJECT's answer.
+    """
+    __tracebackhide__ = True
+    want = _want(by)
+    cl = _open(c)
+    csrc, cdst, cport = _control(cl, dst, proto, control)
+    res = _probe(cl, src, dst, proto, port, timeout, retries,
+                 lambda r: r["verdict"] == "timeout" and "drop" not in want)
+    if cport is None and cdst == dst:
+        cport = res["port"]
+    ctl = _probe(cl, csrc, cdst, proto, cport, timeout, retries, lambda r: r["verdict"] == "timeout")
+    return expect_denial(cl, res, ctl, by, timeout)
+
+
+def expect_denial(c: Clusterish, res: dict[str, Any], ctl: dict[str, Any], by: str = "reject",
+                  timeout: float = 1.0) -> dict[str, Any]:
+    """Assert that a probe result the caller already holds (`probe()`, `emu probe -o json`) was denied the way `by`
+    says (as `expect_blocked`), and that `ctl`, the positive control's result taken in the same step, answered.
+    Returns `res`.  The check `expect_blocked` and `expect_matrix` make: use it for probes a test must send
+    itself (through a Service, in a loop)."""
+    __tracebackhide__ = True
+    want = _want(by)
+    cl = _open(c)
+    expected = f"blocked by {DENIAL_TEXT[by]}"
+    if probing.denial(res) not in want:
+        raise AssertionError(_message(cl, res, expected, ctl, timeout))
+    if not ctl["ok"]:
+        raise AssertionError(_message(cl, res, expected, ctl, timeout, control_failed=True))
+    return res
+
+
+def expect_matrix(c: Clusterish, res: dict[str, Any], by: str = "reject", timeout: float = 1.0,
+                  retries: int = 1) -> dict[str, Any]:
+    """Assert an `emu matrix` result (`probing.matrix`, or `emu matrix -o json` parsed) pair by pair: the dataplane
+    agrees with the policy engine, every pair the engine denies was denied the way `by` says, and every denied
+    destination answered its own positive control in the same matrix (the pod to itself, which never leaves the
+    pod; checked first, because a dead server explains every other failure).  A denied pair whose verdict was not
+    the one expected is probed again (as `expect_blocked`, retries included): the node's ICMP rate limit swallows
+    REJECTs when many pairs are denied at once.  Returns `res`."""
+    __tracebackhide__ = True
+    want = _want(by)
+    cl = _open(c)
+    proto, port, pods = res["proto"], res["port"], res["pods"]
+    denied = [(a, b) for a in pods for b in pods if not res["expected"][a][b]]
+    for b in dict.fromkeys(b for _, b in denied):  # first the controls: a dead server explains all else
+        if res["observed"][b][b]:
+            continue
+        ctl = _probe(cl, b, b, proto, port, timeout, retries, lambda r: r["verdict"] == "timeout")
+        if not ctl["ok"]:
+            a = next(a for a, d in denied if d == b)
+            r = _probe(cl, a, b, proto, port, timeout, 0, lambda r: False)
+            raise AssertionError(_message(cl, r, f"blocked by {DENIAL_TEXT[by]}", ctl, timeout, control_failed=True))
+    if res["disagreements"]:
+        lines = [f"{d['from']} -> {d['to']} {proto}/{port}: expected {'allowed' if d['expected'] else 'denied'}, "
+                 f"observed {d['verdict']}" for d in res["disagreements"]]
+        raise AssertionError("the dataplane differs from the NetworkPolicies:\n  " + "\n  ".join(lines))
+    for a, b in denied:
+        if res["denials"][a][b] in want:
+            continue
+        r = _probe(cl, a, b, proto, port, timeout, retries,
+                   lambda r: r["verdict"] == "timeout" and "drop" not in want)
+        ctl = _probe(cl, b, b, proto, port, timeout, retries, lambda r: r["verdict"] == "timeout")
+        expect_denial(cl, r, ctl, by, timeout)
+    return res
+
+
+def _want(by: str) -> frozenset[str]:
+    if by not in DENIALS:
+        raise ValueError(f"by={by!r} is not one of {', '.join(DENIALS)}")
+    return DENIALS[by]
+
+
+def _control(cl: clusters.Cluster, dst: str, proto: str, control: Control) -> tuple[str, str, int | None]:
+    """The positive control's source, destination and port (None: the denied probe's port when the destination is
+    the same, else the one `emu probe` picks)."""
+    if control is None:
+        target = targets.resolve(cl, dst, proto)
+        if target.kind != "pod":
+            raise ValueError(f"{dst} is not a pod, so it cannot be its own positive control: name a source that "
+                             f"may reach it with control=")
+        return target.label, dst, None
+    if isinstance(control, str):
+        return control, dst, None
+    if len(control) == 2:
+        return control[0], control[1], None
+    return control[0], control[1], control[2]  # type: ignore[misc]
 
 
 def _probe(cl: clusters.Cluster, src: str, dst: str, proto: str, port: int | None, timeout: float, retries: int,
@@ -202,7 +310,8 @@ def _message(cl: clusters.Cluster, res: dict[str, Any], expected: str, ctl: dict
     if ctl is not None:
         verdict = "answered" if ctl["ok"] else \
             "FAILED: the destination does not answer, so the denial proves nothing"
-        lines.append(f"  control:  {ctl['from']} -> {ctl['to']} {what}: {verdict}")
+        cwhat = ctl["proto"] + (f"/{ctl['port']}" if ctl.get("port") else "")
+        lines.append(f"  control:  {ctl['from']} -> {ctl['to']} {cwhat}: {verdict}")
         lines.append(f"            {_said(ctl)}")
     why = ctl if control_failed and ctl is not None else res
     lines.append(f"  explain:  {_indent(_explain_text(cl, why))}")

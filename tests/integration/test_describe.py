@@ -9,6 +9,7 @@ from click.testing import CliRunner
 
 from emu import cluster as clusters
 from emu.cli import main
+from emu.testing import NETWORK_POLICY_DENIAL
 from tests.conftest import TOPOLOGIES
 
 
@@ -75,6 +76,6 @@ def test_describe_networkpolicy_shows_the_rules_the_dataplane_enforces(sg) -> No
             "      NamespaceSelector: project=myproject\n"
             "  Not affecting egress traffic\n") in out
     assert sg.probe("myproject/client", "policy-ns/db", port=5432, timeout=0.5)["ok"]
-    assert not sg.probe("policy-ns/neighbour", "policy-ns/db", port=5432, timeout=0.5)["ok"]
+    sg.assert_blocked("policy-ns/neighbour", "policy-ns/db", port=5432, by=NETWORK_POLICY_DENIAL)
     code, out, _ = emu_describe(sg, "networkpolicy", "allow-external", "-n", "policy-cidr")
     assert "      IPBlock:\n        CIDR: 172.17.0.0/16\n        Except: 172.17.1.0/24\n" in out

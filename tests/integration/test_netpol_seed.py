@@ -10,6 +10,8 @@ import textwrap
 
 import pytest
 
+from emu.testing import NETWORK_POLICY_DENIAL as POLICY
+
 CLUSTER = """\
 apiVersion: emu.dev/v1alpha1
 kind: Cluster
@@ -156,10 +158,14 @@ def ok(c, src: str, dst: str, port: int = 80, proto: str = "tcp") -> bool:
     return c.probe(src, dst, proto=proto, port=port, timeout=0.5)["ok"]
 
 
+def blocked(c, src: str, dst: str, port: int = 80, proto: str = "tcp") -> None:
+    """SRC -> DST meets a policy's REJECT while DST answers itself on the same port (the positive control)."""
+    c.assert_blocked(src, dst, proto=proto, port=port, by=POLICY)
+
+
 def agrees(c, proto: str = "tcp", port: int = 80) -> dict:
-    m = c.matrix(proto, port, timeout=0.5)
-    assert m["disagreements"] == [], m["disagreements"]
-    return m
+    """The matrix agrees with the engine, and every pair it denies was rejected, beside a live destination."""
+    return c.assert_matrix(c.matrix(proto, port, timeout=0.5), by=POLICY)
 
 
 @pytest.mark.parametrize("applied", [DEFAULT_DENY_INGRESS], indirect=True)
@@ -176,10 +182,10 @@ def test_default_deny_ingress(applied):
 @pytest.mark.parametrize("applied", [ALLOW_FRONTEND], indirect=True)
 def test_allow_frontend(applied):
     assert ok(applied, "default/frontend", "default/backend", 80)
-    assert not ok(applied, "default/frontend", "default/backend", 81)  # only TCP/80 is opened
-    assert not ok(applied, "default/frontend", "default/backend", 80, "udp")
-    assert not ok(applied, "default/other", "default/backend", 80)
-    assert not ok(applied, "myproject/client", "default/backend", 80)
+    blocked(applied, "default/frontend", "default/backend", 81)  # only TCP/80 is opened
+    blocked(applied, "default/frontend", "default/backend", 80, "udp")
+    blocked(applied, "default/other", "default/backend", 80)
+    blocked(applied, "myproject/client", "default/backend", 80)
     assert ok(applied, "default/backend", "default/frontend", 80)  # the frontend is not selected
     for port in (80, 81):
         agrees(applied, "tcp", port)
@@ -188,8 +194,8 @@ def test_allow_frontend(applied):
 @pytest.mark.parametrize("applied", [ALLOW_NS], indirect=True)
 def test_namespace_policy(applied):
     assert ok(applied, "myproject/client", "default/db", 80) and ok(applied, "myproject/client", "default/db", 81)
-    assert not ok(applied, "elsewhere/client", "default/db")
-    assert not ok(applied, "default/frontend", "default/db")  # the db's own namespace is not project=myproject
+    blocked(applied, "elsewhere/client", "default/db")
+    blocked(applied, "default/frontend", "default/db")  # the db's own namespace is not project=myproject
     agrees(applied)
 
 
@@ -199,16 +205,16 @@ def test_ip_block_with_except(applied):
     assert ips["default/backend"].startswith("172.17.1.") and ips["default/frontend"].startswith("172.17.0.")
     assert ok(applied, "default/frontend", "default/web")  # 172.17.0.0/24: in the block
     assert ok(applied, "default/db", "default/web")  # 172.17.2.0/24: in the block
-    assert not ok(applied, "default/backend", "default/web")  # 172.17.1.0/24: the except
-    assert not ok(applied, "default/other", "default/web")
+    blocked(applied, "default/backend", "default/web")  # 172.17.1.0/24: the except
+    blocked(applied, "default/other", "default/web")
     agrees(applied)
 
 
 @pytest.mark.parametrize("applied", [DEFAULT_DENY_ALL], indirect=True)
 def test_default_deny_all(applied):
-    assert not ok(applied, "default/frontend", "default/backend")
-    assert not ok(applied, "default/frontend", "myproject/client")  # egress from default is denied
-    assert not ok(applied, "myproject/client", "default/frontend")  # ingress to default is denied
+    blocked(applied, "default/frontend", "default/backend")
+    blocked(applied, "default/frontend", "myproject/client")  # egress from default is denied
+    blocked(applied, "myproject/client", "default/frontend")  # ingress to default is denied
     assert ok(applied, "myproject/client", "elsewhere/client")
     agrees(applied)
 
@@ -227,7 +233,8 @@ def test_policies_add_up_and_are_removed_live(seed):
     path.write_text(textwrap.dedent(DEFAULT_DENY_INGRESS) + "---" + textwrap.dedent(ALLOW_FRONTEND))
     seed.apply(str(path))
     try:
-        assert ok(seed, "default/frontend", "default/backend") and not ok(seed, "default/frontend", "default/db")
+        assert ok(seed, "default/frontend", "default/backend")
+        blocked(seed, "default/frontend", "default/db")
         agrees(seed)
     finally:
         seed.delete(str(path))

@@ -18,6 +18,7 @@ from emu import cluster as clusters
 from emu.dns import addon as dns
 from emu.ingress import httpprobe
 from emu.kubeproxy import inputs
+from emu.testing import NETWORK_POLICY_DENIAL as POLICY
 from tests.conftest import TOPOLOGIES
 
 REPO = Path(__file__).resolve().parents[2]
@@ -37,6 +38,12 @@ def cl(c):
 
 def ok(c, src, dst, port=None, **kw):
     return c.probe(src, dst, port=port, timeout=kw.pop("timeout", 0.5), **kw)["ok"]
+
+
+def blocked(c, src, dst, port=None, **kw) -> bool:
+    """SRC -> DST meets a NetworkPolicy's REJECT, while DST answers a positive control (itself, or control=)."""
+    c.assert_blocked(src, dst, port=port, by=POLICY, **kw)
+    return True
 
 
 # --- 2.1 网段规划 -----------------------------------------------------------------------------------------------------
@@ -118,7 +125,12 @@ def test_clusterip_service_to_target_port_9376(sg):
     r = sg.probe("default/client", "svc/default/my-service")
     assert r["ok"] and r["answer"]["port"] == 9376 and r["answered_by"].startswith("default/myapp-")
     assert len(_answers(sg, "default/client", "svc/default/my-service")) == 2
-    assert not ok(sg, "external", sg.cluster_ip("default/my-service") + ":80")  # not from outside
+    # not from outside: the external host has no route to the Service CIDR, so its own kernel refuses the connect
+    # (ENETUNREACH, no packet leaves: no denial by anyone); the same address answers a pod
+    cip = sg.cluster_ip("default/my-service") + ":80"
+    r = sg.probe("external", cip, timeout=0.5)
+    assert (r["verdict"], r["detail"], r["icmp"]) == ("unreachable", "Network is unreachable", None), r
+    sg.assert_reachable("default/client", cip)
 
 
 def test_nodeport_service_on_30007_of_every_node(sg):
@@ -161,38 +173,38 @@ def test_tls_example_ingress_serves_its_secret(sg):
 
 
 def test_default_deny_ingress(sg):
-    assert not ok(sg, "policy-deny/peer", "policy-deny/server", 80)
-    assert not ok(sg, "default/client", "policy-deny/server", 80)
+    blocked(sg, "policy-deny/peer", "policy-deny/server", 80)
+    blocked(sg, "default/client", "policy-deny/server", 80)
     assert ok(sg, "policy-deny/server", "default/nginx", 80)  # egress is not affected
 
 
 def test_allow_frontend_to_backend_on_tcp_80_only(sg):
     assert ok(sg, "policy-frontend/frontend", "policy-frontend/backend", 80)
-    assert not ok(sg, "policy-frontend/frontend", "policy-frontend/backend", 81)
-    assert not ok(sg, "policy-frontend/other", "policy-frontend/backend", 80)
+    blocked(sg, "policy-frontend/frontend", "policy-frontend/backend", 81)  # the backend serves 81 too
+    blocked(sg, "policy-frontend/other", "policy-frontend/backend", 80)
     assert ok(sg, "policy-frontend/other", "policy-frontend/frontend", 80)  # unselected pods stay open
 
 
 def test_allow_namespace_policy(sg):
     assert ok(sg, "myproject/client", "policy-ns/db", 5432)
-    assert not ok(sg, "policy-ns/neighbour", "policy-ns/db", 5432)  # same namespace, no project label
-    assert not ok(sg, "default/client", "policy-ns/db", 5432)
+    blocked(sg, "policy-ns/neighbour", "policy-ns/db", 5432)  # same namespace, no project label
+    blocked(sg, "default/client", "policy-ns/db", 5432)
 
 
 def test_allow_external_ipblock_with_except(sg):
     """Through the LoadBalancer with externalTrafficPolicy: Local the client keeps its address."""
     r = sg.probe("external@172.17.0.10", "lb/policy-cidr/web")
     assert r["ok"] and r["answer"]["client_ip"] == "172.17.0.10"
-    assert not ok(sg, "external@172.17.1.10", "lb/policy-cidr/web")  # the except
-    assert not ok(sg, "external", "lb/policy-cidr/web")  # 172.18.0.1: outside the block
-    assert not ok(sg, "default/client", "policy-cidr/web", 80)  # pods: outside the block
+    blocked(sg, "external@172.17.1.10", "lb/policy-cidr/web", control="external@172.17.0.10")  # the except
+    blocked(sg, "external", "lb/policy-cidr/web", control="external@172.17.0.10")  # 172.18.0.1: outside the block
+    blocked(sg, "default/client", "policy-cidr/web", 80)  # pods: outside the block
 
 
 def test_default_allow_all_and_default_deny_all(sg):
     assert ok(sg, "default/client", "policy-allow-all/open", 80)
     assert ok(sg, "policy-allow-all/open", "default/nginx", 80)
-    assert not ok(sg, "default/client", "policy-deny-all/closed", 80)
-    assert not ok(sg, "policy-deny-all/closed", "default/nginx", 80)
+    blocked(sg, "default/client", "policy-deny-all/closed", 80)
+    blocked(sg, "policy-deny-all/closed", "default/nginx", 80)  # egress: rejected on closed's own node
 
 
 # --- 5.2 排查方法 and 6.1 内核参数 --------------------------------------------------------------------------------------
@@ -372,14 +384,14 @@ def test_every_guide_manifest_applies_verbatim_and_does_what_it_says(sg, tmp_pat
     blocks = guide_manifests()
     checks = {
         "my-service": lambda i: _service_type_check(sg, i),
-        "default-deny-ingress": lambda i: not ok(sg, "default/client", "default/nginx", 80),
+        "default-deny-ingress": lambda i: blocked(sg, "default/client", "default/nginx", 80),
         # these select app=backend / db / web, which the default namespace does not have: nginx stays open
         "allow-frontend": lambda i: _selects_nothing(sg, "allow-frontend") and ok(sg, "default/client",
                                                                                    "default/nginx", 80),
         "allow-ns-policy": lambda i: _selects_nothing(sg, "allow-ns-policy"),
         "allow-external": lambda i: _selects_nothing(sg, "allow-external"),
         "default-allow-all": lambda i: ok(sg, "default/client", "default/nginx", 80),
-        "default-deny-all": lambda i: not ok(sg, "default/client", "default/nginx", 80),
+        "default-deny-all": lambda i: blocked(sg, "default/client", "default/nginx", 80),
     }
     svc_index = 0
     applied_policies = []
@@ -433,8 +445,10 @@ def _service_type_check(sg, index: int) -> bool:
     svc = next(s for s in c.topology.services if s.key == "default/my-service")
     if index == 0:
         return svc.type == "ClusterIP" and sg.probe("default/client", "svc/default/my-service")["ok"]
-    if index == 1:  # NodePort 30007 -> targetPort 80: the MyApp pods of default listen on 9376 only
-        r = sg.probe("external", "nodeport/node-2:30007", timeout=0.5)
-        return svc.type == "NodePort" and not r["ok"] and r["verdict"] == "refused"
+    if index == 1:  # NodePort 30007 -> targetPort 80: the MyApp pods of default listen on 9376 only, so the
+        # endpoint's kernel answers the SYN with a RST; the same pod answers on 9376
+        pod = next(p.key for p in c.topology.pods if p.namespace == "default" and p.labels.get("app") == "MyApp")
+        sg.assert_blocked("external", "nodeport/node-2:30007", by="reset", control=("default/client", pod, 9376))
+        return svc.type == "NodePort"
     r = sg.probe("external", "lb/default/my-service")
     return svc.type == "LoadBalancer" and r["ok"] and r["answer"]["port"] == 9376

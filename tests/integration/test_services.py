@@ -49,10 +49,11 @@ def test_udp_port_and_target_port_by_name(svc):
 
 
 def test_tcp_only_port_gets_nothing_over_udp(svc):
-    r = svc.probe("default/client-0", "svc/default/web:http", proto="udp", port=80, timeout=0.5)
-    assert not r["ok"]
-    # nftables mode rejects unknown ports of an allocated ClusterIP; iptables mode has no rule and it is lost
-    assert r["verdict"] == ("refused" if svc.mode == "nftables" else "timeout")
+    # nftables mode rejects unknown ports of an allocated ClusterIP (ICMP port unreachable from the client's node);
+    # iptables mode has no rule and it is lost.  The Service's UDP port answers beside it.
+    svc.assert_blocked("default/client-0", "svc/default/web:http", proto="udp", port=80, timeout=0.5,
+                       by="icmp-unreachable" if svc.mode == "nftables" else "drop",
+                       control=("default/client-0", "svc/default/web:dns"))
 
 
 def test_hairpin_to_own_service_is_masqueraded(svc):
@@ -85,27 +86,31 @@ def test_external_traffic_policy_local(svc):
     r = svc.probe("external", "nodeport/node-2:30081")
     assert r["ok"] and r["answered_by"] == "default/local-0"
     assert r["client_ip_seen"] == "172.18.0.1"  # no SNAT with Local
-    r = svc.probe("external", "nodeport/node-1:30081", timeout=0.5)
-    assert not r["ok"] and r["verdict"] == "timeout"  # no local endpoint: dropped
+    # no local endpoint on node-1: kube-proxy drops it ("has no local endpoints" -j DROP)
+    svc.assert_blocked("external", "nodeport/node-1:30081", by="drop", timeout=0.5,
+                       control=("external", "nodeport/node-2:30081"))
 
 
 def test_internal_traffic_policy_local(svc):
     r = svc.probe("default/web-1", "svc/default/local-internal")  # web-1 is on node-2 with local-0
     assert r["ok"] and r["answered_by"] == "default/local-0"
-    r = svc.probe("default/client-0", "svc/default/local-internal", timeout=0.5)  # node-1: none local
-    assert not r["ok"] and r["verdict"] == "timeout"
+    svc.assert_blocked("default/client-0", "svc/default/local-internal", by="drop", timeout=0.5,  # node-1: none local
+                       control=("default/web-1", "svc/default/local-internal"))
 
 
 def test_load_balancer_from_external_and_source_ranges(svc):
     r = svc.probe("external", "lb/default/web-lb")
     assert r["ok"] and r["answered_by"] in WEB
-    r = svc.probe("external", "lb/default/web-lb-restricted", timeout=0.5)
-    assert not r["ok"] and r["verdict"] == "timeout"  # 172.18.0.1 is not in 10.0.0.0/8
+    # 172.18.0.1 is not in 10.0.0.0/8: the node's firewall chain drops it; a pod (10.244.0.0/16) gets through
+    svc.assert_blocked("external", "lb/default/web-lb-restricted", by="drop", timeout=0.5,
+                       control=("default/client-0", "lb/default/web-lb-restricted"))
 
 
 def test_service_without_endpoints_is_rejected(svc):
-    r = svc.probe("default/client-0", "svc/default/empty")
-    assert not r["ok"] and r["verdict"] == "refused"
+    # kube-proxy's "has no endpoints" -j REJECT (nftables: the no-endpoint-services map's reject): ICMP port
+    # unreachable from the client's node, while a Service with endpoints answers beside it
+    svc.assert_blocked("default/client-0", "svc/default/empty", by="icmp-unreachable",
+                       control=("default/client-0", "svc/default/web:http"))
 
 
 def test_session_affinity_sticks(svc):
@@ -120,10 +125,14 @@ def test_selectorless_service_with_explicit_endpoint_slice(svc):
 
 def test_nftables_only_differences(svc):
     cip = svc.cluster_ip("default/web")
-    r = svc.probe("default/client-0", f"{cip}:9999", timeout=0.5)  # allocated ClusterIP, unknown port
-    assert r["verdict"] == ("refused" if svc.mode == "nftables" else "timeout")
-    r = svc.probe("node/node-1", "127.0.0.1:30080", timeout=0.5)  # localhost NodePort
-    assert r["ok"] is (svc.mode == "iptables")
+    svc.assert_blocked("default/client-0", f"{cip}:9999", timeout=0.5,  # allocated ClusterIP, unknown port
+                       by="icmp-unreachable" if svc.mode == "nftables" else "drop",
+                       control=("default/client-0", "svc/default/web:http"))
+    if svc.mode == "iptables":  # localhost NodePort: iptables mode's route_localnet rule, which nftables has not
+        svc.assert_reachable("node/node-1", "127.0.0.1:30080", timeout=0.5)
+    else:  # nothing listens on the node's 127.0.0.1:30080, so its own kernel resets it
+        svc.assert_blocked("node/node-1", "127.0.0.1:30080", by="reset", timeout=0.5,
+                           control=("node/node-1", "nodeport/node-1:30080"))
 
 
 def test_load_balancing_passes_a_chi_square_test(svc):

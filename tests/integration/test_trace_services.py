@@ -7,7 +7,7 @@ import subprocess
 import pytest
 
 from emu import cluster as clusters
-from emu import netns
+from emu import netns, probing
 from emu.trace import render, run
 from tests.conftest import TOPOLOGIES
 
@@ -112,7 +112,8 @@ def test_oversized_df_over_vxlan_frag_needed_from_the_node(svc):
 def test_drop_by_a_rule_is_named(svc):
     """loadBalancerSourceRanges: external is not in 10.0.0.0/8, so the node's firewall rule drops the SYN."""
     res = run.trace(svc.cl, "external", "lb/default/web-lb-restricted", timeout=0.5)
-    assert not res["ok"] and res["drop"]["why"] == "rule"
+    assert probing.denial(res["probe"]) == "drop" and res["drop"]["why"] == "rule", render.text(res)
+    svc.assert_reachable("default/client-0", "lb/default/web-lb-restricted")  # the control: a source in range
     assert res["drop"]["where"].startswith("node/")
     rule = res["drop"]["rule"]
     if svc.mode == "iptables":

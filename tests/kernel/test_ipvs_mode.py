@@ -256,7 +256,10 @@ def test_resync_removes_what_is_stale(cluster):
         assert np_cip not in {a["local"] for a in addrs}
         assert "30080" not in in_ns(ns, "ipset", "list", "KUBE-NODE-PORT-TCP").stdout
         assert f"{np_cip}," not in in_ns(ns, "ipset", "list", "KUBE-CLUSTER-IP").stdout
-        assert not cluster.probe("external", "nodeport/node-1:30080", timeout=0.5)["ok"]
+        # node-1 no longer knows the NodePort: nothing there listens on 30080, so its kernel resets the SYN, while
+        # node-2, still synced, serves it (the positive control)
+        cluster.assert_blocked("external", "nodeport/node-1:30080", by="reset", timeout=0.5,
+                               control=("external", "nodeport/node-2:30080"))
     finally:
         ipvs.sync_node(ns, full, first=False, backend=cl.topology.cluster.iptables_backend)
     assert cluster.probe("external", "nodeport/node-1:30080")["ok"]
