@@ -1,10 +1,15 @@
 """kube-proxy iptables-mode rule text, checked against upstream's expectations (pkg/proxy/iptables/proxier_test.go).
 
-Where the expectations come from: UPSTREAM_OVERALL and the packet-flow cases are upstream's, from
-kubernetes/kubernetes pkg/proxy/iptables/proxier_test.go (TestOverallIPTablesRules and friends); the commit they
-were copied at was not recorded (the stored versions of that file differ: newer ones add `-m nfacct` localhost
-NodePort rules), so pinning it is left to do.  The JUMPS and ensure-command expectations are emu's own, read from
-pkg/proxy/iptables/proxier.go (iptablesJumpChains) beside the code.
+Where the expectations come from: UPSTREAM_OVERALL is upstream's, TestOverallIPTablesRules `expected` from
+pkg/proxy/iptables/proxier_test.go as stored for aroradaman/kubernetes (a fork of kubernetes/kubernetes kept in step
+with its master, the 1.32 development line) at commit 4177b600d4b97a67b765a18ddeeb295ef757b212, compared with it
+line by line and equal.  That version has the `-m nfacct` counters (`localhost_nps_accepted_pkts` on the localhost
+NodePort rules, `ct_state_invalid_dropped_pkts` on the INVALID drop), so emu reproduces it with nfacct on
+(UPSTREAM_FAKE); the only stored kubernetes/kubernetes versions of the file (2bb4b1042dfd3a7645d1812037074b5eeedfab78,
+0153b96ab8ad969b340b869fa27d3ecc38348bdc) are older than TestOverallIPTablesRules and have nothing to compare.  The
+packet-flow cases and chain-name hashes were restated from the same test file and not re-read at that commit.  The
+JUMPS and ensure-command expectations are emu's own, read from pkg/proxy/iptables/proxier.go (iptablesJumpChains)
+beside the code.
 
 No root needed: everything here is pure text.  The integration test loads the same text into a real kernel.
 """
@@ -164,7 +169,7 @@ def overall_state() -> NodeProxyState:
 
 
 # Source: kubernetes/kubernetes pkg/proxy/iptables/proxier_test.go, TestOverallIPTablesRules `expected`, verbatim
-# (fake proxier: nfacct counters present, no --random-fully); commit not recorded at transcription (see the module
+# (fake proxier: nfacct counters present, no --random-fully), as in aroradaman/kubernetes@4177b600d4b9 (see the module
 # docstring).  test_overall_rules_on_this_node lists emu's differences from it and why.
 UPSTREAM_OVERALL = """\
 *filter

@@ -4,13 +4,16 @@ logic against a fake IPVS socket that answers the way the kernel does.
 
 No root needed.  tests/kernel/test_ipvs_mode.py runs the same code against a real kernel.
 
-Where the expectations come from: the tests named `..._as_upstream_...` restate the (target, match-set) pairs
-that kubernetes/kubernetes pkg/proxy/ipvs/proxier_test.go checks with checkIptables (TestLoadBalancer,
-TestOnlyLocalNodePorts, TestLoadBalancerSourceRanges, TestAcceptIPVSTraffic) and the ipset entries of
-pkg/proxy/ipvs/ipset.go; the commit was not recorded.  The full rule text (test_rules_of_the_representative_node)
-and the virtual-server tables are emu's own: upstream's tests never list the whole iptables text, so it was
-written from proxier.go writeIptablesRules beside the code, and is believed because the upstream pairs above hold
-in it and tests/kernel/test_ipvs_mode.py loads it into a real kernel with iptables-restore and ipset.
+Where the expectations come from: upstream's own tests are carried with their inputs in
+tests/unit/upstream_ipvs.py (kubernetes/kubernetes pkg/proxy/ipvs/proxier_test.go, pinned there: the whole IPVS
+tables of TestNodePortIPv4/TestIPv4Proxier, the virtual/real servers, ipset entries and (target, match-set) rule
+pairs of the other proxier tests, TestCreateAndLinkKubeChain's chains, Test_syncService) and compared by the
+test_upstream_* tests at the end; the cases they leave out, and why, are listed there (DEVIATIONS).  The older
+`..._as_upstream_...` tests restate some of the same pairs by hand.  The full rule text
+(test_rules_of_the_representative_node), the ipset restore text and the representative node's virtual-server table
+are emu's own: upstream's tests never list the whole iptables text, so it was written from proxier.go
+writeIptablesRules beside the code, and is believed because upstream's pairs hold in it and
+tests/kernel/test_ipvs_mode.py loads it into a real kernel with iptables-restore and ipset.
 """
 from __future__ import annotations
 
@@ -24,6 +27,8 @@ from pyroute2.netlink.generic import ipvs as genl
 
 from emu.kubeproxy import ipvs
 from emu.kubeproxy.model import Endpoint, NodeProxyState, ServicePort
+
+from . import upstream_ipvs
 
 NODE = "test-node"  # testNodeName
 NODE_IP = A("100.101.102.103")  # the node address upstream's NodePort tests use
@@ -715,3 +720,104 @@ def test_sync_node_reports_one_line_errors(monkeypatch):
         ipvs.sync_node("some-ns", state((WEB, WEB_EPS)), first=True)
     assert str(e.value) == "ipvs sync of test-node failed: the kernel has no IP_VS (no IPVS generic netlink family)"
     assert "\n" not in str(e.value)
+
+
+# ----------------------------------------------------------------------------------------------- upstream's own
+# kube-proxy's IPVS proxier tests, carried with their inputs in tests/unit/upstream_ipvs.py (source, commit and the
+# adapted cases are listed there).
+
+
+def _upstream_state(c: dict) -> NodeProxyState:
+    """A case's services as the proxier input of upstream's fake: hostname test-hostname, no node IP, no local
+    traffic detector."""
+    def port(d: dict) -> ServicePort:
+        d = dict(d)
+        d["cluster_ip"] = A(d["cluster_ip"])
+        for key in ("external_ips", "load_balancer_ips"):
+            d[key] = tuple(A(a) for a in d.get(key, ()))
+        d["load_balancer_source_ranges"] = tuple(N(n) for n in d.get("load_balancer_source_ranges", ()))
+        return ServicePort(**d)
+
+    services = tuple((port(s), tuple(Endpoint(ip=A(e["ip"]), port=e["port"], node=e["node"], ready=e["ready"],
+                                              serving=e["serving"], terminating=e["terminating"]) for e in eps))
+                     for s, eps in c["services"])
+    return NodeProxyState(node=upstream_ipvs.TEST_HOSTNAME, node_ips=(), cluster_cidr=None,
+                          service_cidrs=(N("172.30.0.0/16"),), services=services)
+
+
+def _jumps_both_tables(text: str, name: str) -> list[tuple[str, str]]:
+    """getRules + checkIptables: (target, match set) of the chain's rules, nat first, then filter."""
+    return jumps(text, "nat", name) + jumps(text, "filter", name)
+
+
+@pytest.mark.parametrize("c", upstream_ipvs.CASES, ids=[c["test"] for c in upstream_ipvs.CASES])
+def test_upstream_ipvs_proxier_case(c):
+    d = ipvs.desired(_upstream_state(c), node_addresses=[A(a) for a in c["node_addresses"]])
+    table = {str(vs): rs(vs) for vs in d.virtual_servers}
+    if "ipvs" in c:  # reflect.DeepEqual of the fake IPVS: every virtual server, scheduler rr, no flags
+        assert table == c["ipvs"]
+        assert {(vs.scheduler, vs.flags, vs.timeout) for vs in d.virtual_servers} <= {("rr", 0, 0)}
+    if "vs_count" in c:
+        assert len(d.virtual_servers) == c["vs_count"], table
+    for vs, expected in c.get("real_servers", {}).items():
+        assert table[vs] == expected
+    for name, entries in c.get("ipsets", {}).items():  # checkIPSet: sorted entries
+        assert sorted(d.ipset(name).entries) == sorted(entries), name
+    for name, expected in c.get("iptables", {}).items():
+        assert _jumps_both_tables(d.iptables, name) == expected, name
+    if "bind" in c:
+        assert [str(a) for a in d.bind_addresses] == c["bind"]
+    if "timeout" in c:
+        assert {(vs.timeout, vs.persistent) for vs in d.virtual_servers} == {(c["timeout"], True)}
+
+
+def test_upstream_create_and_link_kube_chain():
+    text = ipvs.desired(state()).iptables
+    lines = text.splitlines(keepends=True)
+    f = lines.index("*filter\n")
+    assert "".join(line for line in lines[:f] if line.startswith(":")) == upstream_ipvs.NAT_CHAINS
+    assert "".join(line for line in lines[f:] if line.startswith(":")) == upstream_ipvs.FILTER_CHAINS
+
+
+@pytest.mark.parametrize("random_fully, expected", upstream_ipvs.MASQUERADE_RANDOM_FULLY)
+def test_upstream_masquerade_rule(random_fully, expected):
+    d = ipvs.desired(state(), options=ipvs.Options(random_fully=random_fully))
+    masq = [r for r in chain(d.iptables, "nat", ipvs.KUBE_POSTROUTING) if "-j MASQUERADE" in r]
+    assert len(masq) == 1 and ("--random-fully" in masq[0]) is expected
+
+
+def test_upstream_dismiss_localhost_rule_exist():
+    target, source = upstream_ipvs.DISMISS_LOCALHOST
+    assert chain(ipvs.desired(state()).iptables, "nat", ipvs.KUBE_SERVICES)[0] == f"-A KUBE-SERVICES -s {source} " \
+                                                                                   f"-j {target}"
+
+
+@pytest.mark.parametrize("old, new", upstream_ipvs.SYNC_SERVICE_CASES)
+def test_upstream_sync_service(old, new):
+    """Test_syncService: after syncService the one virtual server equals the new one.  emu never asks for
+    FLAG_HASHED (the kernel sets it on every service), so it is left out of the desired flags."""
+    fake = FakeIPVS()
+    if old is not None:
+        fake.add("1.2.3.4", old[0], old[1], sched=old[2], flags=old[3] & ~ipvs.FLAG_HASHED)
+    want = ipvs.VirtualServer(A("1.2.3.4"), new[0], new[1], scheduler=new[2], flags=new[3] & ~ipvs.FLAG_HASHED)
+    ipvs.sync_service(fake, want, ipvs.applied_services(fake).get(want.key))
+    applied = ipvs.applied_services(fake)
+    assert list(applied) == [want.key] and applied[want.key].matches(want)
+
+
+def test_upstream_sync_endpoint_updates_weights_on_restart():
+    """Test_syncEndpoint_updateWeightsOnRestart: a real server left at weight 0 gets weight 1 back."""
+    fake = FakeIPVS()
+    fake.add("10.20.30.41", "TCP", 80, dests=[("10.180.0.1", 80, 0, 0, 0)])
+    vs = ipvs.VirtualServer(A("10.20.30.41"), "TCP", 80, real_servers=(ipvs.RealServer(A("10.180.0.1"), 80),))
+    ipvs.sync_endpoint(fake, vs)
+    assert fake.dests[vs.key] == {(A("10.180.0.1"), 80): [1, 0, 0]}
+
+
+def test_upstream_clean_legacy_service_with_real_servers():
+    fake = FakeIPVS()
+    for addr, proto, port, dests in upstream_ipvs.CLEAN_LEGACY["current"]:
+        fake.add(addr, proto, port, dests=dests)
+    active = [(A(a), p, n) for a, p, n in upstream_ipvs.CLEAN_LEGACY["active"]]
+    ipvs.clean_legacy_services(fake, ipvs.applied_services(fake), active)
+    assert list(fake.services) == active

@@ -2,7 +2,14 @@
 
 The golden expectations are quoted from kubernetes/kubernetes pkg/proxy/nftables/proxier_test.go (`baseRules`,
 TestOverallNFTablesRules, TestSyncProxyRulesRepeated), which list the ruleset the way knftables.Fake.Dump()
-prints it; the commit they were copied at was not recorded (pinning it is left to do).  Our output is a transaction (add, flush, delete in queue order), so both sides are replayed through
+prints it, at kubernetes/kubernetes commit 81810de635aa13aa0a32992f6def3aa9d6025ebc: BASE_RULES and OVERALL_EXPECTED
+were compared with that version line by line and are equal (TestSyncProxyRulesRepeated's texts were restated from the
+same file, not re-read).  Newer versions differ: at aroradaman/kubernetes@4177b600d4b97a67b765a18ddeeb295ef757b212
+(1.32 development line) the filter chains are filter-prerouting / filter-input / filter-forward / filter-output at
+priority -110 plus filter-output-post-dnat at -90 (instead of filter-prerouting-pre-dnat / filter-output-pre-dnat at
+-110 and the others at 0), baseRules lists chains before sets, and each service chain's masquerade rule also matches
+`tcp dport 80`.  emu reproduces the 81810de6 version.  Our output is a transaction (add, flush, delete in queue
+order), so both sides are replayed through
 `Replay`, a small stand-in for knftables.Fake that also refuses what the kernel refuses (rules in missing
 chains, references to missing chains/sets, deleting a chain or set something still points at), and the
 resulting rulesets are compared: chains and their specs, rules per chain in order, sets/maps, elements.
@@ -191,7 +198,7 @@ def ep(ip: str, port: int = 80, node: str | None = None, **kw) -> Endpoint:
     return Endpoint(A(ip), port, node=node, **kw)
 
 
-# Source: kubernetes/kubernetes pkg/proxy/nftables/proxier_test.go `baseRules`, verbatim (commit not recorded).
+# Source: kubernetes/kubernetes pkg/proxy/nftables/proxier_test.go `baseRules`, verbatim, at 81810de635aa.
 BASE_RULES = textwrap.dedent("""\
     add table ip kube-proxy { comment "rules for kube-proxy" ; }
 

@@ -2,7 +2,8 @@
 
 Expectations are emu's own, from the behaviour of kubernetes/kubernetes pkg/proxy/nftables/proxier.go syncProxyRules
 (a partial sync rewrites only changed services' chains, re-adds every map element); upstream's counterpart is
-TestSyncProxyRulesRepeated, which test_kubeproxy_nftables.py compares against verbatim."""
+TestSyncProxyRulesRepeated, which test_kubeproxy_nftables.py compares against verbatim (kubernetes/kubernetes
+@81810de635aa13aa0a32992f6def3aa9d6025ebc, pinned there)."""
 from __future__ import annotations
 
 import ipaddress

@@ -1,11 +1,19 @@
 """The plan, checked entry by entry against what flannel and the CNI bridge plugin program (no root needed).
 
-Where the expectations come from: emu's own, written beside the planner from flannel-io/flannel pkg/backend/vxlan
-(vxlan_network.go: per remote node one route `subnet via <vtep-ip> dev flannel.1 onlink`, one neighbour and one FDB
-entry for its VTEP MAC) and pkg/backend/hostgw (a route `subnet via <node-ip>`), and from the CNI bridge plugin
-(cni0 holds the first address of the node's subnet).  flannel's own backend tests were not compared (left to do:
-brief item 4).  They are believed because tests/integration builds the same plan in real namespaces and pings
-across it, and `emu doctor` diffs the plan against what the kernel reports.
+Where the expectations come from: emu's own, written beside the planner from flannel's backend code, because
+flannel has no backend tests to compare with: at flannel-io/flannel commit cdf760595c23292fd03ff4daf03638ac1ceef417
+pkg/backend/vxlan holds only fuzz_test.go (FuzzParseVXLANConfig, which checks that config parsing does not crash) and
+pkg/backend/hostgw no test at all.  The lines the plan copies, at that commit:
+- vxlan.go:75 `defaultVNI = 1` and :205 the device name `flannel.<VNI>`; device.go:63 `MTU: devAttrs.MTU - 50`,
+  :68-69 the VTEP port (0 = the kernel's 8472) and `Learning` (off by default); vxlan.go:258 the device address
+  `lease.Subnet.IP/32`;
+- vxlan_network.go:289-296 the route `<subnet> dev flannel.1 via <subnet>.0` with RTNH_F_ONLINK, added by
+  RouteReplace (:381) only after AddARP (:357: device.go:231-239, a NUD_PERMANENT neighbour `<subnet>.0 lladdr
+  <VTEP MAC>`) and AddFDB (:364: device.go:185-195, a NUD_PERMANENT AF_BRIDGE entry `<VTEP MAC> dst <public IP>`);
+- hostgw.go:71-75 the host-gw route `<subnet> via <public IP>` on the external interface (full MTU, :60).
+cni0 holding the first address of the node's subnet is the CNI bridge plugin's (isGateway).  They are believed
+because tests/integration builds the same plan in real namespaces and pings across it, and `emu doctor` diffs the
+plan against what the kernel reports.
 """
 from __future__ import annotations
 
