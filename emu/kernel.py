@@ -39,6 +39,7 @@ LINK_KINDS = {
     "vlan": ("VLAN sub-interfaces", ["v0.10", "link", "v0", "type", "vlan", "id", "10"]),
     "vrf": ("the vrf CNI plugin", ["vrf0", "type", "vrf", "table", "10"]),
     "wireguard": ("encrypted overlays", ["wg0", "type", "wireguard"]),
+    "ifb": ("the bandwidth CNI plugin's ingress shaping", ["ifb9", "type", "ifb"]),
 }
 
 
@@ -46,8 +47,9 @@ def _run(ns: str, *argv: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["ip", "-n", ns, *argv], capture_output=True, text=True)
 
 
-# link kinds whose module creates fallback devices in every namespace (the root one included) when it loads
-NOT_TRIED = {"dummy": "dummy", "ipip": "ipip", "gre": "ip_gre"}
+# link kinds whose module creates fallback devices in every namespace (the root one included) when it loads; ifb
+# creates numifbs=2 devices (ifb0, ifb1) in the root one (drivers/net/ifb.c ifb_init_module)
+NOT_TRIED = {"dummy": "dummy", "ipip": "ipip", "gre": "ip_gre", "ifb": "ifb"}
 
 
 def module_available(module: str) -> bool:
@@ -66,10 +68,17 @@ def module_available(module: str) -> bool:
     return False
 
 
+def _root_has_kind(kind: str) -> bool:
+    """A device of this kind is already in the root namespace (read only): its module is in, built in or loaded,
+    even where neither /sys/module nor modules.builtin says so."""
+    r = subprocess.run(["ip", "-o", "link", "show", "type", kind], capture_output=True, text=True)
+    return r.returncode == 0 and bool(r.stdout.strip())
+
+
 def _link(ns: str, kind: str) -> Feature:
     need, args = LINK_KINDS[kind]
     if kind in NOT_TRIED:
-        ok = module_available(NOT_TRIED[kind])
+        ok = module_available(NOT_TRIED[kind]) or _root_has_kind(kind)
         return Feature(kind, ok, f"needed by {need}" + ("" if ok else f": no {NOT_TRIED[kind]} module for "
                                                                        f"{os.uname().release}"))
     r = _run(ns, "link", "add", *args)

@@ -75,6 +75,7 @@ FEATURE_CONFIG = {
     "vlan": "CONFIG_VLAN_8021Q",
     "vrf": "CONFIG_NET_VRF",
     "wireguard": "CONFIG_WIREGUARD",
+    "ifb": "CONFIG_IFB",
     "ip_vs": "CONFIG_IP_VS",
     "sctp": "CONFIG_IP_SCTP",
     "netem": "CONFIG_NET_SCH_NETEM",

@@ -1,54 +1,19 @@
-"""Tests that need kernel features this host may lack, and the kernel lane that provides them.
+"""Helpers for the tests that need kernel features this host may lack (run in the kernel lane).
 
-- `@pytest.mark.kernel("ip_vs", ...)`: the test needs those emu.kernel features. On a kernel without one it is
-  skipped, naming the feature and the way to run it (tools/kernel-lane/run-tests). Inside the kernel lane
-  (EMU_KERNEL_LANE=1) a missing feature fails the test instead: the lane exists to have them.
-- `@pytest.mark.lane`: the test boots the lane's VM itself (slow, downloads the kernel once). It runs only when
-  EMU_LANE_TESTS=1 (tools/kernel-lane/run-tests sets it), never inside the lane.
-
-Every test module here builds real network namespaces and so is marked `integration` (needs root). The only hook
-is one pytest calls per test item of this directory, so nothing here affects tests elsewhere.
+The `kernel(...)` and `lane` markers are handled in tests/conftest.py, for tests wherever they live.  Every test
+module here builds real network namespaces and so is marked `integration` (needs root).
 """
 from __future__ import annotations
 
 import contextlib
 import json
-import os
 import secrets
 import subprocess
 from collections.abc import Callable, Iterator
 
 import pytest
 
-from emu import kernel, netns
-
-RUN_IT = "run it in the kernel lane (tools/kernel-lane/run-tests)"
-
-
-def in_lane() -> bool:
-    return os.environ.get("EMU_KERNEL_LANE") == "1"
-
-
-def pytest_runtest_setup(item: pytest.Item) -> None:
-    if item.get_closest_marker("lane") is not None:
-        if in_lane():
-            pytest.skip("boots the kernel lane's VM: not from inside the lane")
-        if os.environ.get("EMU_LANE_TESTS") != "1":
-            pytest.skip("boots the kernel lane's VM (slow): run tools/kernel-lane/run-tests, or set EMU_LANE_TESTS=1")
-    names = [n for m in item.iter_markers("kernel") for n in m.args]
-    if not names or os.geteuid() != 0:
-        return  # without root the root conftest skips it (integration)
-    feats = kernel.features()
-    unknown = [n for n in names if n not in feats]
-    if unknown:
-        pytest.fail(f"@pytest.mark.kernel names unknown features {unknown}; known: {sorted(feats)}", pytrace=False)
-    missing = [feats[n] for n in names if not feats[n].present]
-    if not missing:
-        return
-    what = ", ".join(f"{f.name} ({f.detail})" for f in missing)
-    if in_lane():
-        pytest.fail(f"the kernel lane's kernel ({os.uname().release}) lacks {what}", pytrace=False)
-    pytest.skip(f"needs {what}, which this kernel lacks: {RUN_IT}")
+from emu import netns
 
 
 # --- helpers for the tests: namespaces that are always removed, and iproute2 inside them ----------------------------
