@@ -21,6 +21,7 @@ import os
 import pathlib
 import re
 import secrets
+import signal
 import tempfile
 import time
 
@@ -267,7 +268,14 @@ def _register() -> pathlib.Path | None:
         return None  # the check still runs; only the overlap with other sessions goes unseen
 
 
+def _terminate_as_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def pytest_sessionstart(session: pytest.Session) -> None:
+    # `timeout pytest ...` sends SIGTERM, which would end the process without tearing down a cluster fixture (and
+    # without the leak check below); as an interrupt, pytest unwinds the running test and runs every finalizer.
+    signal.signal(signal.SIGTERM, _terminate_as_interrupt)
     tag = secrets.token_hex(8)
     s = _Session(tag, os.environ.get(SESSION_ENV), _listdir(NETNS_DIR), _listdir(ETC_NETNS_DIR), _register(),
                  _other_sessions())

@@ -381,7 +381,8 @@ def probe_dns_text(res: dict[str, Any]) -> str:
         ans = ", ".join(str(a["data"]) if not isinstance(a["data"], list) else " ".join(map(str, a["data"]))
                         for a in q["answers"]) or "-"
         lines.append(f"  {q['ms']:8.2f} ms  {q['server']:<15} {q['type']:<5} {q['name']:<50} {q['rcode']:<9} {ans}")
-    verdict = (f"{res['name']} -> {', '.join(map(str, res['addresses']))} (as {res['resolved_as']})" if res["ok"]
+    shown = ", ".join(" ".join(map(str, a)) if isinstance(a, list) else str(a) for a in res["addresses"])  # SRV as dig
+    verdict = (f"{res['name']} -> {shown} (as {res['resolved_as']})" if res["ok"]
                else f"{res['name']}: not resolved")
     lines.append(f"{verdict}: {len(res['queries'])} queries in {res['total_ms']:.2f} ms")
     return "\n".join(lines)
