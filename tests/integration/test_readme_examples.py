@@ -1,7 +1,7 @@
 """Every ```console example in README.md (and in docs/*.md, once there are any) is run as written and its output
 compared, so the documentation cannot drift from what emu prints.
 
-The format: a line starting with `# ` is a command (run as root, as the README's examples are); the lines after it,
+The format: a line starting with `# emu ` is a command (run as root, as the README's examples are); the lines after it,
 up to the next command, are what it prints on stdout. `...` stands for any text within a line, and a line that is
 only `...` for any number of lines (none included). What is compared:
 - stdout only: progress lines and warnings go to stderr, which the examples do not show;
@@ -68,7 +68,7 @@ def parse(path: pathlib.Path) -> list[Example]:
         start, i = i + 1, i + 1
         steps: list[Step] = []
         while i < len(lines) and lines[i].strip() != "```":
-            if lines[i].startswith("# "):
+            if lines[i].startswith("# emu "):  # output may itself start with `#` (a table's `#` column)
                 steps.append(Step(lines[i][2:], ()))
             else:
                 assert steps, f"{path}:{i + 1}: output before the first command"
