@@ -67,6 +67,7 @@ from click.testing import CliRunner, Result
 
 from emu.cli import main
 from tests.conftest import ROOT, TOPOLOGIES
+from tests.waiting import wait_until
 
 SEED = str(TOPOLOGIES / "seed-guide.yaml")
 VXLAN = str(TOPOLOGIES / "flannel-vxlan.yaml")
@@ -424,10 +425,8 @@ def test_up_status_repair_down_lifecycle(tmp_path) -> None:  # type: ignore[no-u
         # the agent (the daemon answering every pod's ports) dies: status says so, --repair restarts it
         pid = json.loads(cli("status", a, "-o", "json", env=env).stdout)[0]["agentPid"]
         os.kill(pid, signal.SIGKILL)
-        deadline = time.monotonic() + 10
-        while (d := json.loads(cli("status", a, "-o", "json", env=env).stdout)[0])["status"] != "degraded":
-            assert time.monotonic() < deadline, d
-            time.sleep(0.05)
+        d = wait_until(lambda: (s := json.loads(cli("status", a, "-o", "json", env=env).stdout)[0])["status"]
+                       == "degraded" and s, what="status to say degraded")
         assert d["down"] == ["agent"]
         assert row(cli("status", a, env=env).stdout, a)[1] == "degraded (agent down)"
         r = cli("up", "--repair", a, "-o", "json", env=env)
@@ -957,10 +956,10 @@ def test_capture(vx, tmp_path) -> None:  # type: ignore[no-untyped-def]
                           "--count", "2", "--seconds", "60", "--cluster", vx.name],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 30
-        while not (out.exists() and out.stat().st_size >= 24):  # tcpdump wrote the pcap header: it listens
-            assert time.monotonic() < deadline and p.poll() is None, p.stderr.read() if p.poll() is not None else ""
-            time.sleep(0.05)
+        def listening() -> bool:  # tcpdump wrote the pcap header: it listens
+            assert p.poll() is None, p.stderr.read() if p.stderr else "emu capture ended"
+            return out.exists() and out.stat().st_size >= 24
+        wait_until(listening, what="emu capture to listen")
         assert vx.probe("default/web-0", "default/web-1", port=80)["ok"]
         _, err = p.communicate(timeout=70)
     finally:

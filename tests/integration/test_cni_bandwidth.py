@@ -15,11 +15,11 @@ import math
 import os
 import shutil
 import subprocess
-import time
 
 import pytest
 
 from tests.conftest import TOPOLOGIES
+from tests.waiting import wait_until
 
 TOPOLOGY = str(TOPOLOGIES / "cni-bandwidth.yaml")
 TOLERANCE = 0.15
@@ -84,12 +84,8 @@ def iperf(c, server: str, client: str, seconds: int = 3, omit: int = OMIT_S) -> 
     srv = subprocess.Popen(["ip", "netns", "exec", c.netns(server), "iperf3", "-s", "-1", "-p", str(PORT)],
                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        deadline = time.monotonic() + 5
-        while True:  # wait for the listener
-            ss = c.exec(server, "ss", "-Htln", f"sport = :{PORT}", check=False).stdout
-            if ss.strip() or time.monotonic() > deadline:
-                break
-            time.sleep(0.05)
+        wait_until(lambda: c.exec(server, "ss", "-Htln", f"sport = :{PORT}", check=False).stdout.strip(),
+                   what=f"iperf3 to listen on {PORT}")
         r = c.exec(client, "iperf3", "-c", c.pod_ip(server), "-p", str(PORT), "-t", str(seconds), "-O", str(omit),
                    "-J", check=False)
         out = json.loads(r.stdout)

@@ -75,7 +75,7 @@ def test_describe_networkpolicy_shows_the_rules_the_dataplane_enforces(sg) -> No
             "    From:\n"
             "      NamespaceSelector: project=myproject\n"
             "  Not affecting egress traffic\n") in out
-    assert sg.probe("myproject/client", "policy-ns/db", port=5432, timeout=0.5)["ok"]
+    assert sg.probe("myproject/client", "policy-ns/db", port=5432, timeout=3.0)["ok"]
     sg.assert_blocked("policy-ns/neighbour", "policy-ns/db", port=5432, by=NETWORK_POLICY_DENIAL)
     code, out, _ = emu_describe(sg, "networkpolicy", "allow-external", "-n", "policy-cidr")
     assert "      IPBlock:\n        CIDR: 172.17.0.0/16\n        Except: 172.17.1.0/24\n" in out

@@ -84,7 +84,7 @@ def test_rules_follow_new_pods_and_the_last_policy_leaves_no_trace(live):
     try:
         live.apply(str(live.dir / "pod.yaml"))  # x/d arrives after the policy: selected at once
         live.assert_blocked("y/a", "x/d", by=POLICY)
-        assert live.probe("x/d", "y/a", timeout=0.5)["ok"]
+        assert live.probe("x/d", "y/a", timeout=3.0)["ok"]
         m = live.assert_matrix(live.matrix("tcp", 80, timeout=0.5), by=POLICY)
         assert "x/d" in m["pods"]
         save = _save(live, live.plan.pod("x/d").node)

@@ -9,7 +9,6 @@ import re
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -20,6 +19,7 @@ from emu.ingress import httpprobe
 from emu.kubeproxy import inputs
 from emu.testing import NETWORK_POLICY_DENIAL as POLICY
 from tests.conftest import TOPOLOGIES
+from tests.waiting import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 GUIDE = REPO.parent / "shared" / "seeds" / "k8s-networking-guide.md"  # shared/ lies beside the checkout
@@ -294,9 +294,8 @@ def test_the_guide_log_analysis(sg, tmp_path):
     def dns_logs() -> str:
         return emu(sg, "logs", "-n", "kube-system", "-l", "k8s-app=kube-dns", "--tail", "-1", "--prefix").stdout
     try:
-        deadline = time.monotonic() + 10  # the reload plugin notices the new Corefile, then the log plugin runs
-        while dns_logs().count("[INFO] Reloading complete") < 2 and time.monotonic() < deadline:
-            time.sleep(0.1)
+        # the reload plugin notices the new Corefile, then the log plugin runs
+        wait_until(lambda: dns_logs().count("[INFO] Reloading complete") >= 2, what="CoreDNS to reload the Corefile")
         sg.exec("default/client", "nslookup", "my-service")
         sg.exec("default/client", "nslookup", "-timeout=5", "example.com.", check=False)
         out = dns_logs()

@@ -10,11 +10,12 @@ import contextlib
 import re
 import socket
 import threading
-import time
 from collections import Counter
 from socket import IPPROTO_TCP
 
 import pytest
+
+from tests.waiting import wait_until
 
 from emu import netns
 from emu.kernel import IPPROTO_SCTP
@@ -207,9 +208,7 @@ def test_ipvs_spreads_connections(namespaces):
                 c.settimeout(20)
                 c.connect((VIP, 80))
                 answers[c.recv(16).decode()] += 1
-        deadline = time.monotonic() + 10
-        while sum(served.values()) < n and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until(lambda: sum(served.values()) >= n, what="the real servers to count every connection")
         assert answers == {"r1": n // 2, "r2": n // 2}, answers
         assert served == answers
         assert _ipvs_conn_dests(director) == {REAL["r1"]: n // 2, REAL["r2"]: n // 2}

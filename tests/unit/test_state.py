@@ -10,6 +10,7 @@ import pytest
 
 from emu import names, netns, processes, state
 from emu.errors import ClusterError, InvalidName
+from tests.waiting import wait_until
 
 
 @pytest.fixture
@@ -121,7 +122,7 @@ def test_a_second_command_waits_says_who_holds_the_lock_then_goes_on(root, monke
     got: list[str] = []
     said: list[str] = []
     t = _taker("c1", got, said)
-    time.sleep(0.4)
+    wait_until(lambda: said, what="the waiting notice")
     assert got == [] and said == [f"waiting for cluster 'c1': pid {os.getpid()} (emu up) is changing it"]
     lock.release()
     t.join(5)
@@ -129,11 +130,12 @@ def test_a_second_command_waits_says_who_holds_the_lock_then_goes_on(root, monke
 
 
 def test_a_command_that_waited_for_a_removed_cluster_fails_cleanly(root, monkeypatch):
-    monkeypatch.setattr(state, "LOCK_NOTICE", 0.1)
+    monkeypatch.setattr(state, "LOCK_NOTICE", 0.0)
     rec, lock = state.claim("c1", "t.yaml")
     got: list[str] = []
-    t = _taker("c1", got, [])
-    time.sleep(0.2)
+    said: list[str] = []
+    t = _taker("c1", got, said)
+    wait_until(lambda: said, what="the command to wait for the lock")
     state.forget("c1")  # what `down` does while it holds the lock
     lock.release()
     t.join(5)
@@ -141,14 +143,16 @@ def test_a_command_that_waited_for_a_removed_cluster_fails_cleanly(root, monkeyp
 
 
 def test_a_command_that_waited_locks_the_new_cluster_of_the_same_name(root, monkeypatch):
+    monkeypatch.setattr(state, "LOCK_NOTICE", 0.0)
     rec, lock = state.claim("c1", "t.yaml")
     got: list[str] = []
-    t = _taker("c1", got, [])
-    time.sleep(0.2)
+    said: list[str] = []
+    t = _taker("c1", got, said)
+    wait_until(lambda: said, what="the command to wait for the lock")
     state.forget("c1")
     again, lock2 = state.claim("c1", "t.yaml")  # a new `up` of the same name, holding the new lock file
     lock.release()
-    time.sleep(0.2)
+    time.sleep(0.2)  # a chance to go wrong: it must not take the removed file's lock
     assert got == []  # it moved on to the new file and waits for the new holder
     lock2.release()
     t.join(5)
