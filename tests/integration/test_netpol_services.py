@@ -1,7 +1,13 @@
-"""Policies on Service traffic, in iptables and nftables proxy mode.  kube-proxy DNATs a ClusterIP at the client's
-node (nat PREROUTING, or OUTPUT for the node itself) before the filter FORWARD hook, so the backend's policy sees
-the backend's pod IP as the destination and the client's address as the source: the client pod's own IP, unless
-kube-proxy masqueraded it (a node's own traffic to a ClusterIP leaves with the node's flannel address)."""
+"""Policies on Service traffic, in iptables, nftables and IPVS proxy mode.  kube-proxy DNATs a ClusterIP at the
+client's node (nat PREROUTING, or OUTPUT for the node itself) before the filter FORWARD hook, so the backend's policy
+sees the backend's pod IP as the destination and the client's address as the source: the client pod's own IP, unless
+kube-proxy masqueraded it (a node's own traffic to a ClusterIP leaves with the node's flannel address).
+
+IPVS mode gets there another way: the ClusterIP is a local address (kube-ipvs0), IPVS rewrites the packet at
+LOCAL_IN and sends it on through LOCAL_OUT (ip_vs_xmit.c ip_vs_nat_send_or_cont), so it meets filter OUTPUT, not
+FORWARD, on the client's node.  The policy chains are jumped to from OUTPUT too (`-d POD`, as kube-router does for
+the node's own traffic), so the same verdicts hold.  IPVS mode needs IP_VS and dummy: on a kernel without them its
+parameter skips with the kernel-feature reason and tools/kernel-lane/run-tests runs it."""
 from __future__ import annotations
 
 import collections
@@ -47,7 +53,8 @@ spec:
 """
 
 
-@pytest.fixture(scope="module", params=["iptables", "nftables"])
+@pytest.fixture(scope="module", params=["iptables", "nftables",
+                                       pytest.param("ipvs", marks=pytest.mark.kernel("ip_vs", "dummy"))])
 def svc(request, emu_cluster, tmp_path_factory):
     d = tmp_path_factory.mktemp("svcpol")
     pods = "".join(f"---\napiVersion: v1\nkind: Pod\nmetadata: {{name: {n}, labels: {{app: {app}}}}}\n"

@@ -1,5 +1,11 @@
-"""emu trace through Services, in kube-proxy's iptables and nftables modes: where the DNAT and the SNAT happen, the
-rules that chose the endpoint (from the kernel's own trace), and a frag-needed sent back by a node."""
+"""emu trace through Services, in kube-proxy's iptables, nftables and IPVS modes: where the DNAT and the SNAT happen,
+the rules that chose the endpoint (from the kernel's own trace), and a frag-needed sent back by a node.
+
+In IPVS mode the endpoint is chosen and the DNAT done by IPVS at the LOCAL_IN hook (net/netfilter/ipvs), which is
+not netfilter's rule evaluation and so not in its trace: the trace shows the rewrite from the packets themselves,
+names no rule for it, and shows the iptables rules kube-proxy's IPVS proxier wrote (the ipset matches that accept
+and masquerade, the source-range firewall that drops).  IPVS mode needs IP_VS and dummy: on a kernel without them
+its parameter skips with the kernel-feature reason and tools/kernel-lane/run-tests runs it."""
 from __future__ import annotations
 
 import subprocess
@@ -24,7 +30,8 @@ spec:
 """
 
 
-@pytest.fixture(scope="module", params=["iptables", "nftables"])
+@pytest.fixture(scope="module", params=["iptables", "nftables",
+                                       pytest.param("ipvs", marks=pytest.mark.kernel("ip_vs", "dummy"))])
 def svc(request, emu_cluster, tmp_path_factory):
     p = tmp_path_factory.mktemp("trace-svc") / f"services-{request.param}.yaml"
     text = (TOPOLOGIES / "services.yaml").read_text().replace("mode: iptables", f"mode: {request.param}")
@@ -62,6 +69,14 @@ def test_pod_to_cluster_ip_dnat_at_the_source_node_names_the_rules(svc):
         dnat_rule = next(e for e in ev if e["chain"] == sep and e["verdict"] == "accept")
         assert dnat_rule["iptables"].endswith(f"-j DNAT --to-destination {ep_ip}:80")
         assert dnat[0]["rule"]["chain"] == sep
+    elif svc.mode == "ipvs":
+        # IPVS rewrote it, after nat PREROUTING let it through: KUBE-SERVICES' last rule accepts a KUBE-CLUSTER-IP
+        # member (acceptIPVSTraffic); no traced rule is a DNAT, so the rewrite names no rule
+        assert "rule" not in dnat[0], dnat[0]
+        accept = [e for e in ev if e["chain"] == "KUBE-SERVICES" and e["verdict"] == "accept"]
+        assert [e["iptables"] for e in accept] == [
+            "-A KUBE-SERVICES -m set --match-set KUBE-CLUSTER-IP dst,dst -j ACCEPT"]
+        assert not [e for e in ev if "dnat" in f"{e['rule'] or ''} {e['iptables'] or ''}".lower()]
     else:
         svc_chain = next(e for e in ev if e["chain"].startswith("service-") and "default/web/tcp/http" in e["chain"])
         assert svc_chain["verdict"].startswith(("goto endpoint-", "jump endpoint-")) and "numgen" in svc_chain["rule"]
@@ -88,6 +103,10 @@ def test_external_to_node_port_cluster_policy_shows_the_snat(svc):
     assert "masquerade" in text
     dnat = next(r for r in res["rewrites"] if r["kind"] == "dnat")
     assert dnat["where"] == "node/node-1" and dnat["from"] == "172.18.0.2:30080"
+    if svc.mode == "ipvs":  # the masquerade is KUBE-POSTROUTING's (KUBE-NODE-PORT marked it); the DNAT is IPVS's
+        assert s["rule"]["iptables"].startswith('-A KUBE-POSTROUTING -m comment --comment '
+                                                '"kubernetes service traffic requiring SNAT" -j MASQUERADE'), s
+        assert "rule" not in dnat, dnat
     # the reply is translated back on node-1 by conntrack, by no rule
     back = {r["kind"]: r for r in res["reply"]["rewrites"] if r["kind"] in ("un-snat", "un-dnat")}
     assert back["un-snat"]["where"] == back["un-dnat"]["where"] == "node/node-1"
@@ -118,5 +137,8 @@ def test_drop_by_a_rule_is_named(svc):
     rule = res["drop"]["rule"]
     if svc.mode == "iptables":
         assert rule["iptables"].endswith("-j DROP") and "web-lb-restricted" in rule["iptables"]
+    elif svc.mode == "ipvs":  # one chain for all Services: KUBE-LOAD-BALANCER-FW sent it there, no source range took it
+        assert (rule["chain"], rule["iptables"]) == ("KUBE-SOURCE-RANGES-FIREWALL",
+                                                     "-A KUBE-SOURCE-RANGES-FIREWALL -j DROP"), rule
     else:
         assert "drop" in (rule["rule"] or "") or rule["type"] == "policy"
