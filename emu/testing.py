@@ -320,6 +320,9 @@ def _message(cl: clusters.Cluster, res: dict[str, Any], expected: str, ctl: dict
 
 
 def _explain_text(cl: clusters.Cluster, res: dict[str, Any]) -> str:
+    if res["to"].split("/", 1)[0] in ("svc", "nodeport", "lb"):  # policies judge a Service's endpoints, not it
+        return (f"{res['to']} is a Service: NetworkPolicies apply to the endpoint kube-proxy picks "
+                f"(emu explain {res['from']} NS/POD for one of them)")
     try:
         d = probing.explain(cl, res["from"], res["to"], res["proto"], res.get("port"))
     except Exception as e:  # the assertion's message must survive whatever explain cannot say

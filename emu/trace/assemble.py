@@ -37,6 +37,7 @@ class Context:
     t0: int
     router: Router | None = None
     traversals: dict[int, list[Traversal]] = field(default_factory=dict)  # packet index -> its traversals
+    ipvs: bool = False  # kube-proxy's IPVS mode: Services are rewritten by IPVS, outside netfilter's rules
     origin: dict[int, IPv4] = field(default_factory=dict)  # packet index -> headers as the sender's socket wrote them
 
     def label(self, ns: str) -> str:
@@ -241,6 +242,10 @@ def packet_dict(pkt: FlowPacket, ctx: Context, routes: bool = True) -> dict[str,
                     rule = None  # the reply is translated by conntrack, by no rule
                 if rule:
                     c["rule"] = rule
+                elif ctx.ipvs and c["kind"] in ("dnat", "un-dnat"):
+                    # IPVS picks the real server and rewrites at LOCAL_IN, and its own connection table translates
+                    # the replies (net/netfilter/ipvs): no netfilter rule, so nftables' trace has none to name
+                    c["by"] = "IPVS (its virtual server; not in netfilter's trace)"
                 elif c["kind"] in ("dnat", "snat", "un-dnat", "un-snat", "nat") and pkt.index in ctx.traversals:
                     c["by"] = "conntrack"  # only a flow's first packet meets the nat rules; conntrack does the rest
                 rw.append(c)

@@ -137,7 +137,8 @@ def _rule_texts(cl: Cluster, traversals: list[nftrace.Traversal]) -> assemble.Ru
 def report(cl: Cluster, raw: Raw, routes: bool = True) -> dict[str, Any]:
     """The trace as data (see emu.trace.assemble for the shape of each packet)."""
     t_start = time.monotonic()
-    ctx = assemble.Context(flow.labels(cl), flow.roles(cl), raw.ifnames, _rule_texts(cl, raw.traversals), raw.t0)
+    ctx = assemble.Context(flow.labels(cl), flow.roles(cl), raw.ifnames, _rule_texts(cl, raw.traversals), raw.t0,
+                           ipvs=cl.topology.cluster.proxy.mode is ProxyMode.IPVS)
     assemble.attach(raw.packets, raw.traversals, ctx)
     with Router() as router:
         ctx.router = router if routes else None

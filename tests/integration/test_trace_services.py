@@ -72,7 +72,7 @@ def test_pod_to_cluster_ip_dnat_at_the_source_node_names_the_rules(svc):
     elif svc.mode == "ipvs":
         # IPVS rewrote it, after nat PREROUTING let it through: KUBE-SERVICES' last rule accepts a KUBE-CLUSTER-IP
         # member (acceptIPVSTraffic); no traced rule is a DNAT, so the rewrite names no rule
-        assert "rule" not in dnat[0], dnat[0]
+        assert "rule" not in dnat[0] and dnat[0]["by"].startswith("IPVS"), dnat[0]
         accept = [e for e in ev if e["chain"] == "KUBE-SERVICES" and e["verdict"] == "accept"]
         assert [e["iptables"] for e in accept] == [
             "-A KUBE-SERVICES -m set --match-set KUBE-CLUSTER-IP dst,dst -j ACCEPT"]
@@ -106,8 +106,8 @@ def test_external_to_node_port_cluster_policy_shows_the_snat(svc):
     if svc.mode == "ipvs":  # the masquerade is KUBE-POSTROUTING's (KUBE-NODE-PORT marked it); the DNAT is IPVS's
         assert s["rule"]["iptables"].startswith('-A KUBE-POSTROUTING -m comment --comment '
                                                 '"kubernetes service traffic requiring SNAT" -j MASQUERADE'), s
-        assert "rule" not in dnat, dnat
-    # the reply is translated back on node-1 by conntrack, by no rule
+        assert "rule" not in dnat and dnat["by"].startswith("IPVS"), dnat
+    # the reply is translated back on node-1 by conntrack (IPVS's own connection table in IPVS mode), by no rule
     back = {r["kind"]: r for r in res["reply"]["rewrites"] if r["kind"] in ("un-snat", "un-dnat")}
     assert back["un-snat"]["where"] == back["un-dnat"]["where"] == "node/node-1"
     assert back["un-snat"]["to"] == s["from"]

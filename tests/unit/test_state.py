@@ -129,13 +129,19 @@ def test_a_second_command_waits_says_who_holds_the_lock_then_goes_on(root, monke
     assert got == ["locked"]
 
 
-def test_a_command_that_waited_for_a_removed_cluster_fails_cleanly(root, monkeypatch):
+def _waiting(name: str, monkeypatch) -> tuple[threading.Thread, list[str]]:
+    """A command (a thread) that is now waiting for the cluster's lock, and where its outcome will be."""
     monkeypatch.setattr(state, "LOCK_NOTICE", 0.0)
-    rec, lock = state.claim("c1", "t.yaml")
     got: list[str] = []
     said: list[str] = []
-    t = _taker("c1", got, said)
+    t = _taker(name, got, said)
     wait_until(lambda: said, what="the command to wait for the lock")
+    return t, got
+
+
+def test_a_command_that_waited_for_a_removed_cluster_fails_cleanly(root, monkeypatch):
+    rec, lock = state.claim("c1", "t.yaml")
+    t, got = _waiting("c1", monkeypatch)
     state.forget("c1")  # what `down` does while it holds the lock
     lock.release()
     t.join(5)
@@ -143,12 +149,8 @@ def test_a_command_that_waited_for_a_removed_cluster_fails_cleanly(root, monkeyp
 
 
 def test_a_command_that_waited_locks_the_new_cluster_of_the_same_name(root, monkeypatch):
-    monkeypatch.setattr(state, "LOCK_NOTICE", 0.0)
     rec, lock = state.claim("c1", "t.yaml")
-    got: list[str] = []
-    said: list[str] = []
-    t = _taker("c1", got, said)
-    wait_until(lambda: said, what="the command to wait for the lock")
+    t, got = _waiting("c1", monkeypatch)
     state.forget("c1")
     again, lock2 = state.claim("c1", "t.yaml")  # a new `up` of the same name, holding the new lock file
     lock.release()
