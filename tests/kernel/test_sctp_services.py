@@ -73,12 +73,13 @@ def test_sctp_network_policy_port(tmp_path):
         c.apply(str(tmp_path / "policy.yaml"))
         ok = c.probe("default/allowed", "default/srv", proto="sctp", port=9000, timeout=5)
         assert ok["ok"] and ok["answered_by"] == "default/srv", ok
-        # the policy's REJECT answers the INIT with an ICMP port unreachable, which Linux SCTP turns into
-        # ECONNREFUSED (net/sctp/input.c sctp_v4_err, icmp_err_convert) without queueing the ICMP on the socket's
-        # error queue: the probe sees "refused" with no ICMP detail, as it would an ABORT, and probing.denial names
-        # no kind for it.  So the verdict is asserted as it is, beside the positive control (srv answers itself on
-        # 9000: nothing else refused it) and the policy engine's verdict.
+        # the policy's REJECT answers the INIT with an ICMP port unreachable.  Linux SCTP (net/sctp/input.c
+        # sctp_v4_err) turns it into ECONNREFUSED only when the socket is not owned by the user at that instant;
+        # otherwise it is a soft error and the INIT is retransmitted until the connect times out (and the node's
+        # ICMP rate limit may swallow the answer altogether).  Either way no ICMP detail reaches the socket's error
+        # queue, so probing.denial names no kind: the verdict is asserted to be one of those two, beside the
+        # positive control (srv answers itself on 9000: nothing but the policy refused it) and the engine's verdict.
         denied = c.probe("default/other", "default/srv", proto="sctp", port=9000, timeout=2)
         c.assert_reachable("default/srv", "default/srv", proto="sctp", port=9000)
-        assert (denied["verdict"], denied["icmp"]) == ("refused", None), denied
+        assert denied["verdict"] in ("refused", "timeout") and denied["icmp"] is None, denied
         assert c.explain("default/other", "default/srv", proto="sctp", port=9000)["allowed"] is False
