@@ -15,7 +15,7 @@ from pyroute2 import IPRoute
 from . import netns, nlbatch
 from .errors import EmuError
 from .nlbatch import Batch
-from .plan import IptablesTable, Link, NetnsPlan, PodPlan
+from .plan import IptablesTable, Link, NetnsPlan, PodPlan, restore_text
 
 
 
@@ -177,17 +177,6 @@ def _enter_here(ns: NetnsPlan) -> socket.socket:
 
 def enter(ns: NetnsPlan) -> socket.socket:
     return netns.run_in(ns.name, lambda: _enter_here(ns))
-
-
-def restore_text(tables: Iterable[IptablesTable]) -> str:
-    """iptables-restore input: each table declares its chains, appends its rules and commits."""
-    out = []
-    for t in tables:
-        out.append(f"*{t.name}")
-        out.extend(f":{chain} - [0:0]" for chain in t.chains)
-        out.extend(t.rules)
-        out.append("COMMIT")
-    return "\n".join(out) + "\n"
 
 
 def iptables_restore(ns: str, tables: Iterable[IptablesTable], cmd: str = "iptables-restore") -> None:

@@ -3,6 +3,7 @@ the cluster should have.  Built from the model without touching the kernel; `app
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -136,3 +137,14 @@ class ClusterPlan:
 
     def pod(self, key: str) -> PodPlan | None:
         return next((p for p in self.pods if p.key == key), None)
+
+
+def restore_text(tables: Iterable[IptablesTable]) -> str:
+    """iptables-restore input: each table declares its chains, appends its rules and commits."""
+    out = []
+    for t in tables:
+        out.append(f"*{t.name}")
+        out.extend(f":{chain} - [0:0]" for chain in t.chains)
+        out.extend(t.rules)
+        out.append("COMMIT")
+    return "\n".join(out) + "\n"

@@ -5,8 +5,7 @@ from __future__ import annotations
 import shlex
 from collections.abc import Iterator
 
-from .apply import restore_text
-from .plan import ClusterPlan, Link, NetnsPlan
+from .plan import ClusterPlan, Link, NetnsPlan, restore_text
 
 
 def _link(ns: str, link: Link) -> Iterator[str]:

@@ -32,8 +32,7 @@ from dataclasses import dataclass, field
 
 from .. import netns
 from . import iptables as ipt
-from . import sync as kpsync  # module reference: sync imports this module too (its IPVS branch)
-from .model import MASQUERADE_MARK, Endpoint, NodeProxyState, ServicePort, categorize
+from .model import MASQUERADE_MARK, Endpoint, NodeProxyState, ServicePort, SyncError, SyncResult, categorize
 
 IPv4Address = ipaddress.IPv4Address
 
@@ -894,7 +893,7 @@ def _sync_here(state: NodeProxyState, first: bool, backend: str, options: Option
 
 
 def sync_node(ns: str, state: NodeProxyState, first: bool, backend: str = "nft",
-              previous: NodeProxyState | None = None, options: Options | None = None) -> kpsync.SyncResult:
+              previous: NodeProxyState | None = None, options: Options | None = None) -> SyncResult:
     """One full IPVS-mode sync of one node, inside its namespace `ns`.  `previous` is accepted for the common
     signature and not needed: every sync is a full one, and what is stale is read back from the kernel (kube-ipvs0's
     addresses, the IPVS table) or replaced wholesale (ipsets, the proxier's chains).  Raises SyncError with one
@@ -904,7 +903,7 @@ def sync_node(ns: str, state: NodeProxyState, first: bool, backend: str = "nft",
     try:
         _, objects = netns.run_in(ns, lambda: _sync_here(state, first, backend, opts))
     except _Step as e:
-        raise kpsync.SyncError(f"ipvs sync of {state.node} failed: {e}") from None
+        raise SyncError(f"ipvs sync of {state.node} failed: {e}") from None
     except OSError as e:  # entering the namespace
-        raise kpsync.SyncError(f"ipvs sync of {state.node} failed: {e.strerror or e}") from None
-    return kpsync.SyncResult(state.node, time.monotonic() - t0, objects)
+        raise SyncError(f"ipvs sync of {state.node} failed: {e.strerror or e}") from None
+    return SyncResult(state.node, time.monotonic() - t0, objects)

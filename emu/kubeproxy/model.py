@@ -6,6 +6,8 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 
+from ..errors import EmuError
+
 IPv4Address = ipaddress.IPv4Address
 IPv4Network = ipaddress.IPv4Network
 
@@ -133,3 +135,15 @@ class NodeProxyState:
     service_cidrs: tuple[IPv4Network, ...]
     services: tuple[tuple[ServicePort, tuple[Endpoint, ...]], ...] = field(default=())
     masquerade_all: bool = False
+
+
+class SyncError(EmuError):
+    """A node's proxier state could not be written (any mode; emu.kubeproxy.sync and .ipvs raise it)."""
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    """One node's sync: how long it took and how many rules (or IPVS objects) it wrote."""
+    node: str
+    seconds: float
+    rules: int

@@ -9,31 +9,18 @@ import os
 import subprocess
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
 
 from .. import netns
-from ..errors import EmuError
 from ..model import ProxyMode
 from . import iptables as ipt
 from . import ipvs
 from . import nftables as nft
-from .model import NodeProxyState, categorize
+from .model import NodeProxyState, SyncError, SyncResult, categorize  # the two named here too: kpsync.SyncError
 
 LOG_FILE = "kube-proxy.log"  # per node, under <record>/nodes/<node>/
 _PROXIER_NAMES = {ProxyMode.IPTABLES: "iptables proxy", ProxyMode.NFTABLES: "nftables Proxier",
                   ProxyMode.IPVS: "ipvs Proxier"}
 SERVICE_CHAIN_PREFIXES = ("KUBE-SVC-", "KUBE-SVL-", "KUBE-EXT-", "KUBE-FW-", "KUBE-SEP-")
-
-
-class SyncError(EmuError):
-    pass
-
-
-@dataclass(frozen=True)
-class SyncResult:
-    node: str
-    seconds: float
-    rules: int
 
 
 def _run(ns: str, argv: list[str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
