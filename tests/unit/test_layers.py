@@ -1,0 +1,529 @@
+"""The layer rule, checked on the source: every module under emu/ imports only from its own layer or a lower one,
+no two emu modules import each other (directly or round a loop), and nothing in the pure layers (model, alloc,
+plan) reaches pyroute2, scapy, subprocess or ctypes, however indirectly (issue 14, STYLE.md "Seams and layers").
+
+Imports are read with `ast`, never by importing: `import x`, `from . import y`, `from .a.b import c`, relative and
+absolute, at module level and inside functions (an import moved into a function to dodge a cycle is still an edge).
+`if TYPE_CHECKING:` imports never run, so they are left out of the cycle and forbidden-library checks (a Protocol
+or a type named for annotations cannot make an import loop or load pyroute2), but they are held to the layer rule:
+a lower layer that names a higher layer's type still depends on it.  Importing `emu.a.b` also runs `emu/a/__init__.py`;
+that implicit edge counts only for what a pure module reaches (a package `__init__` that imports its submodules is
+Python's own re-export pattern, not a loop anyone wrote).
+
+LAYER is the one table: a new module must be added to it.  KNOWN_VIOLATIONS lists what the tree breaks today, each
+with its reason; it can only shrink: an entry that no longer occurs fails the test until it is removed.
+"""
+from __future__ import annotations
+
+import ast
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+EMU = Path(__file__).resolve().parents[2] / "emu"
+
+# Lowest first.  "feature" is issue 14's network/ and addons/ (the seams); "observe" is agent and observe (probe,
+# trace, doctor).  The kernel lane is its own group: it may use only errors, and only the cli may use it.
+ORDER = ("errors", "model", "alloc", "plan", "apply", "feature", "cluster", "observe", "report", "cli")
+SIDE_GROUPS = {"kernel-lane": {"errors"}}
+MAY_USE_SIDE = {"cli": {"kernel-lane"}}
+PURE = ("model", "alloc", "plan")
+FORBIDDEN = ("pyroute2", "scapy", "subprocess", "ctypes")
+
+LAYER = {
+    "emu": "errors",  # the package itself: empty
+    "emu.errors": "errors",
+    # model: every kind and its parser
+    "emu.model": "model", "emu.documents": "model", "emu.yamlsafe": "model", "emu.schema": "model",
+    "emu.topology": "model", "emu.services": "model", "emu.nodesettings": "model", "emu.quantity": "model",
+    "emu.names": "model", "emu.kinds": "model", "emu.cni.spec": "model", "emu.dns.corefile": "model",
+    "emu.ingress.model": "model", "emu.ingress.parse": "model", "emu.ingress.annotations": "model",
+    "emu.netpol.model": "model", "emu.netpol.parse": "model",
+    # alloc: IPAM, Service IPs, EndpointSlices, and what is computed from them alone
+    "emu.ipam": "alloc", "emu.svcalloc": "alloc", "emu.endpoints": "alloc", "emu.kubeproxy.model": "alloc",
+    "emu.kubeproxy.inputs": "alloc", "emu.netpol.engine": "alloc",
+    # plan: kernel objects, files and rule text, pure
+    "emu.plan": "plan", "emu.planner": "plan", "emu.render": "plan", "emu.underlay": "plan", "emu.hostnet": "plan",
+    "emu.kubeproxy.iptables": "plan", "emu.kubeproxy.nftables": "plan", "emu.netpol.names": "plan",
+    "emu.netpol.resolve": "plan", "emu.netpol.rules": "plan", "emu.netpol.restore": "plan",
+    "emu.dns.resolvconf": "plan", "emu.ingress.nginxconf": "plan", "emu.ingress.nginxsafe": "plan",
+    # apply: the generic side effects
+    "emu.apply": "apply", "emu.netns": "apply", "emu.nlbatch": "apply", "emu.state": "apply",
+    "emu.processes": "apply", "emu.kernel": "apply", "emu.neighbours": "apply",
+    # feature: pod networks (flannel, cni, multus) and addons (kube-proxy, NetworkPolicy, DNS, Ingress)
+    "emu.flannel": "feature", "emu.cnibridge": "feature", "emu.multus": "feature", "emu.systempods": "feature",
+    "emu.cni": "feature", "emu.cni.capabilities": "feature", "emu.cni.config": "feature",
+    "emu.cni.dryrun": "feature", "emu.cni.nodes": "feature", "emu.cni.pods": "feature", "emu.cni.runtime": "feature",
+    "emu.kubeproxy": "feature", "emu.kubeproxy.sync": "feature", "emu.kubeproxy.ipvs": "feature",
+    "emu.netpol": "feature", "emu.netpol.sync": "feature",
+    "emu.dns": "feature", "emu.dns.addon": "feature", "emu.dns.server": "feature", "emu.dns.records": "feature",
+    "emu.dns.wire": "feature", "emu.dns.corelog": "feature",
+    "emu.ingress": "feature", "emu.ingress.addon": "feature", "emu.ingress.controller": "feature",
+    "emu.ingress.certs": "feature",
+    # cluster: composition and lifecycle
+    "emu.cluster": "cluster", "emu.daemons": "cluster", "emu.events": "cluster",
+    # observe: the agent, probes, trace, doctor
+    "emu.agent": "observe", "emu.observe": "observe", "emu.probe": "observe", "emu.probing": "observe",
+    "emu.targets": "observe", "emu.podexec": "observe", "emu.netpol.explain": "observe",
+    "emu.ingress.httpprobe": "observe",
+    "emu.trace": "observe", "emu.trace.assemble": "observe", "emu.trace.capture": "observe",
+    "emu.trace.correlate": "observe", "emu.trace.decode": "observe", "emu.trace.diagnose": "observe",
+    "emu.trace.flow": "observe", "emu.trace.fragments": "observe", "emu.trace.nftrace": "observe",
+    "emu.trace.pcap": "observe", "emu.trace.render": "observe", "emu.trace.routes": "observe",
+    "emu.trace.ruletext": "observe", "emu.trace.run": "observe", "emu.trace.svg": "observe",
+    "emu.trace.tcpdump": "observe", "emu.trace.traceroute": "observe",
+    "emu.doctor": "observe", "emu.doctor.checks": "observe", "emu.doctor.findings": "observe",
+    "emu.doctor.gather": "observe", "emu.doctor.mtu": "observe", "emu.doctor.pairs": "observe",
+    "emu.doctor.render": "observe", "emu.doctor.rulesets": "observe", "emu.doctor.run": "observe",
+    "emu.doctor.state": "observe",
+    # report: tables, kubectl's views and describe texts, logs
+    "emu.report": "report", "emu.views": "report", "emu.describe": "report", "emu.describe_pod": "report",
+    "emu.describe_text": "report", "emu.tabwriter": "report", "emu.logs": "report",
+    # cli and the other entry points (the pytest plugin, the demo)
+    "emu.cli": "cli", "emu.__main__": "cli", "emu.clierrors": "cli", "emu.cli_describe": "cli",
+    "emu.cli_doctor": "cli", "emu.cli_kernel": "cli", "emu.cli_trace": "cli", "emu.cni.cli": "cli",
+    "emu.ingress.cli": "cli", "emu.demo": "cli", "emu.testing": "cli", "emu.clidoc": "cli",
+    # the kernel lane
+    "emu.kernel_lane": "kernel-lane",
+}
+
+# What the tree breaks today: (kind, importer, imported or library) -> why, and where the fix goes.  "upward" is a
+# layer violation, "cycle" an edge taken out of the loop search (the loop it closes is named), "reaches" a pure
+# module that loads a forbidden library at run time.  This list can only shrink (issue 14: done with none).
+KNOWN_VIOLATIONS: dict[tuple[str, str, str], str] = {
+    ('cycle', 'emu.dns.addon', 'emu.targets'):
+        "closes cluster -> dns.addon -> targets -> cluster: goes with probe_dns's move to probing",
+    ('reaches', 'emu.cni.spec', 'ctypes'):
+        "through the CNI runtime it borrows helpers from: those move to model",
+    ('reaches', 'emu.cni.spec', 'subprocess'):
+        "through the CNI runtime it borrows helpers from: those move to model",
+    ('reaches', 'emu.endpoints', 'ctypes'):
+        "through ipam's secondary IPAM in emu.multus (which also wires links): multus.allocate moves to alloc",
+    ('reaches', 'emu.endpoints', 'pyroute2'):
+        "through ipam's secondary IPAM in emu.multus (which also wires links): multus.allocate moves to alloc",
+    ('reaches', 'emu.endpoints', 'subprocess'):
+        "through ipam's secondary IPAM in emu.multus (which also wires links): multus.allocate moves to alloc",
+    ('reaches', 'emu.hostnet', 'ctypes'):
+        "through ipam's secondary IPAM in emu.multus (which also wires links): multus.allocate moves to alloc",
+    ('reaches', 'emu.hostnet', 'pyroute2'):
+        "through ipam's secondary IPAM in emu.multus (which also wires links): multus.allocate moves to alloc",
+    ('reaches', 'emu.hostnet', 'subprocess'):
+        "through ipam's secondary IPAM in emu.multus (which also wires links): multus.allocate moves to alloc",
+    ('reaches', 'emu.ipam', 'ctypes'):
+        "through ipam's secondary IPAM in emu.multus (which also wires links): multus.allocate moves to alloc",
+    ('reaches', 'emu.ipam', 'pyroute2'):
+        "through ipam's secondary IPAM in emu.multus (which also wires links): multus.allocate moves to alloc",
+    ('reaches', 'emu.ipam', 'subprocess'):
+        "through ipam's secondary IPAM in emu.multus (which also wires links): multus.allocate moves to alloc",
+    ('reaches', 'emu.kubeproxy.inputs', 'ctypes'):
+        "through ipam's secondary IPAM in emu.multus (which also wires links): multus.allocate moves to alloc",
+    ('reaches', 'emu.kubeproxy.inputs', 'pyroute2'):
+        "through ipam's secondary IPAM in emu.multus (which also wires links): multus.allocate moves to alloc",
+    ('reaches', 'emu.kubeproxy.inputs', 'subprocess'):
+        "through ipam's secondary IPAM in emu.multus (which also wires links): multus.allocate moves to alloc",
+    ('reaches', 'emu.netpol.engine', 'ctypes'):
+        "through ipam's secondary IPAM in emu.multus (which also wires links): multus.allocate moves to alloc",
+    ('reaches', 'emu.netpol.engine', 'pyroute2'):
+        "through ipam's secondary IPAM in emu.multus (which also wires links): multus.allocate moves to alloc",
+    ('reaches', 'emu.netpol.engine', 'subprocess'):
+        "through ipam's secondary IPAM in emu.multus (which also wires links): multus.allocate moves to alloc",
+    ('reaches', 'emu.netpol.resolve', 'ctypes'):
+        "through ipam's secondary IPAM in emu.multus (which also wires links): multus.allocate moves to alloc",
+    ('reaches', 'emu.netpol.resolve', 'pyroute2'):
+        "through ipam's secondary IPAM in emu.multus (which also wires links): multus.allocate moves to alloc",
+    ('reaches', 'emu.netpol.resolve', 'subprocess'):
+        "through ipam's secondary IPAM in emu.multus (which also wires links): multus.allocate moves to alloc",
+    ('reaches', 'emu.netpol.restore', 'ctypes'):
+        "through ipam's secondary IPAM in emu.multus (which also wires links): multus.allocate moves to alloc",
+    ('reaches', 'emu.netpol.restore', 'pyroute2'):
+        "through ipam's secondary IPAM in emu.multus (which also wires links): multus.allocate moves to alloc",
+    ('reaches', 'emu.netpol.restore', 'subprocess'):
+        "through ipam's secondary IPAM in emu.multus (which also wires links): multus.allocate moves to alloc",
+    ('reaches', 'emu.netpol.rules', 'ctypes'):
+        "through ipam's secondary IPAM in emu.multus (which also wires links): multus.allocate moves to alloc",
+    ('reaches', 'emu.netpol.rules', 'pyroute2'):
+        "through ipam's secondary IPAM in emu.multus (which also wires links): multus.allocate moves to alloc",
+    ('reaches', 'emu.netpol.rules', 'subprocess'):
+        "through ipam's secondary IPAM in emu.multus (which also wires links): multus.allocate moves to alloc",
+    ('reaches', 'emu.planner', 'ctypes'):
+        "through ipam's secondary IPAM in emu.multus (which also wires links): multus.allocate moves to alloc",
+    ('reaches', 'emu.planner', 'pyroute2'):
+        "through ipam's secondary IPAM in emu.multus (which also wires links): multus.allocate moves to alloc",
+    ('reaches', 'emu.planner', 'subprocess'):
+        "through ipam's secondary IPAM in emu.multus (which also wires links): multus.allocate moves to alloc",
+    ('reaches', 'emu.render', 'ctypes'):
+        "through the cni network's dry-run (emu.cni.dryrun): becomes plan objects",
+    ('reaches', 'emu.render', 'pyroute2'):
+        "through the cni network's dry-run (emu.cni.dryrun): becomes plan objects",
+    ('reaches', 'emu.render', 'subprocess'):
+        "through the cni network's dry-run (emu.cni.dryrun): becomes plan objects",
+    ('reaches', 'emu.topology', 'ctypes'):
+        "through emu.multus' NAD parser: the kind registry",
+    ('reaches', 'emu.topology', 'pyroute2'):
+        "through emu.multus' NAD parser: the kind registry",
+    ('reaches', 'emu.topology', 'subprocess'):
+        "through emu.multus' NAD parser: the kind registry",
+    ('reaches', 'emu.underlay', 'ctypes'):
+        "through ipam's secondary IPAM in emu.multus (which also wires links): multus.allocate moves to alloc",
+    ('reaches', 'emu.underlay', 'pyroute2'):
+        "through ipam's secondary IPAM in emu.multus (which also wires links): multus.allocate moves to alloc",
+    ('reaches', 'emu.underlay', 'subprocess'):
+        "through ipam's secondary IPAM in emu.multus (which also wires links): multus.allocate moves to alloc",
+    ('upward', 'emu.cluster', 'emu.agent'):
+        "cluster starts the agent itself: the agent becomes a daemon apply starts (issue 14: one home for daemons)",
+    ('upward', 'emu.cni.spec', 'emu.cni.config'):
+        "the plugin: cni schema loads the conflist while parsing: the loader's pure part moves to model",
+    ('upward', 'emu.cni.spec', 'emu.cni.runtime'):
+        "the plugin: cni schema checks plugin names with the runtime's helpers: those move to model",
+    ('upward', 'emu.daemons', 'emu.agent'):
+        "the record's daemon list names the agent's pid file: goes with the Addon record entries",
+    ('upward', 'emu.dns.addon', 'emu.targets'):
+        "`emu probe --dns` lives in the DNS addon (its tests call dns.addon.probe_dns): moves to probing",
+    ('upward', 'emu.ipam', 'emu.multus'):
+        "secondary-network IPAM is computed in multus: its allocate() moves to alloc",
+    ('upward', 'emu.model', 'emu.multus'):
+        "the model names Multus' Nad type: it moves to model with the kind registry",
+    ('upward', 'emu.netpol.sync', 'emu.cluster'):
+        "sync_cluster takes a Cluster: becomes the policy Addon's hook, given what it needs",
+    ('upward', 'emu.plan', 'emu.cni.dryrun'):
+        "the plan carries CNI plugin calls: becomes a plan object of the cni PodNetwork",
+    ('upward', 'emu.planner', 'emu.cni.nodes'):
+        "the cni network's node plan is built into the planner: the PodNetwork seam",
+    ('upward', 'emu.planner', 'emu.cnibridge'):
+        "flannel's bridge delegate is built into the planner: the PodNetwork seam",
+    ('upward', 'emu.planner', 'emu.flannel'):
+        "flannel is built into the planner: the PodNetwork seam",
+    ('upward', 'emu.probing', 'emu.report'):
+        "probing renders its own matrices: rendering moves to report",
+    ('upward', 'emu.render', 'emu.cni.dryrun'):
+        "dry-run of plugin: cni pods is rendered by the network: becomes plan objects",
+    ('upward', 'emu.topology', 'emu.dns.addon'):
+        "the loader adds CoreDNS's documents and checks its ConfigMap: the Addon seam",
+    ('upward', 'emu.topology', 'emu.dns.resolvconf'):
+        "pod dnsConfig validated with kubelet's resolv.conf limits: the checks move to model",
+    ('upward', 'emu.topology', 'emu.ingress.addon'):
+        "the loader adds ingress-nginx's documents: the Addon declares the documents it adds",
+    ('upward', 'emu.topology', 'emu.multus'):
+        "NetworkAttachmentDefinitions parsed by multus: the kind registry",
+}
+
+
+@dataclass(frozen=True)
+class Import:
+    importer: str
+    target: str  # a module of the package, or the top-level name of anything else
+    line: int
+    in_function: bool
+    type_checking: bool
+
+
+def modules(root: Path) -> dict[str, Path]:
+    """Dotted name -> file, for every .py file under the package directory `root`."""
+    out = {}
+    for p in sorted(root.rglob("*.py")):
+        parts = list(p.relative_to(root.parent).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts.pop()
+        out[".".join(parts)] = p
+    return out
+
+
+def _is_type_checking(node: ast.If) -> bool:
+    t = node.test
+    return (isinstance(t, ast.Name) and t.id == "TYPE_CHECKING") or \
+        (isinstance(t, ast.Attribute) and t.attr == "TYPE_CHECKING")
+
+
+def imports(root: Path) -> list[Import]:
+    """Every import statement of every module under `root`, resolved to the module it loads."""
+    mods = modules(root)
+    out: list[Import] = []
+    for name, path in mods.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+
+        def target(mod: str, member: str | None) -> str:
+            if mod.split(".")[0] != root.name:
+                return mod.split(".")[0]
+            if member is not None and f"{mod}.{member}" in mods:
+                return f"{mod}.{member}"
+            return mod
+
+        def visit(nodes: list[ast.stmt] | list[ast.AST], in_fn: bool, tc: bool) -> None:
+            for node in nodes:
+                if isinstance(node, ast.Import):
+                    out.extend(Import(name, target(a.name, None), node.lineno, in_fn, tc) for a in node.names)
+                elif isinstance(node, ast.ImportFrom):
+                    if node.level:
+                        base = package.split(".")[:len(package.split(".")) - node.level + 1]
+                        mod = ".".join(base + ([node.module] if node.module else []))
+                    else:
+                        mod = node.module or ""
+                    out.extend(Import(name, target(mod, a.name), node.lineno, in_fn, tc) for a in node.names)
+                elif isinstance(node, ast.If) and _is_type_checking(node):
+                    visit(node.body, in_fn, True)
+                    visit(node.orelse, in_fn, tc)
+                else:
+                    fn = in_fn or isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
+                    visit(list(ast.iter_child_nodes(node)), fn, tc)
+
+        visit(ast.parse(path.read_text(), str(path)).body, False, False)
+    return out
+
+
+def _may_use(importer: str, target: str) -> bool:
+    if importer in SIDE_GROUPS:
+        return target == importer or target in SIDE_GROUPS[importer]
+    if target in SIDE_GROUPS:
+        return target in MAY_USE_SIDE.get(importer, set())
+    return ORDER.index(target) <= ORDER.index(importer)
+
+
+def _cycles(edges: dict[str, dict[str, Import]]) -> list[list[Import]]:
+    """One shortest loop per strongly connected set of modules (Tarjan, then a BFS back to the start)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on: set[str] = set()
+    sccs: list[set[str]] = []
+
+    def connect(v: str) -> None:  # recursion depth is bounded by the number of modules
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in edges.get(v, {}):
+            if w not in index:
+                connect(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            scc = set()
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                scc.add(w)
+                if w == v:
+                    break
+            if len(scc) > 1 or v in edges.get(v, {}):
+                sccs.append(scc)
+
+    for v in sorted(edges):
+        if v not in index:
+            connect(v)
+    loops = []
+    for scc in sccs:
+        start = min(scc)
+        prev: dict[str, Import] = {}
+        todo = deque([start])
+        while todo:
+            v = todo.popleft()
+            for w, imp in sorted(edges.get(v, {}).items()):
+                if w in scc and w not in prev:
+                    prev[w] = imp
+                    todo.append(w)
+        loop, v = [], start
+        while True:
+            loop.append(prev[v])
+            v = prev[v].importer
+            if v == start:
+                break
+        loops.append(loop[::-1])
+    return loops
+
+
+def _where(i: Import, layer: dict[str, str]) -> str:
+    how = " (inside a function)" if i.in_function else " (TYPE_CHECKING)" if i.type_checking else ""
+    return (f"{i.importer} ({layer.get(i.importer, '?')}) imports {i.target} ({layer.get(i.target, '?')}) "
+            f"at line {i.line}{how}")
+
+
+def check(root: Path, layer: dict[str, str], known: dict[tuple[str, str, str], str]) -> list[str]:
+    """Every problem of the package at `root` against the layer table, one line each; allow-listed ones are not
+    problems, but an allow-listed one that no longer occurs is."""
+    mods = modules(root)
+    found = imports(root)
+    problems = [f"{m}: not in the layer table (add it to LAYER in tests/unit/test_layers.py)"
+                for m in sorted(mods) if m not in layer]
+    problems += [f"{m}: in the layer table but no such module" for m in sorted(layer) if m not in mods]
+    seen: set[tuple[str, str, str]] = set()
+
+    def report(key: tuple[str, str, str], text: str) -> None:
+        if key in known:
+            seen.add(key)
+        else:
+            problems.append(text)
+
+    inner = [i for i in found if i.target in mods and i.target != i.importer]
+    for i in inner:  # (b) upward
+        a, b = layer.get(i.importer), layer.get(i.target)
+        if a and b and not _may_use(a, b):
+            report(("upward", i.importer, i.target), f"upward import: {_where(i, layer)}")
+    runtime: dict[str, dict[str, Import]] = {}
+    for i in inner:
+        if not i.type_checking:
+            runtime.setdefault(i.importer, {}).setdefault(i.target, i)
+    # (a) cycles, searched with the allow-listed edges taken out; such an edge still counts while it closes a loop
+    cut = {k: {t: i for t, i in v.items() if ("cycle", k, t) not in known} for k, v in runtime.items()}
+    for loop in _cycles(cut):
+        problems.append("import cycle: " + " -> ".join(_where(i, layer) for i in loop))
+    seen.update(k for k in known if k[0] == "cycle" and k[2] in runtime.get(k[1], {}) and _on_a_loop(runtime, *k[1:]))
+    for m in sorted(mods):  # (c) a pure module reaching a forbidden library, through runtime and package edges
+        if layer.get(m) not in PURE:
+            continue
+        for lib, path in _reaches(m, mods, found).items():
+            report(("reaches", m, lib), f"{m} ({layer[m]}) reaches {lib}: " +
+                   " -> ".join(f"{i.importer}:{i.line}" if i.line else f"{i.importer} (runs {i.target}/__init__)"
+                                  for i in path) + f" -> {lib}")
+    problems += [f"KNOWN_VIOLATIONS entry {k} ({why}) no longer occurs: remove it" for k, why in known.items()
+                 if k not in seen]
+    return problems
+
+
+def _on_a_loop(edges: dict[str, dict[str, Import]], a: str, b: str) -> bool:
+    """Does the edge a -> b close a loop (is a reachable from b)?"""
+    todo, seen = [b], {b}
+    while todo:
+        v = todo.pop()
+        if v == a:
+            return True
+        for w in edges.get(v, {}):
+            if w not in seen:
+                seen.add(w)
+                todo.append(w)
+    return False
+
+
+def _reaches(start: str, mods: dict[str, Path], found: list[Import]) -> dict[str, list[Import]]:
+    """Forbidden library -> the shortest chain of runtime imports from `start` that loads it."""
+    out: dict[str, list[Import]] = {}
+    edges: dict[str, list[Import]] = {}
+    for i in found:
+        if not i.type_checking:
+            edges.setdefault(i.importer, []).append(i)
+    for m in mods:  # importing a.b.c runs a/__init__ and a/b/__init__ first
+        parts = m.split(".")
+        for k in range(1, len(parts)):
+            if ".".join(parts[:k]) in mods:
+                edges.setdefault(m, []).append(Import(m, ".".join(parts[:k]), 0, False, False))
+    prev: dict[str, Import | None] = {start: None}
+    todo = deque([start])
+    while todo:
+        v = todo.popleft()
+        for i in sorted(edges.get(v, []), key=lambda i: (i.line, i.target)):
+            if i.target in FORBIDDEN and i.target not in out:
+                path, j = [i], prev[v]
+                while j is not None:
+                    path.append(j)
+                    j = prev[j.importer]
+                out[i.target] = path[::-1]
+            elif i.target in mods and i.target not in prev:
+                prev[i.target] = i
+                todo.append(i.target)
+    return out
+
+
+def test_emu_keeps_its_layers() -> None:
+    problems = check(EMU, LAYER, KNOWN_VIOLATIONS)
+    assert not problems, "\n" + "\n".join(problems)
+
+
+# --- the checker itself, on a throwaway package ---------------------------------------------------------------------
+
+FAKE_LAYERS = {"pkg": "errors", "pkg.errors": "errors", "pkg.kinds": "model", "pkg.planning": "plan",
+               "pkg.helper": "apply", "pkg.sub": "feature", "pkg.sub.deep": "feature", "pkg.top": "cluster",
+               "pkg.lane": "kernel-lane"}
+
+
+def _package(tmp_path: Path, **sources: str) -> Path:
+    """A package `pkg` under tmp_path: every FAKE_LAYERS module, empty unless `sources` gives its text."""
+    root = tmp_path / "pkg"
+    for mod in FAKE_LAYERS:
+        parts = mod.split(".")[1:]
+        is_pkg = any(m.startswith(mod + ".") for m in FAKE_LAYERS)
+        path = root.joinpath(*parts, "__init__.py") if is_pkg else root.joinpath(*parts[:-1], parts[-1] + ".py")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(sources.get(mod.replace(".", "_"), ""))
+    return root
+
+
+def test_a_clean_package_has_no_problems(tmp_path: Path) -> None:
+    root = _package(tmp_path, pkg_kinds="from .errors import E\n", pkg_top="from .sub import deep\nimport os\n",
+                    pkg_sub_deep="from ..kinds import K\nfrom pkg.helper import h\n")
+    assert check(root, FAKE_LAYERS, {}) == []
+
+
+def test_an_import_cycle_is_found_with_its_lines(tmp_path: Path) -> None:
+    root = _package(tmp_path, pkg_helper="from . import planning\n", pkg_planning="\n\nimport pkg.helper\n")
+    problems = check(root, FAKE_LAYERS, {})
+    assert [p for p in problems if p.startswith("import cycle")] == [
+        "import cycle: pkg.helper (apply) imports pkg.planning (plan) at line 1 -> "
+        "pkg.planning (plan) imports pkg.helper (apply) at line 3"]
+
+
+def test_an_upward_import_names_both_modules_their_layers_and_the_line(tmp_path: Path) -> None:
+    root = _package(tmp_path, pkg_kinds='"""doc"""\nfrom .sub.deep import x\n')
+    assert check(root, FAKE_LAYERS, {}) == [
+        "upward import: pkg.kinds (model) imports pkg.sub.deep (feature) at line 2"]
+
+
+def test_an_import_inside_a_function_counts(tmp_path: Path) -> None:
+    root = _package(tmp_path, pkg_planning="def f():\n    from . import top\n    return top\n")
+    assert check(root, FAKE_LAYERS, {}) == [
+        "upward import: pkg.planning (plan) imports pkg.top (cluster) at line 2 (inside a function)"]
+
+
+def test_subprocess_reached_from_a_plan_module_is_named_with_its_chain(tmp_path: Path) -> None:
+    root = _package(tmp_path, pkg_planning="from . import errors\nfrom .kinds import K\n",
+                    pkg_kinds="def f():\n    from . import errors\n", pkg_errors="import subprocess\n")
+    assert check(root, FAKE_LAYERS, {}) == [
+        "pkg.kinds (model) reaches subprocess: pkg.kinds:2 -> pkg.errors:1 -> subprocess",
+        "pkg.planning (plan) reaches subprocess: pkg.planning:1 -> pkg.errors:1 -> subprocess"]
+
+
+def test_a_package_init_runs_before_its_module(tmp_path: Path) -> None:
+    """Importing pkg.sub.deep runs pkg/sub/__init__.py: what it loads, the importer loads."""
+    root = _package(tmp_path, pkg_sub="import ctypes\n", pkg_kinds="from .sub.deep import x\n")
+    assert check(root, FAKE_LAYERS, {})[-1] == \
+        "pkg.kinds (model) reaches ctypes: pkg.kinds:1 -> pkg.sub.deep (runs pkg.sub/__init__) -> pkg.sub:1 -> ctypes"
+
+
+def test_type_checking_imports_make_no_cycle_but_keep_the_layer_rule(tmp_path: Path) -> None:
+    root = _package(tmp_path, pkg_top="from .helper import h\n",
+                    pkg_helper="from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from .top import T\n"
+                               "    import scapy\n")
+    assert check(root, FAKE_LAYERS, {}) == [
+        "upward import: pkg.helper (apply) imports pkg.top (cluster) at line 3 (TYPE_CHECKING)"]
+
+
+def test_the_kernel_lane_uses_only_errors_and_only_the_cli_uses_it(tmp_path: Path) -> None:
+    root = _package(tmp_path, pkg_lane="from . import errors, kinds\n", pkg_top="from . import lane\n")
+    assert check(root, FAKE_LAYERS, {}) == [
+        "upward import: pkg.lane (kernel-lane) imports pkg.kinds (model) at line 1",
+        "upward import: pkg.top (cluster) imports pkg.lane (kernel-lane) at line 1"]
+
+
+def test_every_module_needs_a_layer(tmp_path: Path) -> None:
+    root = _package(tmp_path)
+    (root / "newcomer.py").write_text("")
+    assert check(root, FAKE_LAYERS, {}) == [
+        "pkg.newcomer: not in the layer table (add it to LAYER in tests/unit/test_layers.py)"]
+
+
+@pytest.mark.parametrize("key", [("upward", "pkg.kinds", "pkg.top"), ("cycle", "pkg.kinds", "pkg.top"),
+                                 ("reaches", "pkg.kinds", "subprocess")])
+def test_the_allow_list_only_shrinks(tmp_path: Path, key: tuple[str, str, str]) -> None:
+    root = _package(tmp_path, pkg_top="from . import kinds\n", pkg_kinds="def f():\n    from . import top\n",
+                    pkg_helper="import subprocess\n")
+    real = {key: "known"}
+    problems = check(root, FAKE_LAYERS, real)
+    if key[0] == "upward":  # the loop is still there: the allow-list entry covers only the layer rule
+        assert problems[0] == ("import cycle: pkg.kinds (model) imports pkg.top (cluster) at line 2 (inside a "
+                               "function) -> pkg.top (cluster) imports pkg.kinds (model) at line 1")
+    elif key[0] == "cycle":
+        assert problems == ["upward import: pkg.kinds (model) imports pkg.top (cluster) at line 2 (inside a function)"]
+    else:
+        assert problems[-1] == f"KNOWN_VIOLATIONS entry {key} (known) no longer occurs: remove it"
+    (root / "kinds.py").write_text("")
+    assert check(root, FAKE_LAYERS, real) == [f"KNOWN_VIOLATIONS entry {key} (known) no longer occurs: remove it"]
