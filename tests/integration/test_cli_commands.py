@@ -1,10 +1,11 @@
-"""Every command the README's CLI table documents, and every option of every `emu` command, run as a user runs it:
-through click's CliRunner on `emu.cli.main`, or (for the commands that exec a tool in the namespace, and for `-f`
-and `capture`, which must run beside something else) the installed `emu` entry point as a subprocess. Each test
-asserts what the command printed, not only its exit status.
+"""Every command the CLI table of docs/reference/commands.md documents, and every option of every `emu` command,
+run as a user runs it: through click's CliRunner on `emu.cli.main`, or (for the commands that exec a tool in the
+namespace, and for `-f` and `capture`, which must run beside something else) the installed `emu` entry point as a
+subprocess. Each test asserts what the command printed, not only its exit status.
 
-Inventory (README "## CLI" row -> the tests here that run it; ROWS below is the same table as data, and
-test_every_readme_row_and_option_has_a_test fails when a row or an option has none, or names a test that is gone):
+Inventory (docs/reference/commands.md "## The commands" row -> the tests here that run it; ROWS below is the same
+table as data, and test_every_readme_row_and_option_has_a_test fails when a row or an option has none, or names a
+test that is gone):
 
   emu up FILE [--name NAME] [--dry-run] ............ test_up_status_repair_down_lifecycle,
                                                      test_up_dry_run_changes_nothing
@@ -256,10 +257,14 @@ OPTIONS: dict[str, list[str]] = {
 }
 
 
+COMMANDS_PAGE = ROOT / "docs" / "reference" / "commands.md"
+
+
 def readme_cli_rows() -> list[str]:
-    """The first cells of the README's "## CLI" table: each `emu ...` in backticks (a cell may hold two)."""
-    text = (ROOT / "README.md").read_text()
-    section = text.split("\n## CLI\n", 1)[1].split("\n#", 1)[0]
+    """The first cells of the command table in docs/reference/commands.md ("## The commands"): each `emu ...` in
+    backticks (a cell may hold two)."""
+    text = COMMANDS_PAGE.read_text()
+    section = text.split("\n## The commands\n", 1)[1].split("\n#", 1)[0]
     rows = []
     for line in section.splitlines():
         if line.startswith("| `emu "):
@@ -296,8 +301,8 @@ def test_every_readme_row_and_option_has_a_test() -> None:
     here = {n.name for n in ast.parse(pathlib.Path(__file__).read_text()).body if isinstance(n, ast.FunctionDef)}
     rows = readme_cli_rows()
     assert len(rows) >= 30, rows  # the table was found
-    assert sorted(set(rows) - set(ROWS)) == [], "README CLI rows no test here runs: add them to ROWS"
-    assert sorted(set(ROWS) - set(rows)) == [], "ROWS names rows the README no longer has"
+    assert sorted(set(rows) - set(ROWS)) == [], "docs/reference/commands.md rows no test here runs: add them to ROWS"
+    assert sorted(set(ROWS) - set(rows)) == [], "ROWS names rows docs/reference/commands.md no longer has"
     opts = click_options()
     assert sorted(set(opts) - set(OPTIONS)) == [], "options no test here runs: add them to OPTIONS"
     assert sorted(set(OPTIONS) - set(opts)) == [], "OPTIONS names options the CLI no longer has"

@@ -3,7 +3,7 @@ child pytest, whose outcomes and failure messages are checked here.
 
 Four small clusters are brought up in all: `existing` (this module's, from data/plugin-two-pods.yaml; the child runs
 wrap it with `ClusterHandle(name)` or try to take its name), one by a child's `cluster` fixture (relative path) and
-the two of the README's example."""
+the two of the documented example (docs/how-to/ci-pytest-plugin.md)."""
 from __future__ import annotations
 
 import pathlib
@@ -93,12 +93,13 @@ def test_marker_path_is_read_beside_the_test_file_not_the_working_directory(pyte
     assert set(state.names()) == before  # the child's cluster is down again
 
 
+PLUGIN_PAGE = ROOT / "docs" / "how-to" / "ci-pytest-plugin.md"
+
+
 def readme_example() -> str:
-    """The first python block of the README's pytest plugin section."""
-    readme = (ROOT / "README.md").read_text()
-    section = readme[readme.index("### The pytest plugin"):]
-    found = re.search(r"```python\n(.*?)```", section, re.S)
-    assert found, "the README's pytest plugin section has no python example"
+    """The first python block of the pytest plugin's how-to page (docs/how-to/ci-pytest-plugin.md)."""
+    found = re.search(r"```python\n(.*?)```", PLUGIN_PAGE.read_text(), re.S)
+    assert found, f"{PLUGIN_PAGE} has no python example"
     return found.group(1)
 
 

@@ -1,4 +1,4 @@
-"""Every ```console example in README.md (and in docs/*.md, once there are any) is run as written and its output
+"""Every ```console example in README.md and in docs/**/*.md (every page, at any depth) is run as written and its output
 compared, so the documentation cannot drift from what emu prints.
 
 The format: a line starting with `# emu ` is a command (run as root, as the README's examples are); the lines after it,
