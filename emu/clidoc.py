@@ -48,8 +48,14 @@ def _command(cmd: click.Command, ctx: click.Context, depth: int) -> list[str]:
     if help_text:
         out += ["```text", help_text, "```", ""]
     rows = []
+    help_option = cmd.get_help_option(ctx)
     for param in cmd.get_params(ctx):
         record = param.get_help_record(ctx)
+        if param is help_option and record is not None:
+            # click caches a command's help option from the first context that asked for it (a test's own, maybe
+            # without the `-h` the `emu` group's context_settings add): name it from this context, shortest first
+            names = sorted(cmd.get_help_option_names(ctx), key=lambda n: (len(n), n))
+            record = (", ".join(names), record[1])
         if record is not None:
             rows.append(f"| `{_cell(record[0])}` | {_cell(record[1])} |")
     if rows:

@@ -14,6 +14,7 @@ import os
 import pathlib
 import secrets
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -193,7 +194,7 @@ def expect_blocked(c: Clusterish, src: str, dst: str, proto: str = "tcp", port: 
     cl = _open(c)
     csrc, cdst, cport = _control(cl, dst, proto, control)
     res = _probe(cl, src, dst, proto, port, timeout, retries,
-                 lambda r: r["verdict"] == "timeout" and "drop" not in want)
+                 lambda r: r["verdict"] == "timeout" and "drop" not in want, pause=ICMP_REFILL)
     if cport is None and cdst == dst:
         cport = res["port"]
     ctl = _probe(cl, csrc, cdst, proto, cport, timeout, retries, lambda r: r["verdict"] == "timeout")
@@ -245,8 +246,8 @@ def expect_matrix(c: Clusterish, res: dict[str, Any], by: str = "reject", timeou
     for a, b in denied:
         if res["denials"][a][b] in want:
             continue
-        r = _probe(cl, a, b, proto, port, timeout, retries,
-                   lambda r: r["verdict"] == "timeout" and "drop" not in want)
+        r = _probe(cl, a, b, proto, port, timeout, max(retries, 3),
+                   lambda r: r["verdict"] == "timeout" and "drop" not in want, pause=ICMP_REFILL)
         ctl = _probe(cl, b, b, proto, port, timeout, retries, lambda r: r["verdict"] == "timeout")
         expect_denial(cl, r, ctl, by, timeout)
     return res
@@ -274,13 +275,20 @@ def _control(cl: clusters.Cluster, dst: str, proto: str, control: Control) -> tu
     return control[0], control[1], control[2]  # type: ignore[misc]
 
 
+# The kernel answers a REJECT's ICMP only while the per-peer token bucket allows: one token per
+# net.ipv4.icmp_ratelimit (1000 ms by default) and a burst of six (inet_peer_xrlim_allow, XRLIM_BURST_FACTOR).  A
+# matrix that sends many denied probes from one source empties it, so a reject probed again too soon is a timeout.
+ICMP_REFILL = 1.1
+
+
 def _probe(cl: clusters.Cluster, src: str, dst: str, proto: str, port: int | None, timeout: float, retries: int,
-           again: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
-    """One probe, sent again up to `retries` times while `again(result)` says so."""
+           again: Callable[[dict[str, Any]], bool], pause: float = 0.0) -> dict[str, Any]:
+    """One probe, sent again up to `retries` times (`pause` seconds apart) while `again(result)` says so."""
     res = probing.probe_many(cl, src, dst, proto, port, None, False, 1, timeout)
     for _ in range(retries):
         if not again(res):
             break
+        time.sleep(pause)
         res = probing.probe_many(cl, src, dst, proto, port, None, False, 1, timeout)
     return res
 

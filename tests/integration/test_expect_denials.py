@@ -80,7 +80,8 @@ def test_a_matrix_of_a_dead_port_fails_by_its_control(denied):
     """The engine denies client -> web on any port, and the REJECT answers on any port: only the matrix's own
     control, web reaching itself, shows nothing serves there."""
     m = denied.matrix("tcp", DEAD, timeout=0.5)
-    assert m["denials"]["default/client"]["default/web"] == "icmp-unreachable"
+    # a REJECT (or, when the node's ICMP rate limit swallowed its answer, a silence): never a connection
+    assert m["denials"]["default/client"]["default/web"] in ("icmp-unreachable", "drop")
     with pytest.raises(AssertionError) as e:
         denied.assert_matrix(m, by=POLICY)
     assert f"control:  default/web -> default/web tcp/{DEAD}: FAILED" in str(e.value)

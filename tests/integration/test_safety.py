@@ -219,7 +219,9 @@ def test_a_dead_daemon_is_degraded_failed_by_doctor_named_by_probes_and_repaired
         assert json.loads(emu("status", c.name, "-o", "json").stdout)[0]["status"] == "up"
         assert emu("probe", "default/web-0", "default/web-1", "--port", "80", "--cluster", c.name).returncode == 0
         # the next command that changes the cluster repairs too
-        os.kill(daemons.agent_pids(state.load(c.name)).pop(), signal.SIGKILL)
+        (pid,) = daemons.agent_pids(state.load(c.name))
+        os.kill(pid, signal.SIGKILL)
+        wait_until(lambda: processes.cmdline(pid) is None, what="the agent to die")  # a dying agent still runs
         c.mark("default/web-2", "ready")
         assert not daemons.down(state.load(c.name))
 

@@ -62,3 +62,17 @@ def test_a_changed_option_changes_the_page() -> None:
     click.option("--count", type=int, help="How many.")(probe)
     after = clidoc.render(tool, "tool")
     assert "| `--count INTEGER` | How many. |" in after and after != before
+
+
+def test_the_page_does_not_depend_on_what_asked_for_a_help_option_first() -> None:
+    """click caches a command's help option from the first context that asks; one made without the `emu` group's
+    context (as a test walking the tree does) has no `-h`, and the page must not change for it."""
+    from emu.cni.cli import log
+
+    before = clidoc.render()
+    log._help_option = None  # as in a fresh process
+    try:
+        log.get_help_option(click.Context(log))  # a context without the group's help_option_names caches `--help`
+        assert clidoc.render() == before and "| `-h, --help` |" in before
+    finally:
+        log._help_option = None  # leave click as a fresh process has it
