@@ -352,10 +352,10 @@ def probe(src: str, dst: str | None, dns_name: str | None, dns_type: str, proto:
 
     cl = _run(lambda: clusters.open_cluster(clusters.pick(cluster_name)))
     if dns_name:
-        from .dns import addon as dns_addon
+        from .dns import probe as dns_probe
 
-        res = _run(lambda: dns_addon.probe_dns(cl, src, dns_name, dns_type.upper(), timeout=timeout))
-        click.echo(report.to_json(res) if output == "json" else dns_addon.probe_dns_text(res))
+        res = _run(lambda: dns_probe.probe_dns(cl, src, dns_name, dns_type.upper(), timeout=timeout))
+        click.echo(report.to_json(res) if output == "json" else dns_probe.probe_dns_text(res))
         sys.exit(0 if res["ok"] else 1)
     if dst is None:
         raise click.UsageError("missing argument TO (or --dns NAME)")

@@ -11,7 +11,6 @@ import ipaddress
 import json
 import os
 import re
-import socket
 import time
 from typing import Any
 
@@ -20,7 +19,7 @@ from ..documents import DNS_SUBDOMAIN, Collector, Document
 from ..errors import ClusterError
 from ..ipam import external_ip
 from ..ingress import controller as ingress
-from . import corefile, corelog, records, resolvconf, server, wire
+from . import corefile, corelog, records, resolvconf, server
 
 CONFIGMAP_KEY = re.compile(r"^[-._a-zA-Z0-9]+\Z")  # k8s.io/apimachinery validation.IsConfigMapKey
 ADDON_INDEX = 100000  # document index of the synthesized objects (error messages name them as documents)
@@ -289,100 +288,3 @@ def stop(rec: state.Record) -> None:
         processes.stop(pid, lambda p: _is_ours(p, d))
     for path in getattr(rec, "etc_files", []) or []:
         processes.remove_etc(path)
-
-
-# --- emu probe FROM --dns NAME ---------------------------------------------------------------------------------------
-
-
-def _src(cl: Any, src: str) -> tuple[str, resolvconf.DNSConfig]:
-    from .. import targets
-
-    t = targets.resolve(cl, src)
-    if t.kind == "pod":
-        return t.netns, pod_dns_config(cl, t.label)
-    if t.kind in ("node", "external"):
-        return t.netns, node_dns(cl)
-    raise ClusterError(f"{src}: a DNS probe runs from a pod, a node or external")
-
-
-def candidates(name: str, searches: list[str], ndots: int) -> list[str]:
-    """The names glibc's res_search tries, in order."""
-    if name.endswith("."):
-        return [name]
-    absolute = [name + "."]
-    listed = [f"{name}.{s.rstrip('.')}." for s in searches]
-    return absolute + listed if name.count(".") >= ndots else listed + absolute
-
-
-def _ask(server: str, data: bytes, timeout: float) -> tuple[bytes | None, float, str | None]:
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.settimeout(timeout)
-    t0 = time.perf_counter()
-    try:
-        s.sendto(data, (server, 53))
-        ans, _ = s.recvfrom(65535)
-        return ans, (time.perf_counter() - t0) * 1000, None
-    except OSError as e:
-        return None, (time.perf_counter() - t0) * 1000, "timeout" if isinstance(e, socket.timeout) else str(e)
-    finally:
-        s.close()
-
-
-def probe_dns(cl: Any, src: str, name: str, qtype: str = "A", timeout: float = 2.0,
-              attempts: int = 2) -> dict[str, Any]:
-    """Resolve NAME from SRC's namespace with SRC's resolv.conf, as the stub resolver does: each name the search
-    path and ndots give, each nameserver in turn; every query with its answer and time."""
-    from .. import netns as netns_mod
-
-    ns, conf = _src(cl, src)
-    names_tried = candidates(name, conf.searches, conf.ndots())
-
-    def run() -> list[dict[str, Any]]:
-        out: list[dict[str, Any]] = []
-        for i, cand in enumerate(names_tried):
-            for server in conf.servers:
-                done = False
-                for _ in range(attempts):
-                    mid = (os.getpid() + len(out) * 7919 + i) & 0xFFFF
-                    raw, ms, err = _ask(server, wire.query(cand, qtype, mid), timeout)
-                    q: dict[str, Any] = {"name": cand, "type": qtype, "server": server, "ms": round(ms, 3)}
-                    if raw is None:
-                        q.update(rcode="TIMEOUT" if err == "timeout" else "ERROR", error=err, answers=[])
-                        out.append(q)
-                        continue
-                    m = wire.decode(raw)
-                    q.update(rcode=m.rcode_name, answers=[r.to_json() for r in m.answer],
-                             authority=[r.to_json() for r in m.authority], aa=m.aa)
-                    out.append(q)
-                    done = True
-                    break
-                if done:
-                    break  # an answer (even NXDOMAIN) from a server: glibc does not ask the next one
-            last = out[-1] if out else None
-            if last and last["rcode"] == "NOERROR" and any(a["type"] == qtype for a in last["answers"]):
-                return out
-        return out
-
-    t0 = time.perf_counter()
-    queries = netns_mod.run_in(ns, run) if ns else run()
-    total = (time.perf_counter() - t0) * 1000
-    last = queries[-1] if queries else {}
-    found = last.get("rcode") == "NOERROR" and any(a["type"] == qtype for a in last.get("answers", []))
-    return {"ok": found, "from": src, "name": name, "type": qtype, "resolved_as": last.get("name") if found else None,
-            "addresses": [a["data"] for a in last.get("answers", []) if a["type"] == qtype] if found else [],
-            "queries": queries, "total_ms": round(total, 3), "resolv_conf": conf.render(),
-            "ndots": conf.ndots(), "search": conf.searches, "nameservers": conf.servers}
-
-
-def probe_dns_text(res: dict[str, Any]) -> str:
-    lines = [f"{res['from']} resolves {res['name']} ({res['type']}) with nameservers {', '.join(res['nameservers'])}"
-             f", ndots:{res['ndots']}, search {' '.join(res['search']) or '(none)'}"]
-    for q in res["queries"]:
-        ans = ", ".join(str(a["data"]) if not isinstance(a["data"], list) else " ".join(map(str, a["data"]))
-                        for a in q["answers"]) or "-"
-        lines.append(f"  {q['ms']:8.2f} ms  {q['server']:<15} {q['type']:<5} {q['name']:<50} {q['rcode']:<9} {ans}")
-    shown = ", ".join(" ".join(map(str, a)) if isinstance(a, list) else str(a) for a in res["addresses"])  # SRV as dig
-    verdict = (f"{res['name']} -> {shown} (as {res['resolved_as']})" if res["ok"]
-               else f"{res['name']}: not resolved")
-    lines.append(f"{verdict}: {len(res['queries'])} queries in {res['total_ms']:.2f} ms")
-    return "\n".join(lines)

@@ -160,10 +160,10 @@ class LiveKernel:
         return r
 
     def dns(self, cl: "Cluster", pod: str, name: str, timeout: float) -> dict[str, Any]:
-        from ..dns import addon
+        from ..dns import probe as dns_probe
 
         try:
-            return addon.probe_dns(cl, pod, name, "A", timeout=timeout, attempts=2)
+            return dns_probe.probe_dns(cl, pod, name, "A", timeout=timeout, attempts=2)
         except OSError as e:  # the pod's namespace is gone: the routes check names it
             return {"ok": False, "queries": [], "addresses": [], "nameservers": [], "error": str(e)}
 

@@ -13,6 +13,7 @@ import pytest
 from emu import cluster as clusters
 from emu import state
 from emu.dns import addon
+from emu.dns import probe as dns_probe
 from tests.conftest import TOPOLOGIES
 from tests.waiting import wait_until
 
@@ -34,42 +35,42 @@ def test_server_runs_in_coredns_pods(dns):
 
 
 def test_service_name_through_clusterip(dns):
-    r = addon.probe_dns(cl(dns), "ns1/client", "web.default")
+    r = dns_probe.probe_dns(cl(dns), "ns1/client", "web.default")
     assert r["ok"] and r["addresses"] == [dns.cluster_ip("default/web")]
     # ndots:5: the search path first; web.default.ns1.svc... fails, web.default.svc.cluster.local answers
     assert [q["name"] for q in r["queries"]] == ["web.default.ns1.svc.cluster.local.",
                                                  "web.default.svc.cluster.local."]
     assert [q["rcode"] for q in r["queries"]] == ["NXDOMAIN", "NOERROR"]
     assert r["queries"][0]["authority"][0]["data"][:2] == ["ns.dns.cluster.local.", "hostmaster.cluster.local."]
-    fq = addon.probe_dns(cl(dns), "ns1/client", "web.default.svc.cluster.local.")
+    fq = dns_probe.probe_dns(cl(dns), "ns1/client", "web.default.svc.cluster.local.")
     assert fq["ok"] and len(fq["queries"]) == 1
 
 
 def test_headless_srv_ptr_pod_over_the_wire(dns):
     c = cl(dns)
     web_ips = sorted(str(c.allocations.pods[p.key].ip) for p in c.topology.pods if p.labels.get("app") == "web")
-    r = addon.probe_dns(c, "default/nginx", "web-headless")
+    r = dns_probe.probe_dns(c, "default/nginx", "web-headless")
     assert r["ok"] and sorted(r["addresses"]) == web_ips
-    r = addon.probe_dns(c, "default/nginx", "_http._tcp.web", "SRV")
+    r = dns_probe.probe_dns(c, "default/nginx", "_http._tcp.web", "SRV")
     assert r["ok"] and [a["data"] for a in r["queries"][-1]["answers"]] == [
         [0, 100, 80, "web.default.svc.cluster.local."]]
-    r = addon.probe_dns(c, "default/nginx", "10.0.96.10.in-addr.arpa.", "PTR")
+    r = dns_probe.probe_dns(c, "default/nginx", "10.0.96.10.in-addr.arpa.", "PTR")
     assert r["addresses"] == ["kube-dns.kube-system.svc.cluster.local."]
     dashed = web_ips[0].replace(".", "-")
-    r = addon.probe_dns(c, "default/nginx", f"{dashed}.default.pod.cluster.local")
+    r = dns_probe.probe_dns(c, "default/nginx", f"{dashed}.default.pod.cluster.local")
     assert r["ok"] and r["addresses"] == [web_ips[0]]
 
 
 def test_forward_to_external_resolver(dns):
     c = cl(dns)
-    r = addon.probe_dns(c, "ns1/client", "example.com")
+    r = dns_probe.probe_dns(c, "ns1/client", "example.com")
     assert r["ok"] and r["addresses"] == ["203.0.113.10"] and r["queries"][-1]["name"] == "example.com."
-    r = addon.probe_dns(c, "ns1/client", "ext.ns1.svc.cluster.local.")  # ExternalName: CNAME, then upstream A
+    r = dns_probe.probe_dns(c, "ns1/client", "ext.ns1.svc.cluster.local.")  # ExternalName: CNAME, then upstream A
     assert r["ok"] and [a["type"] for a in r["queries"][0]["answers"]] == ["CNAME", "A"]
-    r = addon.probe_dns(c, "ns1/client", "no-such-name.example.")
+    r = dns_probe.probe_dns(c, "ns1/client", "no-such-name.example.")
     assert not r["ok"] and r["queries"][-1]["rcode"] == "NXDOMAIN"
     # dnsPolicy Default: the node's resolver, i.e. the external host directly
-    r = addon.probe_dns(c, "ns1/default-policy", "example.com")
+    r = dns_probe.probe_dns(c, "ns1/default-policy", "example.com")
     assert r["ok"] and r["nameservers"] == ["172.18.0.1"] and len(r["queries"]) == 1
 
 
@@ -140,17 +141,17 @@ spec:
     dns.apply(str(f))
     # The server polls its zone file's mtime (the idea of CoreDNS's reload plugin), so the new name appears within
     # a poll interval of apply: wait for the answer rather than for a guessed time.
-    r = wait_until(lambda: _answered(addon.probe_dns(cl(dns), "ns1/client", "late")),
+    r = wait_until(lambda: _answered(dns_probe.probe_dns(cl(dns), "ns1/client", "late")),
                    what="the DNS server to serve the applied Service ns1/late")
     assert r["ok"] and r["addresses"] == [dns.cluster_ip("ns1/late")]
     assert dns.exec("ns1/late-pod", "cat", "/etc/resolv.conf").stdout == "nameserver 10.96.0.10\n"
     dns.delete(str(f))
     # Gone means the cluster's server answers NXDOMAIN for it (a timeout or a dead server would also be "not
     # resolved"), while a name that still exists resolves in the same step.
-    r = wait_until(lambda: _nxdomain(addon.probe_dns(cl(dns), "ns1/client", "late.ns1.svc.cluster.local.")),
+    r = wait_until(lambda: _nxdomain(dns_probe.probe_dns(cl(dns), "ns1/client", "late.ns1.svc.cluster.local.")),
                    what="the DNS server to answer NXDOMAIN for the deleted Service ns1/late")
     assert [(q["server"], q["rcode"]) for q in r["queries"]] == [("10.96.0.10", "NXDOMAIN")]
-    assert addon.probe_dns(cl(dns), "ns1/client", "web.default.svc.cluster.local.")["ok"]
+    assert dns_probe.probe_dns(cl(dns), "ns1/client", "web.default.svc.cluster.local.")["ok"]
 
 
 def _answered(r: dict) -> dict | None:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from emu import cluster as clusters
-from emu.dns import addon as dns
+from emu.dns import probe as dns
 from emu.ingress import httpprobe
 from emu.kubeproxy import inputs
 from emu.testing import NETWORK_POLICY_DENIAL as POLICY

@@ -18,6 +18,7 @@ import pytest
 
 from emu import cluster as clusters
 from emu.dns import addon, corefile, records, resolvconf, wire
+from emu.dns import probe as dns_probe
 from emu.errors import ValidationError
 from emu import topology
 
@@ -223,11 +224,11 @@ def test_resolv_confs_per_pod(cl):
 
 def test_search_order():
     s = ["ns1.svc.cluster.local", "svc.cluster.local", "cluster.local"]
-    assert addon.candidates("web", s, 5) == ["web.ns1.svc.cluster.local.", "web.svc.cluster.local.",
+    assert dns_probe.candidates("web", s, 5) == ["web.ns1.svc.cluster.local.", "web.svc.cluster.local.",
                                              "web.cluster.local.", "web."]
-    assert addon.candidates("a.b.c.d.e", s, 5)[-1] == "a.b.c.d.e."
-    assert addon.candidates("a.b.c.d.e.f", s, 5)[0] == "a.b.c.d.e.f."
-    assert addon.candidates("web.default.svc.cluster.local.", s, 5) == ["web.default.svc.cluster.local."]
+    assert dns_probe.candidates("a.b.c.d.e", s, 5)[-1] == "a.b.c.d.e."
+    assert dns_probe.candidates("a.b.c.d.e.f", s, 5)[0] == "a.b.c.d.e.f."
+    assert dns_probe.candidates("web.default.svc.cluster.local.", s, 5) == ["web.default.svc.cluster.local."]
 
 
 # --- upstream's expected answers (tests/unit/upstream_coredns.py) ------------------------------------------------
