@@ -25,6 +25,7 @@ import owned  # noqa: E402
 from emu import cluster as clusters  # noqa: E402
 from emu import netns, state  # noqa: E402
 from emu.dns import addon, wire  # noqa: E402
+from emu.dns import probe as dns_probe  # noqa: E402
 
 SMOKE = {"queries": 200, "repeat": 2}  # what CI runs (tests/integration/test_bench_smoke.py)
 
@@ -77,7 +78,7 @@ def main() -> int:
         for label, q in (("short", "web.default"), ("fqdn", "web.default.svc.cluster.local.")):
             times, nq = [], 0
             for _ in range(args.repeat):
-                r = addon.probe_dns(cl, "ns1/client", q)
+                r = dns_probe.probe_dns(cl, "ns1/client", q)
                 assert r["ok"], r
                 times.append(r["total_ms"])
                 nq = len(r["queries"])
