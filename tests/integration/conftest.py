@@ -5,6 +5,7 @@ The state directory is private to the test session, so tests never see or touch 
 from __future__ import annotations
 
 import os
+import pathlib
 import tempfile
 
 import pytest
@@ -42,3 +43,24 @@ def vxlan(emu_cluster):
 def hostgw(emu_cluster):
     with emu_cluster(str(TOPOLOGIES / "flannel-host-gw.yaml")) as c:
         yield c
+
+
+TWO_PODS = pathlib.Path(__file__).resolve().parent / "data" / "plugin-two-pods.yaml"  # client, web: TCP 80 only
+DENY_WEB = TWO_PODS.parent / "plugin-deny-web.yaml"  # all ingress to default/web denied
+
+
+@pytest.fixture(scope="module")
+def two(emu_cluster):
+    """Two pods, client on node-1 and web on node-2, one cluster per module (the denial helpers' tests)."""
+    with emu_cluster(str(TWO_PODS)) as c:
+        yield c
+
+
+@pytest.fixture
+def denied(two):
+    """`two` with all ingress to default/web denied, for one test."""
+    two.apply(str(DENY_WEB))
+    try:
+        yield two
+    finally:
+        two.delete(str(DENY_WEB))

@@ -4,7 +4,6 @@ test already holds, and a whole matrix judged pair by pair.  A denial must name 
 destination that answers: each check is also run where the destination is dead, and must fail."""
 from __future__ import annotations
 
-import pathlib
 
 import pytest
 
@@ -12,25 +11,7 @@ from emu import cluster as clusters
 from emu.testing import NETWORK_POLICY_DENIAL as POLICY
 from emu.testing import expect_blocked, expect_denial, expect_matrix
 
-DATA = pathlib.Path(__file__).resolve().parent / "data"
-TOPOLOGY = DATA / "plugin-two-pods.yaml"  # client on node-1, web on node-2, both serve TCP 80 only
-DENY_WEB = DATA / "plugin-deny-web.yaml"  # all ingress to default/web denied
 DEAD = 8080  # nothing listens there: what a dead server leaves
-
-
-@pytest.fixture(scope="module")
-def two(emu_cluster):
-    with emu_cluster(TOPOLOGY) as c:
-        yield c
-
-
-@pytest.fixture
-def denied(two):
-    two.apply(str(DENY_WEB))
-    try:
-        yield two
-    finally:
-        two.delete(str(DENY_WEB))
 
 
 def test_the_functions_take_a_handle_a_cluster_or_a_name(denied):

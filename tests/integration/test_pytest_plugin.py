@@ -1,7 +1,7 @@
 """The pytest plugin (emu.testing) used the way a CNI developer uses it: small test files run by `pytester` in a
 child pytest, whose outcomes and failure messages are checked here.
 
-Four small clusters are brought up in all: `existing` (this module's, from data/plugin-two-pods.yaml; the child runs
+Four small clusters are brought up in all: `two` (this module's, from data/plugin-two-pods.yaml; the child runs
 wrap it with `ClusterHandle(name)` or try to take its name), one by a child's `cluster` fixture (relative path) and
 the two of the documented example (docs/how-to/ci-pytest-plugin.md)."""
 from __future__ import annotations
@@ -23,24 +23,7 @@ pytest_plugins = ["pytester"]
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 DATA = pathlib.Path(__file__).resolve().parent / "data"
 TOPOLOGY = DATA / "plugin-two-pods.yaml"
-DENY_WEB = DATA / "plugin-deny-web.yaml"
 UNSERVED_PORT = 8080  # web serves TCP 80 only: a probe to 8080 meets what a dead server leaves, no listener
-
-
-@pytest.fixture(scope="module")
-def existing(emu_cluster):
-    with emu_cluster(TOPOLOGY) as c:
-        yield c
-
-
-@pytest.fixture
-def denied(existing):
-    """`existing` with all ingress to default/web denied, for one test."""
-    existing.apply(str(DENY_WEB))
-    try:
-        yield existing
-    finally:
-        existing.delete(str(DENY_WEB))
 
 
 def run_child(pytester: pytest.Pytester, source: str, *args: str, **names: str) -> dict[str, tuple[str, str]]:
@@ -117,21 +100,21 @@ def test_the_readme_example_runs_as_written(pytester):
 # --- ownership -----------------------------------------------------------------------------------------------------
 
 
-def test_a_taken_name_errors_and_leaves_the_other_cluster_up(pytester, existing):
+def test_a_taken_name_errors_and_leaves_the_other_cluster_up(pytester, two):
     out = run_child(pytester, """
         import pytest
 
         @pytest.mark.emu_topology({topology!r}, name={name!r})
         def test_taken(cluster):
             pass
-    """, topology=str(TOPOLOGY), name=existing.name)
+    """, topology=str(TOPOLOGY), name=two.name)
     outcome, text = out["test_taken"]
     assert outcome == "error"
-    assert existing.name in text and "already exists" in text
-    rec = state.load(existing.name)
+    assert two.name in text and "already exists" in text
+    rec = state.load(two.name)
     assert rec is not None and rec.status == "up"
     assert all(netns.exists(ns) for ns in rec.netns)
-    assert existing.probe("default/client", "default/web")["ok"]
+    assert two.probe("default/client", "default/web")["ok"]
 
 
 # --- assert_reachable / assert_blocked -----------------------------------------------------------------------------
@@ -156,8 +139,8 @@ CHILD = """
 """
 
 
-def test_allowed_pair(pytester, existing):
-    out = run_child(pytester, CHILD, "-k", "not drop", name=existing.name, port=str(UNSERVED_PORT))
+def test_allowed_pair(pytester, two):
+    out = run_child(pytester, CHILD, "-k", "not drop", name=two.name, port=str(UNSERVED_PORT))
     assert out["test_reachable"] == ("passed", "")
     outcome, text = out["test_blocked"]
     assert outcome == "failed"
