@@ -24,7 +24,7 @@ from . import corefile, corelog, records, resolvconf, server
 CONFIGMAP_KEY = re.compile(r"^[-._a-zA-Z0-9]+\Z")  # k8s.io/apimachinery validation.IsConfigMapKey
 ADDON_INDEX = 100000  # document index of the synthesized objects (error messages name them as documents)
 DNS_LABELS = {"k8s-app": "kube-dns"}
-ETC_NETNS = os.environ.get("EMU_ETC_NETNS", "/etc/netns")
+ETC_NETNS = processes.etc_netns()  # one reading of EMU_ETC_NETNS, in processes
 
 
 def _is_coredns_configmap(body: dict[str, Any]) -> bool:

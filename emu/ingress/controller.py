@@ -30,7 +30,7 @@ from ..errors import ClusterError
 from . import addon, certs, nginxconf, nginxsafe
 from .model import Backend, Ingress, Secret, TLS
 
-ETC_NETNS = os.environ.get("EMU_ETC_NETNS", "/etc/netns")
+ETC_NETNS = processes.etc_netns()  # one reading of EMU_ETC_NETNS, in processes
 START_TIMEOUT = 20.0
 RELOAD_TIMEOUT = 10.0
 
