@@ -21,10 +21,10 @@ from typing import Any
 
 import pytest
 
-from . import cluster as clusters
-from . import probing, targets
-from .netpol import explain as netpol_explain
-from .trace import run as trace_run
+from emu.cluster import lifecycle as clusters
+from emu.observe import probing, targets
+from emu.addons.netpol import explain as netpol_explain
+from emu.observe.trace import run as trace_run
 
 # What assert_blocked(by=...) accepts, as probing.denial names the verdicts.  A NetworkPolicy in emu is enforced
 # as kube-router enforces it: what no policy allows hits "-j REJECT" (iptables' default --reject-with
@@ -35,7 +35,7 @@ DENIALS: dict[str, frozenset[str]] = {
     "reset": frozenset({"reset"}),
     "icmp-unreachable": frozenset({"icmp-unreachable"}),
 }
-# How emu's own NetworkPolicies deny (emu/netpol/rules.py, kube-router's layout): the pod chain's "-j REJECT" with
+# How emu's own NetworkPolicies deny (emu/addons/netpol/rules.py, kube-router's layout): the pod chain's "-j REJECT" with
 # iptables' default --reject-with icmp-port-unreachable, for TCP too (ipt_REJECT sends no RST unless told to), so a
 # denial of emu's policies is an ICMP port unreachable from the enforcing node, never a RST.
 NETWORK_POLICY_DENIAL = "icmp-unreachable"
@@ -60,12 +60,12 @@ class ClusterHandle:
 
     @property
     def model(self):  # type: ignore[no-untyped-def]
-        """The cluster's model (emu.model.Topology) as it is now, applied manifests included."""
+        """The cluster's model (emu.model.types.Topology) as it is now, applied manifests included."""
         return self._cl.topology
 
     @property
     def plan(self):  # type: ignore[no-untyped-def]
-        """The cluster's plan (emu.plan.ClusterPlan): namespaces, links, addresses and routes per node and pod."""
+        """The cluster's plan (emu.plan.objects.ClusterPlan): namespaces, links, addresses and routes per node and pod."""
         return self._cl.plan
 
     def netns(self, target: str) -> str:
@@ -111,7 +111,7 @@ class ClusterHandle:
 
     def exec(self, target: str, *cmd: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         """`emu exec`: run a command in a pod's (or node's) namespace; output captured as text."""
-        from . import podexec
+        from emu.observe import podexec
 
         cl = self._cl
         return subprocess.run(podexec.argv(cl, targets.resolve(cl, target), cmd), capture_output=True, text=True,
@@ -154,7 +154,7 @@ Clusterish = clusters.Cluster | ClusterHandle | str
 
 
 def _open(c: Clusterish) -> clusters.Cluster:
-    """The cluster as it is now, from an emu.cluster.Cluster, a ClusterHandle or a cluster name."""
+    """The cluster as it is now, from an emu.cluster.lifecycle.Cluster, a ClusterHandle or a cluster name."""
     if isinstance(c, clusters.Cluster):
         return c
     return clusters.open_cluster(c.name if isinstance(c, ClusterHandle) else c)
@@ -385,7 +385,7 @@ def running(path: str | os.PathLike[str], name: str | None = None) -> Iterator[C
     """Bring a topology up under `name` (default: a unique one) and `down` it afterwards, also when the test fails.
 
     Only a cluster this call created is taken down.  When `up` fails (the name or a namespace is taken, bad input,
-    a build that failed and that `emu.cluster.up` has already rolled back), its error propagates and nothing is
+    a build that failed and that `emu.cluster.lifecycle.up` has already rolled back), its error propagates and nothing is
     removed: a fixture that uses this errors, and a cluster someone else owns stays up.  A relative `path` is read
     as `open()` reads it (from the current directory)."""
     if os.geteuid() != 0:

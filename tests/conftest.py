@@ -5,7 +5,7 @@
   is about) or a lane-only test outside the lane: ALLOWED_SKIPS.  When the environment variable CI is set, any other
   skip (not root, ../shared missing, a tool tools/setup installs is absent, ...) FAILS instead, so CI cannot go green
   by skipping.  With EMU_SKIP_REPORT_DIR set, every skip is written there as JSON (.ci/run sums them up).
-- `@pytest.mark.kernel("ip_vs", ...)`, wherever the test lives: it needs those emu.kernel features.  On a kernel
+- `@pytest.mark.kernel("ip_vs", ...)`, wherever the test lives: it needs those emu.apply.kernel features.  On a kernel
   without one it is skipped, naming the feature and the way to run it (tools/kernel-lane/run-tests).  Inside the
   kernel lane (EMU_KERNEL_LANE=1) a missing feature fails the test instead: the lane exists to have them.  There,
   EMU_HOST_LACKS (the features the host lacks, set by run-tests) deselects the kernel tests the host already ran.
@@ -27,7 +27,7 @@ import time
 
 import pytest
 
-from emu import kernel
+from emu.apply import kernel
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 TOPOLOGIES = ROOT / "topologies"

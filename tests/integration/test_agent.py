@@ -20,7 +20,9 @@ from typing import Any
 
 import pytest
 
-from emu import agent, netns, probe
+from emu.observe import agent
+from emu.apply import netns
+from emu.observe import probe
 from tests.waiting import wait_until
 
 pytestmark = [

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from emu import cluster as clusters
-from emu import state
+from emu.cluster import lifecycle as clusters
+from emu.apply import state
 from tests.conftest import TOPOLOGIES
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -4,7 +4,7 @@ A Linux bridge whose address was never set takes the lowest MAC of its ports (ne
 br_stp_recalculate_bridge_id) and changes it when that port leaves.  The node's other pods still hold a neighbour
 entry mapping their gateway to the old MAC, so their frames to it are flooded to the ports and never reach the node
 until the entry goes stale and is probed again (seconds).  The bridge plugin pins the address in ensureAddr
-(containernetworking/plugins plugins/main/bridge/bridge.go), and so does emu's built-in wiring (emu.cnibridge).
+(containernetworking/plugins plugins/main/bridge/bridge.go), and so does emu's built-in wiring (emu.network.bridge).
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import subprocess
 
 import pytest
 
-from emu import netns
+from emu.apply import netns
 from tests.waiting import GENEROUS, wait_until
 
 BUILTIN = "{plugin: flannel, backend: vxlan}"
@@ -108,7 +108,7 @@ def test_deleting_the_lowest_mac_pod_leaves_the_others_reachable_at_once(cni, em
 
 
 def test_cni0_made_live_on_a_nodes_first_pod_has_its_planned_address(emu_cluster, tmp_path):
-    """`emu apply` of a node's first pod creates cni0 (emu.apply.ensure_node) with the plan's MAC, pinned; a later
+    """`emu apply` of a node's first pod creates cni0 (emu.apply.links.ensure_node) with the plan's MAC, pinned; a later
     pod on the node (ensure_node meets the existing cni0) leaves it as it was."""
     path = tmp_path / "cluster.yaml"
     path.write_text("apiVersion: emu.dev/v1alpha1\nkind: Cluster\nmetadata: {name: bridge-mac-live}\n"

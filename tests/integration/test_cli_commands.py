@@ -1,5 +1,5 @@
 """Every command the CLI table of docs/reference/commands.md documents, and every option of every `emu` command,
-run as a user runs it: through click's CliRunner on `emu.cli.main`, or (for the commands that exec a tool in the
+run as a user runs it: through click's CliRunner on `emu.cli.commands.main`, or (for the commands that exec a tool in the
 namespace, and for `-f` and `capture`, which must run beside something else) the installed `emu` entry point as a
 subprocess. Each test asserts what the command printed, not only its exit status.
 
@@ -66,7 +66,7 @@ import pytest
 import yaml
 from click.testing import CliRunner, Result
 
-from emu.cli import main
+from emu.cli.commands import main
 from tests.conftest import ROOT, TOPOLOGIES
 from tests.waiting import wait_until
 
@@ -1083,7 +1083,7 @@ def test_kernel_features() -> None:
 
 
 def _fake_lane_kernel(cache: pathlib.Path, version: str, config: str) -> pathlib.Path:
-    """A cached lane kernel as emu.kernel_lane leaves one after its download (the stamp, boot/, lib/modules/)."""
+    """A cached lane kernel as emu.lane.vm leaves one after its download (the stamp, boot/, lib/modules/)."""
     d = cache / f"linux-image-{version}_1"
     (d / "root" / "lib" / "modules" / version).mkdir(parents=True)
     (d / "root" / "boot").mkdir()
@@ -1122,7 +1122,7 @@ def test_kernel_lane_info(tmp_path) -> None:  # type: ignore[no-untyped-def]
 @pytest.mark.lane  # tests/conftest.py: runs only with EMU_LANE_TESTS=1, never inside the lane
 def test_kernel_lane_run(tmp_path) -> None:  # type: ignore[no-untyped-def]
     """The command runs under the lane's kernel (not this one), sees -e variables, and its status is emu's."""
-    from emu import kernel_lane
+    from emu.lane import vm as kernel_lane
 
     k = kernel_lane.ensure_kernel()
     r = sh("kernel-lane", "run", "--kernel", str(k.vmlinuz), "--modules", str(k.modules), "--mem", "1G", "--cpus",

@@ -14,11 +14,13 @@ import textwrap
 
 import pytest
 
-from emu import cluster as clusters
-from emu import netns, probing, state
-from emu.cni import pods as cni_pods
-from emu.cni import runtime as cni_runtime
-from emu.cni.runtime import CNIError
+from emu.cluster import lifecycle as clusters
+from emu.apply import netns
+from emu.observe import probing
+from emu.apply import state
+from emu.network.cni import pods as cni_pods
+from emu.network.cni import runtime as cni_runtime
+from emu.network.cni.runtime import CNIError
 from tests.conftest import TOPOLOGIES
 from tests.waiting import wait_until
 

@@ -7,8 +7,8 @@ import re
 import pytest
 from click.testing import CliRunner
 
-from emu import cluster as clusters
-from emu.cli import main
+from emu.cluster import lifecycle as clusters
+from emu.cli.commands import main
 from emu.testing import NETWORK_POLICY_DENIAL
 from tests.conftest import TOPOLOGIES
 

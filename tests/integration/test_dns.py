@@ -10,10 +10,10 @@ import sys
 
 import pytest
 
-from emu import cluster as clusters
-from emu import state
-from emu.dns import addon
-from emu.dns import probe as dns_probe
+from emu.cluster import lifecycle as clusters
+from emu.apply import state
+from emu.addons.dns import addon
+from emu.addons.dns import probe as dns_probe
 from tests.conftest import TOPOLOGIES
 from tests.waiting import wait_until
 

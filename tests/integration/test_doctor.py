@@ -11,10 +11,10 @@ import sys
 
 import pytest
 
-from emu import cluster as clusters
-from emu import netns
-from emu.doctor import run as doctor
-from emu.doctor.findings import Report, Status
+from emu.cluster import lifecycle as clusters
+from emu.apply import netns
+from emu.observe.doctor import run as doctor
+from emu.observe.doctor.findings import Report, Status
 from tests.conftest import TOPOLOGIES
 
 pytestmark = pytest.mark.integration

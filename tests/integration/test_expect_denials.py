@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from emu import cluster as clusters
+from emu.cluster import lifecycle as clusters
 from emu.testing import NETWORK_POLICY_DENIAL as POLICY
 from emu.testing import expect_blocked, expect_denial, expect_matrix
 

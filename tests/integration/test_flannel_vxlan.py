@@ -8,7 +8,11 @@ import subprocess
 
 import pytest
 
-from emu import apply, flannel, names, netns, observe
+from emu.apply import links as apply
+from emu.network.flannel import nodes as flannel
+from emu.model import names
+from emu.apply import netns
+from emu.observe import readback as observe
 
 
 def ipj(*args: str) -> list[dict]:
@@ -80,7 +84,7 @@ def test_pod_interface_routes_and_mtu(vxlan):
 
 def test_subnet_env_is_written_as_flanneld_writes_it(vxlan):
     import os
-    from emu import state
+    from emu.apply import state
     path = os.path.join(state.cluster_dir(vxlan.name), "nodes/node-3/run/flannel/subnet.env")
     assert open(path).read() == ("FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.2.1/24\n"
                                  "FLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n")

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from emu import netns, views
+from emu.apply import netns
+from emu.report import views
 from tests.conftest import TOPOLOGIES
 
 TOPO = str(TOPOLOGIES / "hostnetwork.yaml")

@@ -11,9 +11,9 @@ from collections import Counter
 
 import pytest
 
-from emu import cluster as clusters
-from emu import processes, state
-from emu.ingress import controller, httpprobe
+from emu.cluster import lifecycle as clusters
+from emu.apply import processes, state
+from emu.addons.ingress import controller, httpprobe
 from tests.conftest import TOPOLOGIES
 
 pytestmark = pytest.mark.skipif(subprocess.run(["sh", "-c", "command -v nginx"], capture_output=True).returncode,
@@ -175,7 +175,7 @@ def test_live_ingress_and_secret_changes_reload_nginx(ing, tmp_path):
 
 
 def test_a_certificate_for_another_host_falls_back_to_the_default(ing, tmp_path):
-    from emu.ingress import certs
+    from emu.addons.ingress import certs
 
     crt, key = certs.self_signed(["someone-else.example.com"])
     secret = certs.secret_manifest("default", "wrong-tls", crt, key)

@@ -20,10 +20,10 @@ import uuid
 import pytest
 from click.testing import CliRunner
 
-from emu import cluster as clusters
-from emu import state
-from emu.cli import main
-from emu.ingress import controller, nginxconf, nginxsafe
+from emu.cluster import lifecycle as clusters
+from emu.apply import state
+from emu.cli.commands import main
+from emu.addons.ingress import controller, nginxconf, nginxsafe
 from tests.conftest import TOPOLOGIES
 from tests.waiting import wait_until
 
@@ -274,7 +274,7 @@ class Popen(real):
         if "nginx" in argv and "-t" not in argv:  # the controller, just spawned: nothing recorded yet
             os.kill(os.getpid(), signal.SIGKILL)
 subprocess.Popen = Popen
-from emu.cli import main
+from emu.cli.commands import main
 main(["up", sys.argv[1], "--name", sys.argv[2]])
 """
 

@@ -11,9 +11,9 @@ from ipaddress import IPv4Network as N
 
 import pytest
 
-from emu import netns
-from emu.kubeproxy import nftables as nft
-from emu.kubeproxy.model import Endpoint, NodeProxyState, ServicePort
+from emu.apply import netns
+from emu.addons.kubeproxy import nftables as nft
+from emu.addons.kubeproxy.model import Endpoint, NodeProxyState, ServicePort
 
 pytestmark = pytest.mark.integration
 

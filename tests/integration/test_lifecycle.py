@@ -12,9 +12,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from emu import apply as apply_mod
-from emu import cluster as clusters
-from emu import netns, processes, state
+from emu.apply import links as apply_mod
+from emu.cluster import lifecycle as clusters
+from emu.apply import netns, processes, state
 from emu.errors import ValidationError
 from tests.conftest import TOPOLOGIES
 from tests.waiting import wait_until
@@ -46,7 +46,7 @@ def downed(prefix: str) -> Iterator[str]:
 def agent_gone(pid: int) -> bool:
     """The agent `pid` has exited (or is a zombie, or the pid now belongs to another program)."""
     argv = processes.cmdline(pid)
-    return argv is None or "emu.agent" not in " ".join(argv)
+    return argv is None or "emu.observe.agent" not in " ".join(argv)
 
 
 def test_two_clusters_with_identical_cidrs_at_once(emu_cluster):
@@ -189,7 +189,7 @@ def test_an_unrecorded_agent_exits_once_its_cluster_is_gone():
 
 
 def test_ipvs_mode_on_a_kernel_without_ip_vs_fails_at_once_in_one_line(tmp_path):
-    from emu import kernel
+    from emu.apply import kernel
 
     if kernel.has("ip_vs") and kernel.has("dummy"):
         pytest.skip("this kernel has IP_VS and dummy: the kernel-lane tests cover ipvs mode")

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from emu import views
+from emu.report import views
 from emu.errors import ValidationError
 from emu.testing import running
 from tests.conftest import TOPOLOGIES
@@ -63,7 +63,7 @@ def test_exhausted_range_is_a_validation_error(tmp_path):
     text = open(TOPO).read().replace('"rangeEnd": "192.168.1.216"', '"rangeEnd": "192.168.1.200"')
     p = tmp_path / "small.yaml"
     p.write_text(text)
-    from emu import cluster
+    from emu.cluster import lifecycle as cluster
     with pytest.raises(ValidationError) as e:
         cluster.plan_file(str(p))
     msg = str(e.value)

@@ -5,9 +5,10 @@ import os
 
 import pytest
 
-from emu import state, views
-from emu.cni import pods as cni_pods
-from emu.cni import runtime as cni_runtime
+from emu.apply import state
+from emu.report import views
+from emu.network.cni import pods as cni_pods
+from emu.network.cni import runtime as cni_runtime
 from tests.conftest import TOPOLOGIES
 
 TOPO = str(TOPOLOGIES / "multus-macvlan-cni.yaml")

@@ -15,7 +15,7 @@ import pathlib
 import pytest
 import yaml
 
-from emu import topology
+from emu.model import loader as topology
 from tests.unit.test_netpol_e2e import CASES, MODEL, Case, case_id, render, table
 
 

@@ -12,7 +12,7 @@ import textwrap
 
 import pytest
 
-from emu import netns
+from emu.apply import netns
 from emu.testing import NETWORK_POLICY_DENIAL as POLICY
 from emu.testing import expect_matrix
 from tests.conftest import TOPOLOGIES

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from emu import views
+from emu.report import views
 from tests.conftest import TOPOLOGIES
 
 TOPO = str(TOPOLOGIES / "node-tuning.yaml")

@@ -17,7 +17,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from emu import agent, netns, probe
+from emu.observe import agent
+from emu.apply import netns
+from emu.observe import probe
 
 pytestmark = [
     pytest.mark.integration,

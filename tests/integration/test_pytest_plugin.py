@@ -15,7 +15,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from emu import netns, probing, state
+from emu.apply import netns
+from emu.observe import probing
+from emu.apply import state
 from emu.testing import topology_path
 
 pytest_plugins = ["pytester"]

@@ -18,8 +18,10 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from emu import cluster as clusters
-from emu import agent, daemons, netns, processes, state
+from emu.cluster import lifecycle as clusters
+from emu.observe import agent
+from emu.cluster import daemons
+from emu.apply import netns, processes, state
 from tests.conftest import TOPOLOGIES
 from tests.waiting import wait_until
 
@@ -239,7 +241,7 @@ def test_the_dns_server_records_itself_and_leaves_with_its_cluster(emu_cluster):
         rec.save()
         os.unlink(os.path.join(d, "dns.pid"))
         env = {**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(os.path.dirname(__file__)))}
-        orphan = subprocess.Popen([sys.executable, "-m", "emu.dns.server", "--dir", d], env=env,
+        orphan = subprocess.Popen([sys.executable, "-m", "emu.addons.dns.server", "--dir", d], env=env,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         wait_until(lambda: processes.read_pids(os.path.join(d, "dns.pid")) == {orphan.pid},
                  what="the server to write its own pid file")
@@ -248,7 +250,7 @@ def test_the_dns_server_records_itself_and_leaves_with_its_cluster(emu_cluster):
         orphan.wait(timeout=30)
         os.rename(os.path.join(d, "server.json.away"), os.path.join(d, "server.json"))
         # Recorded only by its own pid file, `down` still finds and stops it.
-        again = subprocess.Popen([sys.executable, "-m", "emu.dns.server", "--dir", d], env=env,
+        again = subprocess.Popen([sys.executable, "-m", "emu.addons.dns.server", "--dir", d], env=env,
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         wait_until(lambda: processes.read_pids(os.path.join(d, "dns.pid")) == {again.pid}, what="the pid file")
         threading.Thread(target=again.wait, daemon=True).start()
@@ -257,7 +259,7 @@ def test_the_dns_server_records_itself_and_leaves_with_its_cluster(emu_cluster):
 
 def test_nginx_leaves_with_its_cluster_even_when_down_missed_it(emu_cluster):
     """nginx cannot watch its cluster's directory; the agent, which does, stops it when the directory goes."""
-    from emu.ingress import controller
+    from emu.addons.ingress import controller
 
     with emu_cluster(str(TOPOLOGIES / "ingress.yaml"), "sfnginx") as c:
         rec = state.load(c.name)

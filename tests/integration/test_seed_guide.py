@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from emu import cluster as clusters
-from emu.dns import probe as dns
-from emu.ingress import httpprobe
-from emu.kubeproxy import inputs
+from emu.cluster import lifecycle as clusters
+from emu.addons.dns import probe as dns
+from emu.addons.ingress import httpprobe
+from emu.addons.kubeproxy import inputs
 from emu.testing import NETWORK_POLICY_DENIAL as POLICY
 from tests.conftest import TOPOLOGIES
 from tests.waiting import wait_until
@@ -346,7 +346,7 @@ def test_node_kernel_parameters(sg):
     for node in ("node-1", "node-2", "node-3"):
         out = sg.exec(f"node/{node}", "sysctl", *want).stdout
         assert all(f"{k} = {v}" in out for k, v in want.items()), out
-    from emu import views
+    from emu.report import views
     item = views.nodes(cl(sg)).items[0]
     assert item["sysctls"] == want
     assert item["sysctlsNotApplied"]["net.core.netdev_max_backlog"]["asked"] == "16384"
@@ -429,8 +429,8 @@ def test_every_guide_manifest_applies_verbatim_and_does_what_it_says(sg, tmp_pat
 
 
 def _selects_nothing(sg, name: str) -> bool:
-    from emu.netpol.engine import Engine
-    from emu.netpol.model import Direction
+    from emu.addons.netpol.engine import Engine
+    from emu.addons.netpol.model import Direction
 
     c = cl(sg)
     eng = Engine.for_cluster(c.topology, c.allocations)

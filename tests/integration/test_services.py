@@ -22,7 +22,7 @@ import socket
 import numpy as np
 import pytest
 
-from emu import netns
+from emu.apply import netns
 from tests.conftest import TOPOLOGIES
 
 SERVICES = (TOPOLOGIES / "services.yaml").read_text()

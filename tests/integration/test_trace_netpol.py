@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import json
 
-from emu import cluster as clusters
-from emu.trace.run import trace
+from emu.cluster import lifecycle as clusters
+from emu.observe.trace.run import trace
 from tests.conftest import TOPOLOGIES
 
 DENY_X = """\

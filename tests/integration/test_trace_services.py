@@ -12,9 +12,10 @@ import subprocess
 
 import pytest
 
-from emu import cluster as clusters
-from emu import netns, probing
-from emu.trace import render, run
+from emu.cluster import lifecycle as clusters
+from emu.apply import netns
+from emu.observe import probing
+from emu.observe.trace import render, run
 from tests.conftest import TOPOLOGIES
 
 # a UDP NodePort whose only endpoint (local-0) lives on node-2: reached at node-1, it must cross VXLAN

@@ -17,11 +17,13 @@ from scapy.layers.l2 import Ether
 from scapy.layers.vxlan import VXLAN
 from scapy.utils import rdpcap
 
-from emu import cluster as clusters
-from emu import netns, probe, state
-from emu.cli_trace import capture as capture_cmd
-from emu.cli_trace import trace as trace_cmd
-from emu.trace import fragments, run, traceroute
+from emu.cluster import lifecycle as clusters
+from emu.apply import netns
+from emu.observe import probe
+from emu.apply import state
+from emu.cli.trace import capture as capture_cmd
+from emu.cli.trace import trace as trace_cmd
+from emu.observe.trace import fragments, run, traceroute
 from tests.conftest import ROOT, TOPOLOGIES
 from tests.waiting import wait_until
 
@@ -145,7 +147,7 @@ def test_interrupted_trace_leaves_nothing_behind(vxlan, cl):
     """SIGINT (Ctrl-C) while the probe waits for an answer that never comes: the tables go all the same."""
     before = node_rulesets(vxlan)
     env = dict(os.environ)
-    code = "from emu.cli_trace import trace; trace(prog_name='emu trace')"
+    code = "from emu.cli.trace import trace; trace(prog_name='emu trace')"
     # 10.244.1.200 is in node-2's pod subnet but nobody has it: the SYN waits for ARP and times out
     proc = subprocess.Popen([sys.executable, "-c", code, "default/web-0", "10.244.1.200:80", "--timeout", "60",
                              "--cluster", vxlan.name], cwd=ROOT, env=env, stdout=subprocess.PIPE,

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from emu import netns
+from emu.apply import netns
 
 
 # --- helpers for the tests: namespaces that are always removed, and iproute2 inside them ----------------------------

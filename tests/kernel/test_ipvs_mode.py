@@ -5,7 +5,7 @@
   ClusterIP and NodePort traffic reaches the endpoints through IPVS (its connection table shows the connections).
   They need IP_VS and the dummy link type: on a kernel without them they skip; run them with
   tools/kernel-lane/run-tests.
-* The `integration`-only tests run on any kernel: they load the ipset and iptables text of `emu.kubeproxy.ipvs`
+* The `integration`-only tests run on any kernel: they load the ipset and iptables text of `emu.addons.kubeproxy.ipvs`
   into a namespace they create, and read it back with ipset/iptables-save.
 
 Every namespace is created by the test (the cluster's by `emu up`) and removed afterwards.
@@ -23,11 +23,11 @@ from ipaddress import IPv4Network as N
 
 import pytest
 
-from emu import kernel, netns
-from emu.kubeproxy import ipvs
-from emu.kubeproxy import iptables as ipt
-from emu.kubeproxy import sync as kpsync
-from emu.kubeproxy.model import Endpoint, NodeProxyState, ServicePort
+from emu.apply import kernel, netns
+from emu.addons.kubeproxy import ipvs
+from emu.addons.kubeproxy import iptables as ipt
+from emu.addons.kubeproxy import sync as kpsync
+from emu.addons.kubeproxy.model import Endpoint, NodeProxyState, ServicePort
 
 from .conftest import in_ns, ip
 
@@ -241,8 +241,8 @@ def test_connection_table_shows_the_connections(cluster):
 def test_resync_removes_what_is_stale(cluster):
     """A second sync without the NodePort Service: its VIP leaves kube-ipvs0, its virtual servers and set entries
     go.  Then the full state is synced back."""
-    from emu import cluster as clusters
-    from emu.kubeproxy import inputs
+    from emu.cluster import lifecycle as clusters
+    from emu.addons.kubeproxy import inputs
 
     cl = clusters.open_cluster(cluster.name)
     ns = node_ns(cluster)

@@ -6,7 +6,7 @@ import io
 
 import pytest
 
-from emu import kernel_lane
+from emu.lane import vm as kernel_lane
 
 pytestmark = [pytest.mark.integration, pytest.mark.lane]
 

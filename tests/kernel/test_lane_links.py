@@ -13,7 +13,7 @@ import secrets
 import pytest
 from pyroute2 import WireGuard
 
-from emu import netns
+from emu.apply import netns
 
 from .conftest import in_ns, ip, link_json, veth
 

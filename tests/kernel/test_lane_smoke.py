@@ -17,8 +17,8 @@ import pytest
 
 from tests.waiting import wait_until
 
-from emu import netns
-from emu.kernel import IPPROTO_SCTP
+from emu.apply import netns
+from emu.apply.kernel import IPPROTO_SCTP
 
 from .conftest import in_ns, ip, link_json, veth
 

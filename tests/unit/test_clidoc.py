@@ -1,11 +1,11 @@
-"""docs/reference/cli.md is generated from the click commands (emu.clidoc) and must be what the generator prints
+"""docs/reference/cli.md is generated from the click commands (emu.cli.doc) and must be what the generator prints
 today: a command, an option or a help text changed without regenerating the page fails here."""
 from __future__ import annotations
 
 import click
 
-from emu import clidoc
-from emu.cli import main
+from emu.cli import doc as clidoc
+from emu.cli.commands import main
 from tests.conftest import ROOT
 
 PAGE = ROOT / "docs" / "reference" / "cli.md"
@@ -67,7 +67,7 @@ def test_a_changed_option_changes_the_page() -> None:
 def test_the_page_does_not_depend_on_what_asked_for_a_help_option_first() -> None:
     """click caches a command's help option from the first context that asks; one made without the `emu` group's
     context (as a test walking the tree does) has no `-h`, and the page must not change for it."""
-    from emu.cni.cli import log
+    from emu.network.cni.cli import log
 
     before = clidoc.render()
     log._help_option = None  # as in a fresh process

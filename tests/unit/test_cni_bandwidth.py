@@ -7,11 +7,11 @@ from fractions import Fraction
 
 import pytest
 
-from emu import quantity, topology
-from emu.cni.pods import capability_args
-from emu.cni.runtime import NetConfList, RuntimeConf, plugin_stdin
+from emu.model import quantity, loader as topology
+from emu.network.cni.pods import capability_args
+from emu.network.cni.runtime import NetConfList, RuntimeConf, plugin_stdin
 from emu.errors import ValidationError
-from emu.model import ContainerPort, Pod, Protocol
+from emu.model.types import ContainerPort, Pod, Protocol
 
 MAXU32 = 4294967295
 

@@ -7,11 +7,13 @@ import json
 
 import pytest
 
-from emu import ipam, multus, topology
-from emu.cni import capabilities, config
-from emu.cni.runtime import NetConfList, RuntimeConf, plugin_stdin
+from emu.alloc import ipam
+from emu.addons.multus import addon as multus
+from emu.model import loader as topology
+from emu.network.cni import capabilities, config
+from emu.network.cni.runtime import NetConfList, RuntimeConf, plugin_stdin
 from emu.errors import ValidationError
-from emu.model import ContainerPort, Pod, Protocol
+from emu.model.types import ContainerPort, Pod, Protocol
 
 OFFERS = {"portMappings": [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}],
           "bandwidth": {"ingressRate": 10_000_000, "ingressBurst": 4294967295},

@@ -6,9 +6,10 @@ import json
 
 import pytest
 
-from emu import topology
-from emu.cni import config
-from emu.cni.runtime import NetConfList, RuntimeConf, k8s_args, plugin_env, plugin_stdin, sandbox_ips, version_at_least
+from emu.model import loader as topology
+from emu.network.cni import config
+from emu.network.cni.runtime import (NetConfList, RuntimeConf, k8s_args, plugin_env, plugin_stdin, sandbox_ips,
+    version_at_least)
 from emu.errors import ValidationError
 
 
@@ -91,7 +92,7 @@ def test_plugin_cni_validation_names_file_document_object_field(tmp_path):
 
 
 def test_host_veth_is_the_one_the_plugin_reported(tmp_path):
-    from emu.cni import pods
+    from emu.network.cni import pods
     att = tmp_path / "cni" / "attachments"
     att.mkdir(parents=True)
     bridge = {"interfaces": [{"name": "cni0"}, {"name": "veth16425b17"}, {"name": "eth0", "sandbox": "/run/netns/p"}]}
@@ -108,8 +109,8 @@ def test_dry_run_prints_the_plugin_calls_instead_of_veth_commands(tmp_path, monk
     import subprocess
     import sys
 
-    from emu import cluster as clusters
-    from emu import render
+    from emu.cluster import lifecycle as clusters
+    from emu.plan import render
     from tests.conftest import TOPOLOGIES
     monkeypatch.setenv("EMU_STATE_DIR", str(tmp_path))
     topo = str(TOPOLOGIES / "cni-ips-mac.yaml")

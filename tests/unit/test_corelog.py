@@ -1,11 +1,11 @@
-"""CoreDNS's log lines (emu.dns.corelog): the log plugin's common log format, the errors plugin, the banner.
+"""CoreDNS's log lines (emu.addons.dns.corelog): the log plugin's common log format, the errors plugin, the banner.
 
 Where the expectations come from: emu's own, written from coredns/coredns plugin/pkg/replacer (CommonLogFormat:
 `{remote}:{port} - {>id} "{type} {class} {name} {proto} {size} {>do} {>bufsize}" {rcode} {>rflags} {rsize}
 {duration}`), plugin/errors (`plugin/errors: <rcode> <name> <type>: <err>`) and the start-up banner of the
-registry.k8s.io/coredns/coredns:v1.11.1 image emu pins (emu.dns.corelog.VERSION, BUILD); not captured from a
+registry.k8s.io/coredns/coredns:v1.11.1 image emu pins (emu.addons.dns.corelog.VERSION, BUILD); not captured from a
 running CoreDNS.  The durations follow Go's strconv.FormatFloat(d.Seconds(), 'f', -1, 64).  The reload digest is emu's
-and documented as differing from CoreDNS's (emu.dns.corelog.digest).
+and documented as differing from CoreDNS's (emu.addons.dns.corelog.digest).
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import struct
 
 import pytest
 
-from emu.dns import corelog, wire
+from emu.addons.dns import corelog, wire
 
 
 def edns_query(name: str, size: int, do: bool) -> bytes:

@@ -19,16 +19,22 @@ import re
 import pytest
 from click.testing import CliRunner
 
-from emu import cluster as clusters
-from emu import describe as d
-from emu import describe_text as dt
-from emu import events, kinds, report, state, systempods, tabwriter, topology
-from emu.cli import main
-from emu.endpoints import PortEndpoints
+from emu.cluster import lifecycle as clusters
+from emu.report import describe as d
+from emu.report import describe_text as dt
+from emu.cluster import events
+from emu.model import kinds
+from emu.report import output as report
+from emu.apply import state
+from emu.addons.kubeproxy import systempods
+from emu.report import tabwriter
+from emu.model import loader as topology
+from emu.cli.commands import main
+from emu.alloc.endpoints import PortEndpoints
 from emu.errors import EmuError, NotFound
-from emu.events import Event
-from emu.kubeproxy.model import Endpoint
-from emu.model import Service, ServicePortSpec
+from emu.cluster.events import Event
+from emu.addons.kubeproxy.model import Endpoint
+from emu.model.types import Service, ServicePortSpec
 from tests.conftest import TOPOLOGIES
 
 from . import upstream_kubectl
@@ -347,7 +353,8 @@ spec:
   - to: [{namespaceSelector: {}}]
 """
     topo = topology.load("np.yaml", text=text)
-    from emu import ipam, planner
+    from emu.alloc import ipam
+    from emu.plan import planner
     alloc = ipam.allocate(topo, ipam.Allocations.empty())
     cl = clusters.Cluster(state.Record("np", "np.yaml", created=UP), topo, alloc, planner.build(topo, alloc))
     lines = d.describe(cl, "netpol", "default", "p", [], now=NOW).split("\n")
@@ -610,7 +617,8 @@ def test_describe_kube_proxy_pod_is_its_daemonset_template_on_its_node(sg: clust
 
 
 def _cluster_of(text: str, created: float = UP) -> clusters.Cluster:
-    from emu import ipam, planner
+    from emu.alloc import ipam
+    from emu.plan import planner
     topo = topology.load("upstream.yaml", text=text)
     alloc = ipam.allocate(topo, ipam.Allocations.empty())
     return clusters.Cluster(state.Record(topo.cluster.name, "upstream.yaml", created=created), topo, alloc,

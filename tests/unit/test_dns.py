@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import pytest
 
-from emu import cluster as clusters
-from emu.dns import addon, corefile, records, resolvconf, wire
-from emu.dns import probe as dns_probe
+from emu.cluster import lifecycle as clusters
+from emu.addons.dns import addon, corefile, records, resolvconf, wire
+from emu.addons.dns import probe as dns_probe
 from emu.errors import ValidationError
-from emu import topology
+from emu.model import loader as topology
 
 from . import upstream_coredns
 
@@ -249,7 +249,7 @@ def _section(rrs) -> list[tuple[str, int, str, tuple[str, ...]]]:
 
 
 def _ask_as_the_server_does(snap, qname, qtype):
-    """records.resolve, then what emu.dns.server's Server.chase adds for an in-zone CNAME target."""
+    """records.resolve, then what emu.addons.dns.server's Server.chase adds for an in-zone CNAME target."""
     what, r = records.resolve(snap, wire.decode(wire.query(qname, qtype, 7)))
     assert what == "answer", f"{qname} {qtype}: emu forwards, upstream answers"
     if r.answer and r.answer[-1].type == "CNAME" and qtype in ("A", "AAAA"):

@@ -15,14 +15,18 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from emu import cluster as clusters
-from emu import daemons, ipam, planner, state, topology
-from emu.doctor import checks, mtu, pairs, render, rulesets
-from emu.doctor import run as doctor_run
-from emu.doctor import state as kstate
-from emu.doctor.findings import Status
-from emu.observe import Observed, ObservedLink
-from emu.plan import ClusterPlan, Route
+from emu.cluster import lifecycle as clusters
+from emu.cluster import daemons
+from emu.alloc import ipam
+from emu.plan import planner
+from emu.apply import state
+from emu.model import loader as topology
+from emu.observe.doctor import checks, mtu, pairs, render, rulesets
+from emu.observe.doctor import run as doctor_run
+from emu.observe.doctor import state as kstate
+from emu.observe.doctor.findings import Status
+from emu.observe.readback import Observed, ObservedLink
+from emu.plan.objects import ClusterPlan, Route
 from tests.conftest import TOPOLOGIES
 
 NET = ipaddress.IPv4Network
@@ -635,7 +639,7 @@ def test_cli_json_and_exit_status(tmp_path, monkeypatch):
         return kernels[-1]
 
     monkeypatch.setattr(doctor_run, "LiveKernel", fake)
-    from emu.cli import main
+    from emu.cli.commands import main
 
     r = CliRunner().invoke(main, ["doctor", "-o", "json", "--check", "kube-proxy", "--check", "services"])
     assert r.exit_code == 0, r.output

@@ -1,4 +1,4 @@
-"""Kubernetes Events as the components record them (emu.events), and reading them back as `kubectl get events
+"""Kubernetes Events as the components record them (emu.cluster.events), and reading them back as `kubectl get events
 --field-selector` does.
 
 Where the expectations come from: emu's own.  Reasons and messages are the strings the components emit in their
@@ -12,8 +12,10 @@ import dataclasses
 
 import pytest
 
-from emu import cluster as clusters
-from emu import events, state, systempods
+from emu.cluster import lifecycle as clusters
+from emu.cluster import events
+from emu.apply import state
+from emu.addons.kubeproxy import systempods
 from tests.conftest import TOPOLOGIES
 
 

@@ -3,7 +3,10 @@ from __future__ import annotations
 
 import pytest
 
-from emu import cluster, ipam, planner, render, topology
+from emu.cluster import lifecycle as cluster
+from emu.alloc import ipam
+from emu.plan import planner, render
+from emu.model import loader as topology
 from emu.errors import ValidationError
 from tests.conftest import TOPOLOGIES
 

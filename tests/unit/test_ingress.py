@@ -7,9 +7,9 @@ import subprocess
 
 import pytest
 
-from emu.documents import Collector, Document
-from emu.ingress import addon, nginxconf, parse
-from emu.ingress.model import Backend, Ingress, IngressClass, Path, Rule, TLS
+from emu.model.documents import Collector, Document
+from emu.addons.ingress import addon, nginxconf, parse
+from emu.addons.ingress.model import Backend, Ingress, IngressClass, Path, Rule, TLS
 
 MINIMAL = {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
            "metadata": {"name": "minimal-ingress",
@@ -195,7 +195,7 @@ def test_default_backend_of_an_ingress_takes_the_root_location():
 
 @pytest.mark.skipif(shutil.which("nginx") is None, reason="nginx is not installed (tools/setup)")
 def test_nginx_accepts_the_rendered_configuration(tmp_path):
-    from emu.ingress import certs
+    from emu.addons.ingress import certs
 
     crt, key = certs.fake_certificate()
     (tmp_path / "c.pem").write_text(crt)

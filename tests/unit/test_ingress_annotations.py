@@ -6,9 +6,9 @@ import os
 
 import pytest
 
-from emu.documents import Collector, Document
-from emu.ingress import annotations, nginxconf, nginxsafe, parse
-from emu.ingress.model import Backend, Ingress, Path, Rule
+from emu.model.documents import Collector, Document
+from emu.addons.ingress import annotations, nginxconf, nginxsafe, parse
+from emu.addons.ingress.model import Backend, Ingress, Path, Rule
 
 P = "nginx.ingress.kubernetes.io/"
 RT, UR, SR, FSR = P + "rewrite-target", P + "use-regex", P + "ssl-redirect", P + "force-ssl-redirect"

@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from emu import schema, topology
+from emu.model import schema, loader as topology
 from emu.errors import ValidationError
 from tests.conftest import TOPOLOGIES
 

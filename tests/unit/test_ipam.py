@@ -5,9 +5,10 @@ import ipaddress
 
 import pytest
 
-from emu import ipam, topology
+from emu.alloc import ipam
+from emu.model import loader as topology
 from emu.errors import ValidationError
-from emu.model import Topology
+from emu.model.types import Topology
 
 
 def topo(npods: int, nodes: str = "2", mask: int = 24, extra: str = "") -> Topology:

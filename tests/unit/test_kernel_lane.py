@@ -10,8 +10,8 @@ import subprocess
 
 import pytest
 
-from emu import kernel_lane as kl
-from emu.kernel_lane import KernelImage, LaneError
+from emu.lane import vm as kl
+from emu.lane.vm import KernelImage, LaneError
 
 MODULES_DEP = """\
 kernel/fs/overlayfs/overlay.ko:
@@ -87,7 +87,7 @@ CONFIG_DEFAULT_HOSTNAME="(none)"
 
 
 def test_feature_names_match_emu_kernel():
-    from emu import kernel
+    from emu.apply import kernel
 
     probed = set(kernel.LINK_KINDS) | {"ip_vs", "sctp", "netem", "nftables", "br_netfilter"}
     assert set(kl.FEATURE_CONFIG) == probed

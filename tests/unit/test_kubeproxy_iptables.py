@@ -21,8 +21,8 @@ from ipaddress import IPv4Network as N
 
 import pytest
 
-from emu.kubeproxy import iptables as ipt
-from emu.kubeproxy.model import Endpoint, NodeProxyState, ServicePort
+from emu.addons.kubeproxy import iptables as ipt
+from emu.addons.kubeproxy.model import Endpoint, NodeProxyState, ServicePort
 
 NODE = "test-node"  # testNodeName
 NODE_IP = A("192.168.0.2")  # testNodeIP

@@ -25,8 +25,8 @@ from ipaddress import IPv4Network as N
 import pytest
 from pyroute2.netlink.generic import ipvs as genl
 
-from emu.kubeproxy import ipvs
-from emu.kubeproxy.model import Endpoint, NodeProxyState, ServicePort
+from emu.addons.kubeproxy import ipvs
+from emu.addons.kubeproxy.model import Endpoint, NodeProxyState, ServicePort
 
 from . import upstream_ipvs
 
@@ -467,7 +467,7 @@ def test_rules_of_the_representative_node(rep):
 def test_shared_rules_match_iptables_mode():
     """KUBE-POSTROUTING, KUBE-MARK-MASQ and the two KUBE-FORWARD accept rules are iptables mode's, word for word
     (iptables mode additionally drops ctstate INVALID in KUBE-FORWARD; IPVS mode does not)."""
-    from emu.kubeproxy import iptables as ipt
+    from emu.addons.kubeproxy import iptables as ipt
 
     st = state((WEB, WEB_EPS))
     ipvs_text, ipt_text = ipvs.desired(st).iptables, ipt.restore_text(st)
@@ -710,7 +710,7 @@ def test_clean_legacy_services():
 
 
 def test_sync_node_reports_one_line_errors(monkeypatch):
-    from emu.kubeproxy import sync as kpsync
+    from emu.addons.kubeproxy import sync as kpsync
 
     def fail(ns, fn):
         raise ipvs._Step("the kernel has no IP_VS (no IPVS generic netlink family)")

@@ -24,8 +24,8 @@ from ipaddress import IPv4Network as N
 
 import pytest
 
-from emu.kubeproxy import nftables as nft
-from emu.kubeproxy.model import Endpoint, NodeProxyState, ServicePort
+from emu.addons.kubeproxy import nftables as nft
+from emu.addons.kubeproxy.model import Endpoint, NodeProxyState, ServicePort
 
 NODE = "test-node"
 PREFIX = "ip kube-proxy"

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import ipaddress
 
-from emu.kubeproxy import nftables as nft
-from emu.kubeproxy.model import Endpoint, NodeProxyState, ServicePort
+from emu.addons.kubeproxy import nftables as nft
+from emu.addons.kubeproxy.model import Endpoint, NodeProxyState, ServicePort
 
 IP = ipaddress.IPv4Address
 

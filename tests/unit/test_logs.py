@@ -1,4 +1,4 @@
-"""`emu logs`: which pods have a log, and kubectl's -l selectors (emu.logs, emu.systempods).
+"""`emu logs`: which pods have a log, and kubectl's -l selectors (emu.report.logs, emu.addons.kubeproxy.systempods).
 
 Where the expectations come from: emu's own; the selector grammar is k8s.io/apimachinery pkg/labels
 (selector.go Parse: `=`, `==`, `!=`, `in`, `notin`, `key`, `!key`), restated here case by case.
@@ -9,8 +9,10 @@ import os
 
 import pytest
 
-from emu import cluster as clusters
-from emu import logs, state, systempods
+from emu.cluster import lifecycle as clusters
+from emu.report import logs
+from emu.apply import state
+from emu.addons.kubeproxy import systempods
 from emu.errors import NotFound
 from tests.conftest import TOPOLOGIES
 

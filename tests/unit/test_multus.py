@@ -6,7 +6,9 @@ import json
 
 import pytest
 
-from emu import ipam, multus, topology
+from emu.alloc import ipam
+from emu.addons.multus import addon as multus
+from emu.model import loader as topology
 from emu.errors import ValidationError
 
 CLUSTER = """apiVersion: emu.dev/v1alpha1

@@ -5,7 +5,10 @@ from types import SimpleNamespace
 
 import click
 
-from emu import ipam, neighbours, planner, topology
+from emu.alloc import ipam
+from emu.apply import neighbours
+from emu.plan import planner
+from emu.model import loader as topology
 from emu.errors import ClusterError
 
 
@@ -45,7 +48,7 @@ def test_unknown_limit_is_no_risk(monkeypatch):
 
 
 def clusters_up(**plans):
-    """A fake of the state directory: names as emu.state.names() lists them, plans as the records give them."""
+    """A fake of the state directory: names as emu.apply.state.names() lists them, plans as the records give them."""
     def plan_of(name):
         if plans[name] is None:
             raise ClusterError(f"cluster {name!r} not found")  # a record that cannot be read (half made)
@@ -100,8 +103,10 @@ def test_emu_matrix_warns_before_its_first_probe_counting_the_other_clusters(mon
     """The CLI wiring: `emu matrix` reads every cluster in the state directory and warns before it sends."""
     from click.testing import CliRunner
 
-    from emu import cli, probing, state
-    from emu import cluster as clusters
+    from emu.cli import commands as cli
+    from emu.observe import probing
+    from emu.apply import state
+    from emu.cluster import lifecycle as clusters
 
     monkeypatch.setattr(neighbours, "gc_thresh3", lambda: 1024)
     plans = {"mine": plan(3, 10), "other": plan(8, 40)}

@@ -15,9 +15,10 @@ from dataclasses import dataclass
 
 import pytest
 
-from emu import ipam, topology
-from emu.model import Protocol
-from emu.netpol.engine import Engine
+from emu.alloc import ipam
+from emu.model import loader as topology
+from emu.model.types import Protocol
+from emu.addons.netpol.engine import Engine
 from tests.conftest import TOPOLOGIES
 
 MODEL = TOPOLOGIES / "netpol-model.yaml"

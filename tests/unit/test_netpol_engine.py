@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import pytest
 
-from emu import ipam, topology
-from emu.model import Protocol
-from emu.netpol.engine import Engine
-from emu.netpol.model import LabelSelector, Operator, Requirement
+from emu.alloc import ipam
+from emu.model import loader as topology
+from emu.model.types import Protocol
+from emu.addons.netpol.engine import Engine
+from emu.addons.netpol.model import LabelSelector, Operator, Requirement
 
 TCP, UDP, SCTP = Protocol.TCP, Protocol.UDP, Protocol.SCTP
 BASE = """\

@@ -6,10 +6,10 @@ import ipaddress
 
 import pytest
 
-from emu import topology
+from emu.model import loader as topology
 from emu.errors import ValidationError
-from emu.model import Protocol
-from emu.netpol.model import Direction, Operator
+from emu.model.types import Protocol
+from emu.addons.netpol.model import Direction, Operator
 
 CLUSTER = "apiVersion: emu.dev/v1alpha1\nkind: Cluster\nmetadata: {name: t}\n"
 NS_X = "---\napiVersion: v1\nkind: Namespace\nmetadata: {name: x, labels: {team: blue}}\n"

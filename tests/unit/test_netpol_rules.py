@@ -11,9 +11,10 @@ from __future__ import annotations
 import base64
 import hashlib
 
-from emu import ipam, topology
-from emu.netpol import names, resolve, restore, rules
-from emu.netpol.model import Direction
+from emu.alloc import ipam
+from emu.model import loader as topology
+from emu.addons.netpol import names, resolve, restore, rules
+from emu.addons.netpol.model import Direction
 from tests.unit.test_netpol_e2e import MODEL, manifests_over_model, policy
 
 VERSION = "1700000000000000000"
@@ -189,7 +190,7 @@ def test_equal_inputs_make_equal_rules_up_to_the_version():
 
 
 def test_dry_run_script_for_a_plan():
-    from emu import planner
+    from emu.plan import planner
 
     topo = topology.load_documents(str(MODEL), manifests_over_model(ALLOW_XB))
     alloc = ipam.allocate(topo, ipam.Allocations.empty())

@@ -3,7 +3,12 @@ from __future__ import annotations
 
 import pytest
 
-from emu import cluster, flannel, ipam, nodesettings, planner, topology
+from emu.cluster import lifecycle as cluster
+from emu.network.flannel import nodes as flannel
+from emu.alloc import ipam
+from emu.model import nodesettings
+from emu.plan import planner
+from emu.model import loader as topology
 from emu.errors import ValidationError
 from tests.conftest import TOPOLOGIES
 
@@ -73,7 +78,7 @@ def test_problems_name_the_field(spec, field, words):
 
 
 def test_dry_run_quotes_a_sysctl_value_with_a_space_as_one_argument(tmp_path):
-    from emu import render
+    from emu.plan import render
 
     f = tmp_path / "t.yaml"
     f.write_text(HEAD + "  nodes: 1\n  nodeSettings:\n    sysctls: {net.ipv4.ip_local_port_range: '32768 60999'}\n")

@@ -21,7 +21,10 @@ import ipaddress
 
 import pytest
 
-from emu import ipam, names, planner, render, topology
+from emu.alloc import ipam
+from emu.model import names
+from emu.plan import planner, render
+from emu.model import loader as topology
 
 IP = ipaddress.ip_address
 NET = ipaddress.ip_network

@@ -1,4 +1,4 @@
-"""Pure helpers of emu.probe (and the agent answers they parse): no sockets, no root."""
+"""Pure helpers of emu.observe.probe (and the agent answers they parse): no sockets, no root."""
 from __future__ import annotations
 
 import errno
@@ -10,7 +10,7 @@ import pytest
 from scapy.layers.inet import ICMP, IP, ICMPerror, IPerror
 from scapy.packet import Raw
 
-from emu import agent, probe
+from emu.observe import agent, probe
 
 
 def _ee(err: int, origin: int, type_: int, code: int, info: int, sender: str | None) -> bytes:

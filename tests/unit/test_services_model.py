@@ -6,10 +6,12 @@ import ipaddress
 
 import pytest
 
-from emu import endpoints, ipam, planner, topology
+from emu.alloc import endpoints, ipam
+from emu.plan import planner
+from emu.model import loader as topology
 from emu.errors import ValidationError
-from emu.kubeproxy import inputs
-from emu.kubeproxy.model import Endpoint, ServicePort, categorize
+from emu.addons.kubeproxy import inputs
+from emu.addons.kubeproxy.model import Endpoint, ServicePort, categorize
 from tests.conftest import TOPOLOGIES
 
 HEAD = ("apiVersion: emu.dev/v1alpha1\nkind: Cluster\nmetadata: {name: s}\n"

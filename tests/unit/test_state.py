@@ -8,7 +8,8 @@ import time
 
 import pytest
 
-from emu import names, netns, processes, state
+from emu.model import names
+from emu.apply import netns, processes, state
 from emu.errors import ClusterError, InvalidName
 from tests.waiting import wait_until
 
@@ -167,7 +168,7 @@ def test_no_lock_for_a_cluster_that_does_not_exist(root):
 
 
 def test_up_refuses_a_state_directory_too_deep_for_the_agents_socket(tmp_path, monkeypatch):
-    from emu import cluster as clusters
+    from emu.cluster import lifecycle as clusters
     from tests.conftest import TOPOLOGIES
 
     monkeypatch.setenv("EMU_STATE_DIR", str(tmp_path / ("d" * 90)))

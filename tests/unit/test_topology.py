@@ -5,9 +5,9 @@ import textwrap
 
 import pytest
 
-from emu import topology
+from emu.model import loader as topology
 from emu.errors import ValidationError
-from emu.model import Backend, Protocol
+from emu.model.types import Backend, Protocol
 
 CLUSTER = """\
 apiVersion: emu.dev/v1alpha1
@@ -144,7 +144,7 @@ def test_external_clients_are_addresses_outside_every_cluster_network():
     base = "apiVersion: emu.dev/v1alpha1\nkind: Cluster\nmetadata: {name: demo}\nspec:\n  externalClients: "
     c = load(base + "[172.17.0.10, 172.17.1.10]\n").cluster
     assert [str(a) for a in c.external_clients] == ["172.17.0.10", "172.17.1.10"]
-    from emu import underlay
+    from emu.plan import underlay
 
     ext = underlay.external_plan(c)
     assert [str(a.cidr) for a in ext.addresses if a.dev == "lo"] == ["172.17.0.10/32", "172.17.1.10/32"]

@@ -1,4 +1,4 @@
-"""emu.trace.decode and emu.trace.correlate: frames built with scapy, decoded and followed across NAT, VXLAN,
+"""emu.observe.trace.decode and emu.observe.trace.correlate: frames built with scapy, decoded and followed across NAT, VXLAN,
 fragmentation and ICMP errors (pure: no sockets, no root).
 
 Where the expectations come from: emu's own.  The input frames are built with scapy (an independent encoder), so a
@@ -11,9 +11,9 @@ from scapy.layers.l2 import Ether
 from scapy.layers.vxlan import VXLAN
 from scapy.packet import Raw
 
-from emu.trace import decode
-from emu.trace.capture import Captured
-from emu.trace.correlate import Seed, correlate
+from emu.observe.trace import decode
+from emu.observe.trace.capture import Captured
+from emu.observe.trace.correlate import Seed, correlate
 
 POD_A, POD_B, SVC = "10.244.0.3", "10.244.1.2", "10.96.0.20"
 

@@ -1,4 +1,4 @@
-"""emu.trace.nftrace, ruletext, pcap and svg: trace messages as the kernel sends them, the trace table, rule texts
+"""emu.observe.trace.nftrace, ruletext, pcap and svg: trace messages as the kernel sends them, the trace table, rule texts
 by handle and their iptables-save form, pcap files, the graphviz source (pure: no root).
 
 Where the expectations come from: emu's own, apart from the tool texts marked below; the NFTA_TRACE_* attribute
@@ -11,8 +11,8 @@ import struct
 from scapy.layers.inet import IP, TCP
 from scapy.utils import rdpcap
 
-from emu.trace import nftrace, pcap, ruletext, svg
-from emu.trace.capture import Captured
+from emu.observe.trace import nftrace, pcap, ruletext, svg
+from emu.observe.trace.capture import Captured
 
 
 def nla(kind: int, value: bytes) -> bytes:

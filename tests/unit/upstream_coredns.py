@@ -7,7 +7,7 @@ plugin/kubernetes/handler_pod_insecure_test.go / handler_pod_verified_test.go at
 plugin/test/helpers.go `SortAndCheck`: each section sorted by its text, then name, TTL, type and data per record (for
 an SOA only the NS field, so the serial, which comes from the fake's Modified(), is not part of the expectation).
 
-The fake API is transcribed into emu's zone snapshot (emu.dns.records.snapshot's shape).  Cases are transcribed
+The fake API is transcribed into emu's zone snapshot (emu.addons.dns.records.snapshot's shape).  Cases are transcribed
 verbatim except where a line says `adapted` or `deviation` and why; the IPv6 parts of the fake (svc6, the
 5678:abcd:: endpoints of hdls1, the second family of svc-dual-stack) are left out because emu's clusters are IPv4
 only, and their cases with them.
@@ -105,7 +105,7 @@ DNS_CASES: list[tuple[str, str, str, list[str], list[str], list[str]]] = [
     ("external.testns.svc.cluster.local.", "CNAME", "NOERROR",
      ["external.testns.svc.cluster.local.\t5\tIN\tCNAME\text.interwebs.test."], [], []),
     # deviation: upstream answers CNAME + the target's A in one step (backend_lookup.go A() recurses for an in-zone
-    # target); emu's records.resolve returns the CNAME and emu.dns.server's Server.chase appends the target's
+    # target); emu's records.resolve returns the CNAME and emu.addons.dns.server's Server.chase appends the target's
     # records, so the test joins resolve(name) with resolve(target) as the server does
     ("external-to-service.testns.svc.cluster.local.", "A", "NOERROR",
      ["external-to-service.testns.svc.cluster.local.\t5\tIN\tCNAME\tsvc1.testns.svc.cluster.local.",

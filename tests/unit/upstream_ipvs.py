@@ -35,7 +35,7 @@ NODE_IP = "100.101.102.103"
 
 def svc(ns: str, name: str, cluster_ip: str, port: int = 80, protocol: str = "TCP", port_name: str = "p80",
         **kw: Any) -> dict[str, Any]:
-    """One Service port, as emu.kubeproxy.model.ServicePort keyword arguments (addresses as strings)."""
+    """One Service port, as emu.addons.kubeproxy.model.ServicePort keyword arguments (addresses as strings)."""
     return {"namespace": ns, "name": name, "port_name": port_name, "protocol": protocol, "cluster_ip": cluster_ip,
             "port": port, **kw}
 
@@ -188,7 +188,7 @@ CASES: list[dict[str, Any]] = [
                                       ("KUBE-MARK-MASQ", "KUBE-NODE-PORT-TCP"), _HC]}),
     # adapted: invalid-svc3 sets healthCheckNodePort 30002 with externalTrafficPolicy Cluster; kube-proxy's
     # ServicePort reports it only when apiservice.NeedsHealthCheck (LoadBalancer + Local), which emu decides where it
-    # allocates (emu.svcalloc), so its ServicePort carries 0 -- the check is that 30002 is absent
+    # allocates (emu.alloc.services), so its ServicePort carries 0 -- the check is that 30002 is absent
     case("TestHealthCheckNodePort",
          [(svc("ns1", "valid-svc1", "10.20.30.41", node_port=3000, external_policy_local=True,
                health_check_node_port=30000), []),

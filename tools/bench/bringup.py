@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Bring-up benchmark: how fast `emu.cluster.up` / `down` are, against a floor built with `ip -batch`.
+"""Bring-up benchmark: how fast `emu.cluster.lifecycle.up` / `down` are, against a floor built with `ip -batch`.
 
 For each size NODESxPODS_PER_NODE it writes a topology file (pods spread evenly over the nodes with nodeName),
 times `up` and `down`, reads the agent's RSS right after `up`, and builds "the floor": the same namespaces, veths,
@@ -10,7 +10,7 @@ the least a process-per-namespace tool can do.
     .venv/bin/python tools/bench/bringup.py [--sizes 3x10,10x50,10x100] [--json] [--profile] [--smoke]
 
 Needs root.  It never touches the root network namespace; it removes only what it created (emu's cluster through
-`emu.cluster.down` of its own uniquely named cluster, then whatever that left, see owned.py; the floor's namespaces
+`emu.cluster.lifecycle.down` of its own uniquely named cluster, then whatever that left, see owned.py; the floor's namespaces
 from its own list), in `finally`, also on Ctrl-C and SIGTERM.
 """
 from __future__ import annotations
@@ -215,7 +215,8 @@ class EmuRun:
     """One `up` + `down` of a cluster this run names and owns."""
 
     def __init__(self, size: Size, workdir: str, tag: str = "") -> None:
-        from emu import cluster, state
+        from emu.cluster import lifecycle as cluster
+        from emu.apply import state
         self.size = size
         self.name = owned.cluster_name(size.label + tag)  # e.g. bench-ab12-10x100, bench-ab12-10x100-prof
         self.state_dir = state.cluster_dir(self.name)
@@ -236,10 +237,10 @@ class EmuRun:
 
     def agent_mb(self) -> tuple[float | None, list[str]]:
         """VmRSS of the cluster's agent, and a problem if there is not exactly one.  The agent is found as `emu down`
-        recognises it: a process of this cluster (owned.processes) running `-m emu.agent`.  Also notes every process
+        recognises it: a process of this cluster (owned.processes) running `-m emu.observe.agent`.  Also notes every process
         of the cluster, so that `cleanup` can check each is gone after `down`."""
         self.seen = owned.processes(self.name, self.state_dir)
-        agents = [p for p in self.seen if "emu.agent" in p.argv]
+        agents = [p for p in self.seen if "emu.observe.agent" in p.argv]
         if len(agents) != 1:
             return None, [f"expected one agent process after up, found {len(agents)}"]
         return rss_mb(agents[0].pid), []
@@ -561,9 +562,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if not args.floor_only:
         try:
-            import emu.agent  # noqa: F401 - `up` starts it
-            import emu.probe  # noqa: F401
-            import emu.cluster  # noqa: F401
+            import emu.observe.agent  # noqa: F401 - `up` starts it
+            import emu.observe.probe  # noqa: F401
+            import emu.cluster.lifecycle  # noqa: F401
         except ImportError as e:
             log(f"bringup: cannot import emu ({e}); run with {sys.executable} from the repo's .venv "
                 "(tools/setup), or use --floor-only")

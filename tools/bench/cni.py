@@ -19,9 +19,9 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
 
 import owned  # noqa: E402
-from emu import cluster as clusters  # noqa: E402
-from emu import state  # noqa: E402
-from emu.cni import pods as cni_pods, runtime  # noqa: E402
+from emu.cluster import lifecycle as clusters  # noqa: E402
+from emu.apply import state  # noqa: E402
+from emu.network.cni import pods as cni_pods, runtime  # noqa: E402
 
 SMOKE = (1, 2)  # nodes, pods per node: what CI runs (tests/integration/test_bench_smoke.py)
 

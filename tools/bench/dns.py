@@ -22,10 +22,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 sys.path.insert(0, ROOT)
 
 import owned  # noqa: E402
-from emu import cluster as clusters  # noqa: E402
-from emu import netns, state  # noqa: E402
-from emu.dns import addon, wire  # noqa: E402
-from emu.dns import probe as dns_probe  # noqa: E402
+from emu.cluster import lifecycle as clusters  # noqa: E402
+from emu.apply import netns, state  # noqa: E402
+from emu.addons.dns import addon, wire  # noqa: E402
+from emu.addons.dns import probe as dns_probe  # noqa: E402
 
 SMOKE = {"queries": 200, "repeat": 2}  # what CI runs (tests/integration/test_bench_smoke.py)
 

@@ -27,8 +27,10 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 import owned  # noqa: E402
-from emu import cluster as clusters  # noqa: E402
-from emu import neighbours, probing, state  # noqa: E402
+from emu.cluster import lifecycle as clusters  # noqa: E402
+from emu.apply import neighbours
+from emu.observe import probing
+from emu.apply import state  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MODEL = os.path.join(ROOT, "topologies", "netpol-model.yaml")

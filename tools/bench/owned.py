@@ -1,7 +1,7 @@
 """What a benchmark run owns (its clusters, their namespaces and processes) and the teardown that removes all of it
 however the run ends: return, exception, Ctrl-C or SIGTERM.
 
-A cluster's namespaces are the entries of /run/netns named `<cluster>.<...>` (emu/names.py names every node, pod,
+A cluster's namespaces are the entries of /run/netns named `<cluster>.<...>` (emu/model/names.py names every node, pod,
 underlay and external namespace so), and its processes are those whose command line names the cluster's state
 directory (the agent, the DNS server, nginx's master) or that live in one of the cluster's network namespaces
 (nginx's workers).  Both are read from the kernel, not from emu's record, so the teardown's check also sees what

@@ -29,12 +29,12 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 import owned  # noqa: E402
-from emu import cluster as clusters  # noqa: E402
-from emu import probe  # noqa: E402
-from emu import state  # noqa: E402
-from emu.kubeproxy import sync as kpsync  # noqa: E402
-from emu.kubeproxy.model import Endpoint, NodeProxyState, ServicePort  # noqa: E402
-from emu.model import ProxyMode  # noqa: E402
+from emu.cluster import lifecycle as clusters  # noqa: E402
+from emu.observe import probe  # noqa: E402
+from emu.apply import state  # noqa: E402
+from emu.addons.kubeproxy import sync as kpsync  # noqa: E402
+from emu.addons.kubeproxy.model import Endpoint, NodeProxyState, ServicePort  # noqa: E402
+from emu.model.types import ProxyMode  # noqa: E402
 
 # iptables mode twice: with Debian's default nft backend, whose `iptables-restore --noflush` is slow on large
 # inputs (iptables 1.8.9), and with the legacy backend (spec.iptablesBackend: legacy).

@@ -2,7 +2,7 @@
 """Trace benchmark: how long `emu trace` takes on a 10-node cluster (target: <= 2 s per trace).
 
 Brings up one flannel-vxlan cluster of NODES nodes with PODS pods per node and a NodePort Service over all of them
-(kube-proxy iptables mode, or --mode nftables), then times `emu.trace.run.trace` (what `emu trace` runs: taps in
+(kube-proxy iptables mode, or --mode nftables), then times `emu.observe.trace.run.trace` (what `emu trace` runs: taps in
 every namespace on the path, the nftables trace table on every node, the probe, correlation, rule texts, routing
 decisions) for each kind of path, REPEAT times each, and prints the median and the worst.
 
@@ -24,9 +24,9 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 import owned  # noqa: E402
-from emu import cluster as clusters  # noqa: E402
-from emu import state  # noqa: E402
-from emu.trace import run  # noqa: E402
+from emu.cluster import lifecycle as clusters  # noqa: E402
+from emu.apply import state  # noqa: E402
+from emu.observe.trace import run  # noqa: E402
 
 TARGET_S = 2.0
 SMOKE = {"nodes": 2, "pods": 2, "repeat": 1}  # what CI runs (tests/integration/test_bench_smoke.py)

@@ -30,7 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from emu import kernel_lane  # noqa: E402
+from emu.lane import vm as kernel_lane  # noqa: E402
 
 TEST = "tests/kernel/test_lane_smoke.py::test_veth_tcp_baseline"
 SMOKE = {"boots": 1, "reps": 1}  # two VM boots in all: one `run -- true`, one running the test once

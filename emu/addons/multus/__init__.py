@@ -1,0 +1,1 @@
+"""Multus: NetworkAttachmentDefinitions and secondary networks."""

@@ -1,0 +1,1 @@
+"""The alloc layer (pure): IPAM, Service IPs and EndpointSlices, computed from the model."""

@@ -1,0 +1,1 @@
+"""Composition and lifecycle: up, converge and down as loops over the networks and addons."""

@@ -1,0 +1,56 @@
+"""`spec.cni` with `plugin: cni`: the topology schema of real-plugin clusters.
+
+    cni:
+      plugin: cni
+      conflist: cni/ptp.conflist     # a .conflist or .conf, relative to the topology file; optional with
+                                     # nodeConfig flannel (then flannel's delegate: bridge + host-local + portmap)
+      binDir: [/usr/lib/cni]         # where plugin binaries are looked up (CNI_PATH), default /usr/lib/cni, /opt/cni/bin
+      nodeConfig: flannel            # flannel: emu plays flanneld (backend vxlan | host-gw); none: eth0 only
+      backend: vxlan
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from emu.model.documents import Collector, Document
+from emu.model.types import Backend, CNISpec
+from emu.network.cni import config
+from emu.network.cni.runtime import DEFAULT_BIN_DIRS
+
+FIELDS = ("plugin", "conflist", "binDir", "nodeConfig", "backend")  # emu.model.schema reports any other
+NODE_CONFIGS = ("flannel", "none")
+
+
+def parse(v: dict[str, Any], doc: Document, c: Collector, obj: str) -> CNISpec:
+    f = doc.file
+    node_config = v.get("nodeConfig", "flannel")
+    if node_config not in NODE_CONFIGS:
+        c.add(doc, f, obj, "spec.cni.nodeConfig", f"{node_config!r} is not one of {', '.join(NODE_CONFIGS)}")
+        node_config = "flannel"
+    backend = v.get("backend", "vxlan")
+    try:
+        b = Backend(backend)
+    except ValueError:
+        c.add(doc, f, obj, "spec.cni.backend", f"backend {backend!r} is not one of vxlan, host-gw")
+        b = Backend.VXLAN
+    bins = v.get("binDir", list(DEFAULT_BIN_DIRS))
+    if isinstance(bins, str):
+        bins = [bins]
+    if not isinstance(bins, list) or not bins or not all(isinstance(x, str) and x for x in bins):
+        c.add(doc, f, obj, "spec.cni.binDir", f"must be a directory or a list of directories, got {bins!r}")
+        bins = list(DEFAULT_BIN_DIRS)
+    bins = [config.resolve(f, x) for x in bins]
+    conflist = v.get("conflist")
+    if conflist is None:
+        if node_config != "flannel":
+            c.add(doc, f, obj, "spec.cni.conflist",
+                  "a conflist is required unless nodeConfig is flannel (which writes flannel's delegate)")
+    elif not isinstance(conflist, str) or not conflist:
+        c.add(doc, f, obj, "spec.cni.conflist", f"must be a file path, got {conflist!r}")
+        conflist = None
+    else:
+        conflist = config.resolve(f, conflist)
+        problem = config.check_file(conflist)
+        if problem:
+            c.add(doc, f, obj, "spec.cni.conflist", problem)
+    return CNISpec("cni", b, conflist, tuple(bins), node_config)

@@ -1,0 +1,1 @@
+"""Observers: the agent, probes, trace, doctor and readback of kernel state."""

@@ -1,0 +1,1 @@
+"""Report: tables, kubectl's views and describe texts, logs."""
