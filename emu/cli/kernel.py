@@ -12,7 +12,7 @@ from emu.errors import EmuError
 
 
 class _Failed(click.ClickException):
-    """A one-line `error: ...` with the EmuError's exit code (as emu.cli.commands.UserError, without importing emu.cli.commands)."""
+    """A one-line `error: ...` with the EmuError's exit code (as emu.cli.errors.UserError prints one)."""
 
     def __init__(self, message: str, code: int = 1):
         super().__init__(message)
@@ -52,7 +52,7 @@ def run_cmd(spec: str, modules: str | None, mem: str, cpus: int, timeout: float,
             cmd: tuple[str, ...]) -> None:
     """Boot the kernel and run CMD as root in the project directory; exit with CMD's status (124: timed out,
     125: the guest never reported one). Example: emu kernel-lane run -- emu kernel-features"""
-    from emu.lane import vm as lane
+    from emu.lane import host, kernels, vm
 
     env = {}
     for e in envs:
@@ -61,9 +61,9 @@ def run_cmd(spec: str, modules: str | None, mem: str, cpus: int, timeout: float,
             raise click.BadParameter(f"{e!r} is not NAME=VALUE", param_hint="--env")
         env[name] = value
     try:
-        lane.ensure_tools()
-        kernel = lane.ensure_kernel(spec, modules)
-        rc = lane.run(list(cmd), kernel=kernel, mem=mem, cpus=cpus, timeout=timeout, env=env)
+        host.ensure_tools()
+        kernel = kernels.ensure_kernel(spec, modules)
+        rc = vm.run(list(cmd), kernel=kernel, mem=mem, cpus=cpus, timeout=timeout, env=env)
     except EmuError as e:
         raise _fail(e) from None
     except KeyboardInterrupt:
@@ -77,10 +77,10 @@ def run_cmd(spec: str, modules: str | None, mem: str, cpus: int, timeout: float,
 @_output_option()
 def info_cmd(spec: str, output: str) -> None:
     """The cached lane kernel (version, files) and the dataplane features its config has. Never downloads."""
-    from emu.lane import vm as lane
+    from emu.lane import kconfig, kernels
 
     try:
-        d = lane.info(spec)
+        d = kernels.info(spec)
     except EmuError as e:
         raise _fail(e) from None
     if output == "json":
@@ -93,7 +93,7 @@ def info_cmd(spec: str, output: str) -> None:
         click.echo()
         opts = d.get("feature_options", {})
         click.echo(report.table(["FEATURE", "PRESENT", "CONFIG"],
-                                [(name, "yes" if ok else "no", f"{lane.FEATURE_CONFIG[name]}={opts.get(name, '?')}")
+                                [(name, "yes" if ok else "no", f"{kconfig.FEATURE_CONFIG[name]}={opts.get(name, '?')}")
                                  for name, ok in d["features"].items()]))
     if d["tools_missing"]:
         click.echo(f"\nmissing tools (installed on first run): {' '.join(d['tools_missing'])}")

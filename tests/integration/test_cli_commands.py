@@ -1083,7 +1083,7 @@ def test_kernel_features() -> None:
 
 
 def _fake_lane_kernel(cache: pathlib.Path, version: str, config: str) -> pathlib.Path:
-    """A cached lane kernel as emu.lane.vm leaves one after its download (the stamp, boot/, lib/modules/)."""
+    """A cached lane kernel as emu.lane.kernels leaves one after its download (the stamp, boot/, lib/modules/)."""
     d = cache / f"linux-image-{version}_1"
     (d / "root" / "lib" / "modules" / version).mkdir(parents=True)
     (d / "root" / "boot").mkdir()
@@ -1122,9 +1122,9 @@ def test_kernel_lane_info(tmp_path) -> None:  # type: ignore[no-untyped-def]
 @pytest.mark.lane  # tests/conftest.py: runs only with EMU_LANE_TESTS=1, never inside the lane
 def test_kernel_lane_run(tmp_path) -> None:  # type: ignore[no-untyped-def]
     """The command runs under the lane's kernel (not this one), sees -e variables, and its status is emu's."""
-    from emu.lane import vm as kernel_lane
+    from emu.lane import kernels
 
-    k = kernel_lane.ensure_kernel()
+    k = kernels.ensure_kernel()
     r = sh("kernel-lane", "run", "--kernel", str(k.vmlinuz), "--modules", str(k.modules), "--mem", "1G", "--cpus",
            "1", "--timeout", "300", "-e", "GREETING=from-the-guest", "--",
            "sh", "-c", 'echo "$GREETING $(uname -r)"; exit 3', timeout=400)

@@ -7,11 +7,13 @@ import lzma
 import os
 import stat
 import subprocess
+from pathlib import Path
 
 import pytest
 
-from emu.lane import vm as kl
-from emu.lane.vm import KernelImage, LaneError
+from emu.lane import bootimage, guest, host, initramfs, kconfig, kernels, vm
+from emu.lane.host import LaneError
+from emu.lane.kernels import KernelImage
 
 MODULES_DEP = """\
 kernel/fs/overlayfs/overlay.ko:
@@ -36,18 +38,18 @@ kernel/drivers/char/hw_random/rng-core.ko.xz:
 
 
 def test_module_name():
-    assert kl.module_name("kernel/net/9p/9pnet_virtio.ko") == "9pnet_virtio"
-    assert kl.module_name("kernel/drivers/char/hw_random/virtio-rng.ko.xz") == "virtio_rng"
-    assert kl.module_name("x/overlay.ko.zst") == "overlay"
+    assert initramfs.module_name("kernel/net/9p/9pnet_virtio.ko") == "9pnet_virtio"
+    assert initramfs.module_name("kernel/drivers/char/hw_random/virtio-rng.ko.xz") == "virtio_rng"
+    assert initramfs.module_name("x/overlay.ko.zst") == "overlay"
 
 
 def test_resolve_modules_loads_each_after_its_dependencies():
-    order = kl.resolve_modules(kl.INITRAMFS_MODULES, MODULES_DEP)
-    names = [kl.module_name(p) for p in order]
+    order = initramfs.resolve_modules(initramfs.INITRAMFS_MODULES, MODULES_DEP)
+    names = [initramfs.module_name(p) for p in order]
     assert len(names) == len(set(names))
     assert set(names) == {"virtio", "virtio_ring", "virtio_pci_legacy_dev", "virtio_pci_modern_dev", "virtio_pci",
                           "rng_core", "virtio_rng", "9pnet", "9pnet_virtio", "netfs", "fscache", "9p", "overlay"}
-    deps = kl.parse_modules_dep(MODULES_DEP)
+    deps = initramfs.parse_modules_dep(MODULES_DEP)
     for i, path in enumerate(order):
         assert set(deps[path]) <= set(order[:i]), f"{path} loaded before one of its dependencies"
 
@@ -55,22 +57,22 @@ def test_resolve_modules_loads_each_after_its_dependencies():
 def test_resolve_modules_skips_builtins_and_rejects_unknown_names():
     builtin = "kernel/fs/overlayfs/overlay.ko\nkernel/drivers/virtio/virtio.ko\n"
     dep = "kernel/drivers/virtio/virtio_ring.ko:\n"  # a kernel with virtio and overlay built in
-    assert kl.resolve_modules(["virtio", "overlay", "virtio_ring"], dep, builtin) == [
+    assert initramfs.resolve_modules(["virtio", "overlay", "virtio_ring"], dep, builtin) == [
         "kernel/drivers/virtio/virtio_ring.ko"]
     with pytest.raises(LaneError, match="nosuch"):
-        kl.resolve_modules(["nosuch"], MODULES_DEP)
+        initramfs.resolve_modules(["nosuch"], MODULES_DEP)
 
 
 def test_resolve_modules_reports_a_cycle():
     with pytest.raises(LaneError, match="cycle"):
-        kl.resolve_modules(["a"], "a.ko: b.ko\nb.ko: a.ko\n")
+        initramfs.resolve_modules(["a"], "a.ko: b.ko\nb.ko: a.ko\n")
 
 
 # --- kernel config and apt output -----------------------------------------------------------------------------------
 
 
 def test_parse_config_and_features():
-    cfg = kl.parse_config("""
+    cfg = kconfig.parse_config("""
 # Automatically generated file; DO NOT EDIT.
 CONFIG_IP_VS=m
 CONFIG_DUMMY=y
@@ -80,26 +82,26 @@ CONFIG_DEFAULT_HOSTNAME="(none)"
 """)
     assert cfg["CONFIG_IP_VS"] == "m" and cfg["CONFIG_DUMMY"] == "y"
     assert cfg["CONFIG_NET_SCH_NETEM"] == "n" and cfg["CONFIG_DEFAULT_HOSTNAME"] == "(none)"
-    feats = kl.config_features(cfg)
+    feats = kconfig.config_features(cfg)
     assert feats["ip_vs"] and feats["dummy"]
     assert not feats["netem"] and not feats["sctp"]  # not set, and absent
-    assert set(feats) == set(kl.FEATURE_CONFIG)
+    assert set(feats) == set(kconfig.FEATURE_CONFIG)
 
 
 def test_feature_names_match_emu_kernel():
     from emu.apply import kernel
 
     probed = set(kernel.LINK_KINDS) | {"ip_vs", "sctp", "netem", "nftables", "br_netfilter"}
-    assert set(kl.FEATURE_CONFIG) == probed
+    assert set(kconfig.FEATURE_CONFIG) == probed
 
 
 def test_parse_apt_output():
     depends = "linux-image-amd64\n  Depends: linux-image-6.1.0-27-amd64\n"
-    assert kl.parse_apt_depends(depends) == "linux-image-6.1.0-27-amd64"
-    assert kl.parse_apt_depends("linux-image-amd64\n") is None
+    assert kernels.parse_apt_depends(depends) == "linux-image-6.1.0-27-amd64"
+    assert kernels.parse_apt_depends("linux-image-amd64\n") is None
     policy = "linux-image-6.1.0-27-amd64:\n  Installed: (none)\n  Candidate: 6.1.115-1\n  Version table:\n"
-    assert kl.parse_apt_candidate(policy) == "6.1.115-1"
-    assert kl.parse_apt_candidate("x:\n  Installed: (none)\n  Candidate: (none)\n") is None
+    assert kernels.parse_apt_candidate(policy) == "6.1.115-1"
+    assert kernels.parse_apt_candidate("x:\n  Installed: (none)\n  Candidate: (none)\n") is None
 
 
 # --- scripts and quoting --------------------------------------------------------------------------------------------
@@ -111,14 +113,14 @@ def _sh(script: str, *args: str) -> subprocess.CompletedProcess[str]:
 
 def test_command_line_quoting_round_trips_through_sh():
     cmd = ["printf", "[%s]", "two words", "it's", "$HOME", "`id`", "a\"b", "*", ""]
-    r = _sh(kl.command_line(cmd))
+    r = _sh(guest.command_line(cmd))
     assert r.returncode == 0
     assert r.stdout == "[two words][it's][$HOME][`id`][a\"b][*][]"
 
 
 def test_boot_env_values_survive_sourcing(tmp_path):
     env = tmp_path / "boot.env"
-    env.write_text(kl.boot_env("/work/my project", "/root/.cache/x's/lib/modules/6.1.0-1-amd64", "6.1.0-1-amd64"))
+    env.write_text(guest.boot_env("/work/my project", "/root/.cache/x's/lib/modules/6.1.0-1-amd64", "6.1.0-1-amd64"))
     r = _sh(f'. "{env}"; printf "%s\\n" "$EMU_PROJECT" "$EMU_MODULES" "$EMU_KVER" "$EMU_PROJECT_CACHE"')
     assert r.stdout.splitlines() == ["/work/my project", "/root/.cache/x's/lib/modules/6.1.0-1-amd64",
                                      "6.1.0-1-amd64", "cache=loose"]
@@ -126,7 +128,7 @@ def test_boot_env_values_survive_sourcing(tmp_path):
 
 def test_init_script_is_valid_sh_and_mounts_in_order():
     mods = ["kernel/drivers/virtio/virtio.ko", "kernel/fs/9p/9p.ko"]
-    s = kl.init_script(mods, "6.1.0-1-amd64")
+    s = initramfs.init_script(mods, "6.1.0-1-amd64")
     assert s.startswith("#!/bin/busybox sh\n")
     assert subprocess.run(["sh", "-n"], input=s, text=True).returncode == 0
     assert s.index("load kernel/drivers/virtio/virtio.ko") < s.index("load kernel/fs/9p/9p.ko") < s.index("hostroot")
@@ -138,20 +140,20 @@ def test_init_script_is_valid_sh_and_mounts_in_order():
 
 
 def test_guest_script_runs_the_command_and_reports_its_status():
-    s = kl.guest_script(["sh", "-c", "exit 3"], "/work/p q", {"A": "x y", "PATH": "/usr/bin"}, preload=["m1"])
+    s = guest.guest_script(["sh", "-c", "exit 3"], "/work/p q", {"A": "x y", "PATH": "/usr/bin"}, preload=["m1"])
     assert subprocess.run(["sh", "-n"], input=s, text=True).returncode == 0
     assert "(cd '/work/p q' && exec sh -c 'exit 3') </dev/null" in s
     assert "export A='x y'" in s and "modprobe -q -a m1" in s
-    status = s.index(f"> {kl.LANE_MOUNT}/status.tmp")
-    assert s.index(kl.START_MARKER) < s.index("exec sh -c") < status < s.index("poweroff -f")
+    status = s.index(f"> {guest.LANE_MOUNT}/status.tmp")
+    assert s.index(guest.START_MARKER) < s.index("exec sh -c") < status < s.index("poweroff -f")
     with pytest.raises(ValueError):
-        kl.guest_script([], "/", {})
+        guest.guest_script([], "/", {})
 
 
 def test_guest_env(monkeypatch):
     monkeypatch.setenv("EMU_STATE_DIR", "/x")
     monkeypatch.setenv("SECRET_TOKEN", "nope")
-    env = kl.guest_env(kl.project_dir(), {"EXTRA": "1"})
+    env = guest.guest_env(vm.project_dir(), {"EXTRA": "1"})
     assert env["EMU_STATE_DIR"] == "/x" and env["EXTRA"] == "1" and env["EMU_KERNEL_LANE"] == "1"
     assert "SECRET_TOKEN" not in env
     assert env["HOME"] == "/root" and "/usr/sbin" in env["PATH"]
@@ -165,7 +167,7 @@ def _kernel(tmp_path) -> KernelImage:
 
 
 def test_qemu_argv_is_software_emulation_without_network(tmp_path):
-    argv = kl.qemu_argv(tmp_path / "vmlinux", tmp_path / "i.cpio", tmp_path / "run", tmp_path / "proj", "2G", 3)
+    argv = vm.qemu_argv(tmp_path / "vmlinux", tmp_path / "i.cpio", tmp_path / "run", tmp_path / "proj", "2G", 3)
     joined = " ".join(argv)
     assert "kvm" not in joined.lower()
     assert argv[argv.index("-accel") + 1].startswith("tcg")
@@ -183,15 +185,15 @@ def test_qemu_argv_is_software_emulation_without_network(tmp_path):
 
 def test_console_relay_strips_cr_and_swallows_the_marker():
     seen = []
-    r = kl.ConsoleRelay(lambda: seen.append(True))
-    m = kl.START_MARKER.encode()
+    r = guest.ConsoleRelay(lambda: seen.append(True))
+    m = guest.START_MARKER.encode()
     out = r.feed(b"boot line\r\n" + m[:5]) + r.feed(m[5:] + b"\r\nhello\r") + r.feed(b"\nworld") + r.flush()
     assert out == b"boot line\nhello\nworld"
     assert seen == [True]
 
 
 def test_console_relay_passes_partial_lines_at_once():
-    r = kl.ConsoleRelay()
+    r = guest.ConsoleRelay()
     assert r.feed(b"....") == b"...."  # pytest's progress dots must show before the newline
     assert r.feed(b"F\r") == b"F"
     assert r.feed(b"\rx\n") == b"\r\rx\n"  # lone CRs (progress bars) are kept; only CRLF becomes LF
@@ -220,7 +222,7 @@ def _read_newc(data: bytes) -> dict[str, tuple[int, bytes, tuple[int, int]]]:
 def test_cpio_newc_round_trips():
     entries = [("bin", 0o040755, b""), ("bin/x", 0o100755, b"abc"), ("dev/console", 0o020600, b"5:1"),
                ("init", 0o100755, b"#!/bin/sh\n" * 7)]
-    got = _read_newc(kl.cpio_newc(entries))
+    got = _read_newc(initramfs.cpio_newc(entries))
     assert got["bin/x"] == (0o100755, b"abc", (0, 0))
     assert got["init"][1] == b"#!/bin/sh\n" * 7
     mode, _, rdev = got["dev/console"]
@@ -241,19 +243,19 @@ def _fake_kernel_tree(tmp_path) -> KernelImage:
     boot.mkdir()
     (boot / f"vmlinuz-{ver}").write_bytes(b"kernel")
     (boot / f"config-{ver}").write_text("CONFIG_IP_VS=m\n")
-    return kl.kernel_from_path(boot / f"vmlinuz-{ver}")
+    return kernels.kernel_from_path(boot / f"vmlinuz-{ver}")
 
 
 def test_build_initramfs_is_cached_and_holds_decompressed_modules(tmp_path, monkeypatch):
-    monkeypatch.setenv(kl.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setenv(host.CACHE_ENV, str(tmp_path / "cache"))
     k = _fake_kernel_tree(tmp_path)
     assert k.version == "6.1.0-1-amd64" and k.config is not None
     busybox = tmp_path / "busybox"
     busybox.write_bytes(b"\x7fELF busybox")
-    first = kl.build_initramfs(k, busybox)
+    first = initramfs.build_initramfs(k, busybox)
     assert first.parent == tmp_path / "cache" / "initramfs"
     mtime = first.stat().st_mtime_ns
-    assert kl.build_initramfs(k, busybox) == first and first.stat().st_mtime_ns == mtime
+    assert initramfs.build_initramfs(k, busybox) == first and first.stat().st_mtime_ns == mtime
     files = _read_newc(first.read_bytes())
     base = "lib/modules/6.1.0-1-amd64/"
     assert files[base + "kernel/drivers/char/hw_random/virtio-rng.ko"][1] == b"\x7fELF module virtio-rng.ko.xz"
@@ -270,32 +272,32 @@ def test_kernel_from_path_finds_modules_and_config(tmp_path):
     k = _fake_kernel_tree(tmp_path)
     assert k.modules == tmp_path / "root" / "lib" / "modules" / "6.1.0-1-amd64"
     assert k.source == "path"
-    assert kl.ensure_kernel(str(k.vmlinuz)) == k  # a PATH spec never downloads
+    assert kernels.ensure_kernel(str(k.vmlinuz)) == k  # a PATH spec never downloads
 
 
 def test_kernel_from_path_errors(tmp_path):
     with pytest.raises(LaneError, match="no such kernel image"):
-        kl.kernel_from_path(tmp_path / "nope")
+        kernels.kernel_from_path(tmp_path / "nope")
     img = tmp_path / "vmlinuz-9.9"
     img.write_bytes(b"k")
     mods = tmp_path / "lib" / "modules" / "9.9"
     mods.mkdir(parents=True)
     with pytest.raises(LaneError, match="no modules.dep"):
-        kl.kernel_from_path(img)
+        kernels.kernel_from_path(img)
     (mods / "modules.dep").write_text("")
-    assert kl.kernel_from_path(img).version == "9.9"
+    assert kernels.kernel_from_path(img).version == "9.9"
 
 
 def test_cache_dir_override(monkeypatch, tmp_path):
-    monkeypatch.setenv(kl.CACHE_ENV, str(tmp_path))
-    assert kl.cache_dir() == tmp_path
-    monkeypatch.delenv(kl.CACHE_ENV)
-    assert kl.cache_dir() == kl.Path(os.path.expanduser("~")) / ".cache" / "emu" / "kernel-lane"
+    monkeypatch.setenv(host.CACHE_ENV, str(tmp_path))
+    assert host.cache_dir() == tmp_path
+    monkeypatch.delenv(host.CACHE_ENV)
+    assert host.cache_dir() == Path(os.path.expanduser("~")) / ".cache" / "emu" / "kernel-lane"
 
 
 def test_run_rejects_an_empty_command():
     with pytest.raises(LaneError):
-        kl.run([])
+        vm.run([])
 
 
 # --- the boot image -------------------------------------------------------------------------------------------------
@@ -318,42 +320,42 @@ def _elf_with_note(note_type: int) -> bytes:
 
 
 def test_has_pvh_note():
-    assert kl.has_pvh_note(_elf_with_note(kl.XEN_ELFNOTE_PHYS32_ENTRY))
-    assert not kl.has_pvh_note(_elf_with_note(5))
-    assert not kl.has_pvh_note(b"MZ not an elf" * 10)
+    assert bootimage.has_pvh_note(_elf_with_note(bootimage.XEN_ELFNOTE_PHYS32_ENTRY))
+    assert not bootimage.has_pvh_note(_elf_with_note(5))
+    assert not bootimage.has_pvh_note(b"MZ not an elf" * 10)
 
 
 def test_extract_vmlinux_finds_the_compressed_elf():
-    elf = _elf_with_note(kl.XEN_ELFNOTE_PHYS32_ENTRY) + b"\0" * 1000
+    elf = _elf_with_note(bootimage.XEN_ELFNOTE_PHYS32_ENTRY) + b"\0" * 1000
     # setup code, a false xz magic, then the real stream (as in a bzImage)
     bz = b"MZ" + b"\0" * 500 + b"\xfd7zXZ\x00garbage" + lzma.compress(elf) + b"\0" * 64
-    assert kl.extract_vmlinux(bz) == elf
-    assert kl.extract_vmlinux(b"MZ no kernel here") is None
+    assert bootimage.extract_vmlinux(bz) == elf
+    assert bootimage.extract_vmlinux(b"MZ no kernel here") is None
 
 
 def test_boot_image_falls_back_to_the_bzimage(tmp_path, monkeypatch):
-    monkeypatch.setenv(kl.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setenv(host.CACHE_ENV, str(tmp_path / "cache"))
     k = _fake_kernel_tree(tmp_path)  # its "vmlinuz" holds no ELF
-    assert kl.boot_image(k) == k.vmlinuz
-    assert kl.boot_image(k) == k.vmlinuz  # remembered
-    k.vmlinuz.write_bytes(b"MZ" + lzma.compress(_elf_with_note(kl.XEN_ELFNOTE_PHYS32_ENTRY)))
-    img = kl.boot_image(k)  # a new file (size/mtime): looked at again
+    assert bootimage.boot_image(k) == k.vmlinuz
+    assert bootimage.boot_image(k) == k.vmlinuz  # remembered
+    k.vmlinuz.write_bytes(b"MZ" + lzma.compress(_elf_with_note(bootimage.XEN_ELFNOTE_PHYS32_ENTRY)))
+    img = bootimage.boot_image(k)  # a new file (size/mtime): looked at again
     assert img.name.startswith("6.1.0-1-amd64-") and img.name.endswith(".elf")
     assert img.read_bytes()[:4] == b"\x7fELF"
 
 
 def test_prune_cache_keeps_the_newest_kernels(tmp_path, monkeypatch):
-    monkeypatch.setenv(kl.CACHE_ENV, str(tmp_path))
+    monkeypatch.setenv(host.CACHE_ENV, str(tmp_path))
     for i, ver in enumerate(["6.1.0-1-amd64", "6.1.0-2-amd64", "6.1.0-3-amd64"]):
         d = tmp_path / f"linux-image-{ver}_{i}"
         (d / "root" / "lib" / "modules" / ver).mkdir(parents=True)
-        stamp = d / kl.CACHE_STAMP
+        stamp = d / kernels.CACHE_STAMP
         stamp.write_text(f'{{"package": "linux-image-{ver}", "version": "{i}", "kernel": "{ver}"}}\n')
         os.utime(stamp, (1000 + i, 1000 + i))
         for sub, suffix in (("vmlinux", ".elf"), ("initramfs", ".cpio")):
             (tmp_path / sub).mkdir(exist_ok=True)
             (tmp_path / sub / f"{ver}-abc{suffix}").write_bytes(b"x")
-    removed = kl.prune_cache(keep=2)
+    removed = kernels.prune_cache(keep=2)
     assert tmp_path / "linux-image-6.1.0-1-amd64_0" in removed
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("linux-image")) == [
         "linux-image-6.1.0-2-amd64_1", "linux-image-6.1.0-3-amd64_2"]
@@ -365,12 +367,12 @@ def test_prune_cache_keeps_the_newest_kernels(tmp_path, monkeypatch):
 def test_run_refuses_to_nest(monkeypatch):
     monkeypatch.setenv("EMU_KERNEL_LANE", "1")
     with pytest.raises(LaneError, match="nest"):
-        kl.run(["true"])
+        vm.run(["true"])
 
 
 def test_kernel_specs():
-    assert not kl.is_path_spec("debian-stable")
-    assert not kl.is_path_spec("linux-image-6.1.0-27-amd64")
-    assert kl.is_path_spec("/boot/vmlinuz-6.1.0-27-amd64")
-    assert kl.is_path_spec("./linux-image-custom/vmlinuz")
-    assert kl.is_path_spec("vmlinuz")
+    assert not kernels.is_path_spec("debian-stable")
+    assert not kernels.is_path_spec("linux-image-6.1.0-27-amd64")
+    assert kernels.is_path_spec("/boot/vmlinuz-6.1.0-27-amd64")
+    assert kernels.is_path_spec("./linux-image-custom/vmlinuz")
+    assert kernels.is_path_spec("vmlinuz")

@@ -30,7 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from emu.lane import vm as kernel_lane  # noqa: E402
+from emu.lane import host as lane_host, initramfs, kernels, vm  # noqa: E402
 
 TEST = "tests/kernel/test_lane_smoke.py::test_veth_tcp_baseline"
 SMOKE = {"boots": 1, "reps": 1}  # two VM boots in all: one `run -- true`, one running the test once
@@ -65,21 +65,21 @@ def host_once() -> dict:
     return _parse(r.stdout)
 
 
-def lane_once(kernel: kernel_lane.KernelImage, reps: int) -> tuple[list[dict], dict]:
+def lane_once(kernel: kernels.KernelImage, reps: int) -> tuple[list[dict], dict]:
     """One VM running the test REPS times (the boot is paid once)."""
     out = io.BytesIO()
     t: dict[str, float] = {}
     script = "; ".join([f"{sys.executable} tools/kernel-lane/bench.py --inner"] * reps)
-    rc = kernel_lane.run(["sh", "-c", script], kernel=kernel, out=out, timings=t, timeout=900)
+    rc = vm.run(["sh", "-c", script], kernel=kernel, out=out, timings=t, timeout=900)
     text = out.getvalue().decode(errors="replace")
     if rc != 0:
         raise SystemExit(f"lane run failed ({rc}):\n{text[-3000:]}")
     return [json.loads(ln[len(MARK):]) for ln in text.splitlines() if ln.startswith(MARK)], t
 
 
-def boot(kernel: kernel_lane.KernelImage) -> dict[str, float]:
+def boot(kernel: kernels.KernelImage) -> dict[str, float]:
     t: dict[str, float] = {}
-    rc = kernel_lane.run(["true"], kernel=kernel, out=io.BytesIO(), timings=t, timeout=300)
+    rc = vm.run(["true"], kernel=kernel, out=io.BytesIO(), timings=t, timeout=300)
     assert rc == 0, rc
     return t
 
@@ -87,21 +87,21 @@ def boot(kernel: kernel_lane.KernelImage) -> dict[str, float]:
 def cold() -> dict[str, float]:
     """First use from an empty cache: apt download + unpack + depmod, initramfs, boot."""
     tmp = tempfile.mkdtemp(prefix="emu-lane-cold-")
-    old = os.environ.get(kernel_lane.CACHE_ENV)
-    os.environ[kernel_lane.CACHE_ENV] = tmp
+    old = os.environ.get(lane_host.CACHE_ENV)
+    os.environ[lane_host.CACHE_ENV] = tmp
     try:
         t0 = time.monotonic()
-        k = kernel_lane.ensure_kernel()
+        k = kernels.ensure_kernel()
         t1 = time.monotonic()
-        kernel_lane.build_initramfs(k)
+        initramfs.build_initramfs(k)
         t2 = time.monotonic()
         b = boot(k)
         return {"kernel": t1 - t0, "initramfs": t2 - t1, "boot": b["boot"], "total": time.monotonic() - t0}
     finally:
         if old is None:
-            os.environ.pop(kernel_lane.CACHE_ENV, None)
+            os.environ.pop(lane_host.CACHE_ENV, None)
         else:
-            os.environ[kernel_lane.CACHE_ENV] = old
+            os.environ[lane_host.CACHE_ENV] = old
         shutil.rmtree(tmp, ignore_errors=True)
 
 
@@ -120,12 +120,12 @@ def main() -> None:
     if a.inner:
         inner()
         return
-    kernel_lane.ensure_tools()
+    lane_host.ensure_tools()
     res: dict = {}
     if a.cold:
         res["cold"] = cold()
-    k = kernel_lane.ensure_kernel()
-    kernel_lane.build_initramfs(k)
+    k = kernels.ensure_kernel()
+    initramfs.build_initramfs(k)
     res["kernel"] = k.version
     boots = [boot(k) for _ in range(a.boots)]
     res["cached_boot"] = {"boot": statistics.median(b["boot"] for b in boots),
