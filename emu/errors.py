@@ -59,3 +59,7 @@ class InvalidName(EmuError):
 
 class ClusterError(EmuError):
     """A cluster-level failure: unknown cluster, name in use, missing kernel feature, ..."""
+
+
+class ApplyError(EmuError):
+    """The kernel or a real tool refused a change the plan asked for."""

@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from emu.cluster import lifecycle as clusters
+from emu.cluster import converge
 from emu.observe import probing, targets
 from emu.addons.netpol import explain as netpol_explain
 from emu.observe.trace import run as trace_run
@@ -82,9 +83,9 @@ class ClusterHandle:
         """A Service's ClusterIP ("ns/name")."""
         return str(self._cl.allocations.services[key].cluster_ip)
 
-    def mark(self, pod: str, condition: str) -> clusters.Change:
+    def mark(self, pod: str, condition: str) -> converge.Change:
         """`emu mark`: ready | not-ready | terminating | terminating-not-serving."""
-        return clusters.mark(self.name, pod, condition)
+        return converge.mark(self.name, pod, condition)
 
     def probe(self, src: str, dst: str, proto: str = "tcp", port: int | None = None, size: int | None = None,
               df: bool = False, count: int = 1, timeout: float = 1.0) -> dict[str, Any]:
@@ -117,13 +118,13 @@ class ClusterHandle:
         return subprocess.run(podexec.argv(cl, targets.resolve(cl, target), cmd), capture_output=True, text=True,
                               check=check)
 
-    def apply(self, path: str) -> clusters.Change:
+    def apply(self, path: str) -> converge.Change:
         """`emu apply -f PATH`: add or change the manifests' objects on the running cluster."""
-        return clusters.apply_file(self.name, path)
+        return converge.apply_file(self.name, path)
 
-    def delete(self, path: str) -> clusters.Change:
+    def delete(self, path: str) -> converge.Change:
         """`emu delete -f PATH`: remove the manifests' objects from the running cluster."""
-        return clusters.delete_file(self.name, path)
+        return converge.delete_file(self.name, path)
 
     def assert_reachable(self, src: str, dst: str, proto: str = "tcp", port: int | None = None,
                          timeout: float = 1.0, retries: int = 1) -> dict[str, Any]:

@@ -6,6 +6,7 @@ import ipaddress
 from dataclasses import dataclass, field
 
 from emu.errors import Problem, ValidationError
+from emu.addons.multus import allocate as multus
 from emu.alloc import services as svcalloc
 from emu.alloc.services import ServiceAlloc
 from emu.model.types import ClusterSpec, Pod, Topology
@@ -54,7 +55,7 @@ class Allocations:
     pods: dict[str, Assignment]  # pod key "ns/name" -> assignment
     last_reserved: dict[str, IPv4Address]  # node -> host-local's last_reserved_ip.0
     services: dict[str, ServiceAlloc] = field(default_factory=dict)
-    secondary: dict[str, object] = field(default_factory=dict)  # Multus secondary networks (emu.addons.multus.addon.allocate)
+    secondary: dict[str, object] = field(default_factory=dict)  # Multus secondary networks (emu.addons.multus.allocate)
 
     @classmethod
     def empty(cls) -> "Allocations":
@@ -128,7 +129,6 @@ def allocate(topo: Topology, previous: Allocations) -> Allocations:
         raise ValidationError(problems)
     out.pods = {p.key: out.pods[p.key] for p in topo.pods}  # document order, drops removed pods
     out.services = svcalloc.allocate(topo, previous.services)
-    from emu.addons.multus import addon as multus
     out.secondary = multus.allocate(topo, previous.secondary)
     return out
 

@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
 from collections.abc import Iterable
 
 from collections.abc import Callable
 
 from pyroute2 import IPRoute
 
-from emu.apply import netns, nlbatch
-from emu.errors import EmuError
+from emu.apply import netns, nlbatch, tools
+from emu.errors import ApplyError
 from emu.apply.nlbatch import Batch
 from emu.plan.objects import IptablesTable, Link, NetnsPlan, PodPlan, restore_text
 
@@ -21,10 +20,6 @@ from emu.plan.objects import IptablesTable, Link, NetnsPlan, PodPlan, restore_te
 
 FIRST_INDEX = 32  # above every fallback tunnel device a new namespace may start with
 ENTER_CHUNK = 200  # namespaces entered per worker trip (bounds the sockets open at once)
-
-
-class ApplyError(EmuError):
-    pass
 
 
 class Sockets:
@@ -184,10 +179,7 @@ def iptables_restore(ns: str, tables: Iterable[IptablesTable], cmd: str = "iptab
     text = restore_text(tables)
     if text.strip() == "":
         return
-    proc = netns.run_in(ns, lambda: subprocess.run([cmd, "--noflush", "-w"], input=text,
-                                                     capture_output=True, text=True))
-    if proc.returncode != 0:
-        raise ApplyError(f"iptables-restore in {ns} failed: {proc.stderr.strip()}")
+    tools.check(ns, [cmd, "--noflush", "-w"], text)
 
 
 def apply_infra(plans: Iterable[NetnsPlan], s: Sockets, ix: Indexes) -> None:

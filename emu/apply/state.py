@@ -55,16 +55,32 @@ class Record:
     topology_file: str
     status: str = "creating"  # creating | up | failed | deleting
     netns: list[str] = field(default_factory=list)  # every namespace we may have made, recorded before making it
-    agent_pid: int | None = None
     # the Cluster document, then every manifest applied since, each {"file", "index", "body"}
     documents: list[dict[str, Any]] = field(default_factory=list)
     allocations: dict[str, Any] = field(default_factory=dict)
     # `emu mark`: per-pod condition overrides, pod key -> {"ready": bool, "terminating": bool}
     pod_conditions: dict[str, dict[str, bool]] = field(default_factory=dict)
     created: float = 0.0
-    dns_pid: int | None = None  # the cluster DNS daemon (emu.addons.dns.server)
-    etc_files: list[str] = field(default_factory=list)  # /etc/netns/<netns>/{resolv.conf,hosts} files written
-    ingress_pid: int | None = None  # the ingress controller's nginx master (emu.addons.ingress.controller)
+    # One entry per component (the agent, each addon by its name): what of it the record owns, named before it
+    # exists: {"pid": the daemon's pid, "files": files it wrote outside the record's directory (/etc/netns/...)}.
+    components: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def pid(self, component: str) -> int | None:
+        pid = self.components.get(component, {}).get("pid")
+        return pid if isinstance(pid, int) and pid > 0 else None
+
+    def set_pid(self, component: str, pid: int | None) -> None:
+        entry = self.components.setdefault(component, {})
+        if pid is None:
+            entry.pop("pid", None)
+        else:
+            entry["pid"] = pid
+
+    def files(self, component: str) -> list[str]:
+        return [f for f in self.components.get(component, {}).get("files", []) if isinstance(f, str)]
+
+    def set_files(self, component: str, paths: list[str]) -> None:
+        self.components.setdefault(component, {})["files"] = sorted(set(paths))
 
     @property
     def dir(self) -> str:
@@ -187,9 +203,31 @@ def load(name: str) -> Record | None:
     except (json.JSONDecodeError, UnicodeDecodeError):
         return Record(name, "")  # unreadable: down still removes the directory
     try:
-        return Record(**d)
+        return Record(**_upgraded(d))
     except TypeError:  # not a record of this version's shape
         return Record(name, "")
+
+
+# A record written before components had one entry each: its fields, and the entry each now lives in.
+_OLD_PIDS = {"agent_pid": "agent", "dns_pid": "dns", "ingress_pid": "ingress-nginx"}
+
+
+def _upgraded(d: dict[str, Any]) -> dict[str, Any]:
+    """A record of an older emu in today's shape, so that `down` still removes all it names (a cluster made before
+    an upgrade is not orphaned by it): per-daemon pid fields and `etc_files` become component entries."""
+    if not isinstance(d, dict) or not any(k in d for k in (*_OLD_PIDS, "etc_files")):
+        return d
+    d = dict(d)
+    comps: dict[str, dict[str, Any]] = {k: dict(v) for k, v in (d.get("components") or {}).items()}
+    for old, comp in _OLD_PIDS.items():
+        pid = d.pop(old, None)
+        if isinstance(pid, int) and pid > 0:
+            comps.setdefault(comp, {})["pid"] = pid
+    for path in d.pop("etc_files", None) or []:
+        comp = "dns" if str(path).endswith("/resolv.conf") else "ingress-nginx"  # the external host's /etc/hosts
+        comps.setdefault(comp, {}).setdefault("files", []).append(path)
+    d["components"] = comps
+    return d
 
 
 def names() -> list[str]:

@@ -5,9 +5,9 @@ from collections.abc import Callable
 from typing import Any
 
 from emu.cluster import lifecycle as clusters
-from emu.network.flannel import nodes as flannel
+from emu.network import table as networks
 from emu.observe import probing
-from emu.report import views
+from emu.report import matrix, views
 from emu.cluster.lifecycle import Progress
 
 
@@ -25,20 +25,21 @@ def run(path: str, name: str | None, progress: Progress, say: Callable[[str], An
     cl = clusters.up(path, name, progress)
     try:
         c = cl.topology.cluster
-        echo(f"cluster {cl.name} up: {len(c.nodes)} nodes, {len(cl.plan.pods)} pods, flannel {c.cni.backend.value}")
+        net = networks.for_cluster(c)
+        echo(f"cluster {cl.name} up: {len(c.nodes)} nodes, {len(cl.plan.pods)} pods, {net.summary(c)}")
         echo(views.pods(cl, None).table(wide=True))
         out: dict[str, Any] = {"cluster": cl.name, "backend": c.cni.backend.value, "checks": []}
         for proto in ("tcp", "udp"):
             m = probing.matrix(cl, proto, 80, 1.0)
             echo("")
-            echo(probing.matrix_text(m))
+            echo(matrix.matrix_text(m))
             out["checks"].append({"check": f"matrix {proto}/80", "ok": m["failures"] == 0,
                                   "probes": m["probes"], "failures": m["failures"]})
         pair = _cross_node_pair(cl)
         if pair:
             a, b = pair
-            edge = flannel.mtu(c) - 28  # ICMP payload that fills the pod MTU: IP 20 + ICMP 8
-            echo(f"\nMTU edge across nodes ({a} -> {b}), pod MTU {flannel.mtu(c)}:")
+            edge = net.pod_mtu(c, None) - 28  # ICMP payload that fills the pod MTU: IP 20 + ICMP 8
+            echo(f"\nMTU edge across nodes ({a} -> {b}), pod MTU {net.pod_mtu(c, None)}:")
             for size, expect in ((edge, True), (edge + 1, False)):
                 r = probing.probe_many(cl, a, b, "icmp", None, size, True, 1, 1.0)
                 echo("  " + probing.probe_text(r))
@@ -50,7 +51,7 @@ def run(path: str, name: str | None, progress: Progress, say: Callable[[str], An
                                   r["results"][0].get("bytes_answered") == 4000})
             pm = probing.pmtu(cl, a, b, 1.0)
             echo("  " + probing.pmtu_text(pm))
-            out["checks"].append({"check": "path MTU", "ok": pm["path_mtu"] == flannel.mtu(c),
+            out["checks"].append({"check": "path MTU", "ok": pm["path_mtu"] == net.pod_mtu(c, None),
                                   "path_mtu": pm["path_mtu"]})
         out["ok"] = all(ch["ok"] for ch in out["checks"])
         bad = [ch["check"] for ch in out["checks"] if not ch["ok"]]

@@ -1,5 +1,5 @@
-"""Which of a cluster's daemons the record expects and which of them run: the agent (every pod's servers), the
-cluster DNS server and the ingress controller's nginx.  `emu status` calls a cluster with a dead one `degraded`,
+"""Which of a cluster's daemons the record expects and which of them run: the agent (every pod's servers) and each
+addon's daemon (emu.addons.table: the cluster DNS server, the ingress controller's nginx).  `emu status` calls a cluster with a dead one `degraded`,
 `emu doctor` fails its `daemons` check, probes that find nobody answering say so, and `emu up --repair` (or the next
 command that changes the cluster) starts it again."""
 from __future__ import annotations
@@ -7,10 +7,11 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from emu.observe import agent
+from emu.addons.table import ADDONS
 from emu.apply import processes, state
-from emu.addons.dns import addon as dns_addon
-from emu.addons.ingress import controller as ingress
+from emu.cluster.agent import client as agent
+
+AGENT = "agent"  # the agent's entry in the record
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,25 +31,23 @@ class Daemon:
 def agent_pids(rec: state.Record) -> set[int]:
     """The recorded pid and the pid file (the agent writes its own as it starts, `agent.start` writes it too); a pid
     counts only while its command line is our agent on this cluster's directory (pids get recycled)."""
-    pids = {rec.agent_pid} if rec.agent_pid else set()
+    pids = {rec.pid(AGENT)} - {None}
     pids |= processes.read_pids(os.path.join(rec.agent_dir, agent.PID_FILE))
     return {p for p in pids if is_our_agent(p, rec.agent_dir)}
 
 
 def is_our_agent(pid: int, agent_dir: str) -> bool:
     argv = processes.cmdline(pid)
-    return argv is not None and "emu.observe.agent" in argv and os.path.abspath(agent_dir) in argv
+    return argv is not None and agent.MODULE in argv and os.path.abspath(agent_dir) in argv
 
 
 def expected(rec: state.Record) -> list[Daemon]:
     """The daemons a cluster that is up runs, each with the live pids found for it (none: it is down)."""
     if rec.status != "up":
         return []  # still being built, or being removed: nothing is expected yet
-    out = [Daemon("agent", "every pod's TCP/UDP servers", tuple(sorted(agent_pids(rec))))]
-    if rec.dns_pid:
-        out.append(Daemon("dns", "cluster DNS (the coredns pods)", tuple(sorted(dns_addon.pids(rec)))))
-    if rec.ingress_pid:
-        out.append(Daemon("ingress-nginx", "the ingress controller's nginx", tuple(sorted(ingress.pids(rec)))))
+    out = [Daemon(AGENT, "every pod's TCP/UDP servers", tuple(sorted(agent_pids(rec))))]
+    out += [Daemon(a.name, a.daemon.what, tuple(sorted(a.daemon.pids(rec))))
+            for a in ADDONS if a.daemon is not None and a.daemon.expected(rec)]
     return out
 
 

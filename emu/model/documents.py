@@ -61,11 +61,11 @@ def read_documents(path: str, text: str | None = None) -> list[Document]:
     """Parse a multi-document YAML file; empty documents are skipped but keep their numbering.
 
     The file is read as kubectl reads a manifest, with the limits of the API server's decoder: a regular file of at
-    most MAX_FILE_BYTES (emu.model.yamlsafe.read_text), UTF-8, no document expanding its aliases past goyaml's budget and
-    no mapping with a key twice (emu.model.yamlsafe.load_all); then every object is checked against its kind's fields
-    (emu.model.schema), as `kubectl apply`'s default strict field validation does.  Every problem is one line naming
-    the file (and the document, object and field where there is one); raises ValidationError, except for unknown
-    fields: each Document carries its own, and the kind's parser reports them with its other problems."""
+    most MAX_FILE_BYTES (emu.model.yamlsafe.read_text), UTF-8, no document expanding its aliases past goyaml's budget
+    and no mapping with a key twice (emu.model.yamlsafe.load_all); then every object is checked against its kind's
+    fields (emu.model.schema), as `kubectl apply`'s default strict field validation does.  Every problem is one line
+    naming the file (and the document, object and field where there is one); raises ValidationError, except for
+    unknown fields: each Document carries its own, and the kind's parser reports them with its other problems."""
     if text is None:
         text = yamlsafe.read_text(path)
     raw = yamlsafe.load_all(path, text)

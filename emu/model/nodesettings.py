@@ -76,7 +76,8 @@ def parse(v: Any, doc: Document, c: Collector, obj: str, fld: str) -> NodeSettin
     mtu = v.get("mtu")
     if mtu is not None and (not isinstance(mtu, int) or isinstance(mtu, bool)
                             or not MTU_RANGE[0] <= mtu <= MTU_RANGE[1]):
-        c.add(doc, doc.file, obj, f"{fld}.mtu", f"must be an integer from {MTU_RANGE[0]} to {MTU_RANGE[1]}, got {mtu!r}")
+        c.add(doc, doc.file, obj, f"{fld}.mtu",
+              f"must be an integer from {MTU_RANGE[0]} to {MTU_RANGE[1]}, got {mtu!r}")
         mtu = None
     sysctls: list[tuple[str, str]] = []
     wide: list[tuple[str, str]] = []

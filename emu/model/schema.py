@@ -13,12 +13,13 @@ json field names of the upstream types, nested where the type is a struct:
 - k8s.io/api networking/v1/types.go: NetworkPolicy (+ peers, ports, IPBlock), Ingress, IngressClass
 - k8s.io/api discovery/v1/types.go: EndpointSlice
 - k8s-network-plumbing-wg multi-net-spec: NetworkAttachmentDefinition (spec.config)
-- emu's own Cluster (emu.dev/v1alpha1): the fields emu.model.loader, emu.model.nodesettings and emu.network.cni.spec read.
+- emu's own Cluster (emu.dev/v1alpha1): the fields emu.model.clusterspec, emu.model.nodesettings and
+  emu.network.cni.spec read.
 
 A field is ANY when its value is free-form (maps of labels, quantities, IntOrString, RawExtension) or a deep
 struct emu does not model (affinity, volume sources other than the common ones): its keys are not checked.
 Differences: values are not type-checked here (each kind's parser does that); the Cluster's `spec.cni` accepts the
-fields of both plugins (emu.model.loader reports one given to the wrong plugin).
+fields of both plugins (emu.model.clusterspec reports one given to the wrong plugin).
 """
 from __future__ import annotations
 
@@ -161,7 +162,7 @@ SLICE_ENDPOINT: Mapping[str, Field] = {
     "targetRef": OBJECT_REFERENCE, "deprecatedTopology": ANY, "nodeName": ANY, "zone": ANY,
     "hints": {"forZones": [{"name": ANY}], "forNodes": [{"name": ANY}]},
 }
-# emu's own kind (emu.model.loader CLUSTER_DEFAULTS, emu.model.nodesettings, emu.network.cni.spec)
+# emu's own kind (emu.model.clusterspec CLUSTER_DEFAULTS, emu.model.nodesettings, emu.network.cni.spec)
 NODE_SETTINGS = {"mtu": ANY, "sysctls": ANY}
 CLUSTER_SPEC: Mapping[str, Field] = {
     "nodes": [{"name": ANY, **NODE_SETTINGS}],  # a count, or names and {name, mtu, sysctls} entries
@@ -199,7 +200,7 @@ KINDS: Mapping[str, Mapping[str, Field]] = {
 def unknown_fields(body: Mapping[str, Any]) -> list[tuple[str, str]]:
     """(field path, message) for every key of `body` its kind's schema does not have, as the API server's strict
     decoding words it: `unknown field "spec.containers[0].bogus"`.  A kind emu does not read has no schema here
-    (emu.model.loader reports the kind itself)."""
+    (emu.model.loader reports the kind itself: emu.model.kinds has no reader for it)."""
     schema = KINDS.get(str(body.get("kind", "")))
     out: list[tuple[str, str]] = []
     if schema is not None:

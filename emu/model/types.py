@@ -7,7 +7,7 @@ from enum import Enum
 from typing import TYPE_CHECKING, Mapping
 
 if TYPE_CHECKING:
-    from emu.addons.multus.addon import Nad
+    from emu.addons.multus.nad import Nad
     from emu.model.nodesettings import NodeSettings
     from emu.addons.netpol.model import NetworkPolicy
     from emu.addons.ingress.model import Ingress, IngressClass, Secret
@@ -198,7 +198,7 @@ class Topology:
     services: tuple[Service, ...] = ()
     endpoint_slices: tuple[EndpointSlice, ...] = ()
     network_policies: tuple["NetworkPolicy", ...] = ()  # networking.k8s.io/v1, in document order (emu.addons.netpol)
-    attachments: tuple["Nad", ...] = ()  # k8s.cni.cncf.io/v1 NetworkAttachmentDefinitions (emu.addons.multus.addon)
+    attachments: tuple["Nad", ...] = ()  # k8s.cni.cncf.io/v1 NetworkAttachmentDefinitions (emu.addons.multus.nad)
     ingresses: tuple["Ingress", ...] = ()  # networking.k8s.io/v1 Ingresses, in document order (emu.addons.ingress)
     ingress_classes: tuple["IngressClass", ...] = ()
     secrets: tuple["Secret", ...] = ()  # kubernetes.io/tls Secrets (and others, recorded)

@@ -1,1 +1,2 @@
-"""Observers: the agent, probes, trace, doctor and readback of kernel state."""
+"""Observers: probes (real packets, path MTU), trace, doctor and readback of kernel state.  The agent that answers
+the probes is started with the cluster: emu.cluster.agent."""

@@ -1,5 +1,5 @@
-"""Probes between named endpoints of a running cluster: resolve names, run the packet-level probes of `probe`, and
-render what came back."""
+"""Probes between named endpoints of a running cluster: resolve names, run the packet-level probes of `probe` and
+`pmtu`, and say what came back (the matrix's text is emu.report.matrix)."""
 from __future__ import annotations
 
 import time
@@ -8,9 +8,10 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from emu.cluster import daemons
+from emu.observe import pmtu as path_mtu
 from emu.observe import probe
-from emu.report import output as report
 from emu.observe import targets
+from emu.observe.verdicts import ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED
 from emu.cluster.lifecycle import Cluster, Progress, _quiet
 from emu.errors import EmuError
 from emu.model.types import Protocol
@@ -93,7 +94,7 @@ def denial(r: dict[str, Any]) -> str | None:
         return "drop" if r.get("rtt_ms") is None else None  # an rtt means the handshake completed
     if r["verdict"] == "refused" and not icmp and r.get("proto") == "tcp":
         return "reset"
-    if icmp.get("type") == probe.ICMP_DEST_UNREACH and icmp.get("code") != probe.ICMP_FRAG_NEEDED and \
+    if icmp.get("type") == ICMP_DEST_UNREACH and icmp.get("code") != ICMP_FRAG_NEEDED and \
             icmp.get("sender") not in (None, "local"):
         return "icmp-unreachable"
     return None
@@ -138,7 +139,7 @@ def probe_text(res: dict[str, Any], wide: bool = False) -> str:
 def pmtu(cl: Cluster, src_text: str, dst_text: str, timeout: float) -> dict[str, Any]:
     src, dst = _source(cl, src_text), targets.resolve(cl, dst_text)
     assert src.netns is not None
-    res = dict(probe.pmtu(src.netns, dst.ip, timeout=timeout))
+    res = dict(path_mtu.pmtu(src.netns, dst.ip, timeout=timeout))
     limited = res.get("limited_by")
     res.update({"from": src.label, "to": dst.label, "to_ip": dst.ip})
     if limited and limited != "local":
@@ -201,17 +202,6 @@ def matrix_failed(res: dict[str, Any]) -> bool:
     """The matrix's exit status: once the cluster has policies, any disagreement with the engine; without any,
     any probe that did not connect (every pod must reach every pod)."""
     return bool(res["disagreements"]) if res["policies"] else res["failures"] > 0
-
-
-def matrix_text(res: dict[str, Any]) -> str:
-    note = f"\n{res['note']}" if res.get("note") else ""
-    if res.get("policies"):
-        return netpol_explain.matrix_text(res) + note
-    pods = res["pods"]
-    rows = [[f"{i}", p] + ["." if res["observed"][p][q] else "X" for q in pods] for i, p in enumerate(pods, 1)]
-    grid = report.table(["#", "FROM \\ TO"] + [str(i) for i in range(1, len(pods) + 1)], rows)
-    return (f"{res['proto']}/{res['port']}: '.' answered, 'X' failed\n{grid}\n"
-            f"{res['probes']} probes, {res['failures']} failures, {res['seconds']:.2f}s{note}")
 
 
 def explain(cl: Cluster, src: str, dst: str, proto: str, port: int | None) -> dict[str, Any]:

@@ -6,10 +6,9 @@ the kernel lacks is `missing`, one that differs is `wrong`.
 from __future__ import annotations
 
 import ipaddress
-import subprocess
 from dataclasses import dataclass
 
-from emu.apply import netns
+from emu.apply import tools
 from emu.apply.links import Sockets
 from emu.plan.objects import Address, Fdb, Link, Neighbour, NetnsPlan, Route
 
@@ -84,7 +83,7 @@ def read(ns: str, s: Sockets) -> Observed:
 
 def iptables_rules(ns: str, table: str, save: str = "iptables-save") -> list[str]:
     """`iptables-save -t TABLE` inside the namespace, as rule lines ('-A ...')."""
-    out = netns.run_in(ns, lambda: subprocess.run([save, "-t", table], capture_output=True, text=True))
+    out = tools.run(ns, [save, "-t", table])
     return [line for line in out.stdout.splitlines() if line.startswith("-A ")]
 
 

@@ -5,11 +5,6 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from emu.network.cni.dryrun import PluginCall
-
 
 IPv4Address = ipaddress.IPv4Address
 IPv4Interface = ipaddress.IPv4Interface
@@ -116,12 +111,16 @@ class PodPlan:
 
 @dataclass(frozen=True, slots=True)
 class NodeInfo:
+    """A node as its pod network describes it: its namespace, underlay address and pod subnet, the MAC of its
+    tunnel device (flannel.1's VtepMAC; None without one), and the files the network keeps for it, as (path
+    relative to the node's directory in the record, text): flannel's run/flannel/subnet.env."""
+
     name: str
     netns: str
     ip: IPv4Address
     subnet: IPv4Network
     vtep_mac: str | None
-    subnet_env: str
+    files: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,7 +129,6 @@ class ClusterPlan:
     infra: tuple[NetnsPlan, ...]  # underlay, external, nodes: in creation order
     pods: tuple[PodPlan, ...]
     nodes: tuple[NodeInfo, ...] = field(default=())
-    cni_calls: tuple["PluginCall", ...] = ()  # plugin: cni, for `up --dry-run` only: the plugins wire the pods
 
     def all_netns(self) -> list[str]:
         return [n.name for n in self.infra] + [p.netns.name for p in self.pods if not p.host_network]

@@ -1,11 +1,15 @@
 """A plan rendered as the commands a person would type: `ip`, `bridge`, `sysctl` and `iptables-restore` lines.
-This is `emu up --dry-run`, and the reference a reader can replay by hand."""
+This is `emu up --dry-run`, and the reference a reader can replay by hand.
+
+`script` renders the cluster's own namespaces (underlay, external, nodes) and takes the pods' part from the pod
+network (emu.network: a network that wires pods by netlink renders them with `pod_commands`, one that runs CNI
+plugins renders the plugin calls)."""
 from __future__ import annotations
 
 import shlex
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
-from emu.plan.objects import ClusterPlan, Link, NetnsPlan, restore_text
+from emu.plan.objects import ClusterPlan, Link, NetnsPlan, PodPlan, restore_text
 
 
 def _link(ns: str, link: Link) -> Iterator[str]:
@@ -56,19 +60,25 @@ def netns_commands(ns: NetnsPlan, links: tuple[Link, ...] | None = None) -> Iter
         yield f"ip netns exec {n} {ns.iptables_restore} --noflush <<'EOF'\n{restore_text(ns.iptables)}EOF"
 
 
-def script(plan: ClusterPlan) -> str:
+def pod_commands(p: PodPlan) -> Iterator[str]:
+    """One pod wired as the plan says: its veth from the node's namespace (the peer straight into the pod's), the
+    host end up, then the pod's own namespace.  A hostNetwork pod has nothing to wire."""
+    if p.host_network:
+        return
+    yield f"# pod {p.key} on {p.node}"
+    node = NetnsPlan(p.node_netns, "node", p.node)
+    yield from netns_commands(node, (p.host_link,))
+    yield f"ip -n {p.node_netns} link set {p.host_link.name} up"
+    yield from netns_commands(p.netns)
+
+
+def script(plan: ClusterPlan, pods: Iterable[str]) -> str:
+    """The whole dry run: the namespaces, the cluster's own ones in creation order, then `pods` (the pod network's
+    lines for them)."""
     lines = [f"# cluster {plan.cluster}: {len(plan.nodes)} nodes, {len(plan.pods)} pods"]
     lines += [f"ip netns add {n}" for n in plan.all_netns()]
     for ns in plan.infra:
         lines.append(f"# {ns.role} {ns.owner}")
         lines.extend(netns_commands(ns))
-    if plan.cni_calls:  # plugin: cni: the plugins wire the pods; these are the calls `up` makes (emu.network.cni.dryrun)
-        from emu.network.cni import dryrun
-        return "\n".join(lines + dryrun.render(plan.cni_calls)) + "\n"
-    for p in (p for p in plan.pods if not p.host_network):
-        lines.append(f"# pod {p.key} on {p.node}")
-        node = NetnsPlan(p.node_netns, "node", p.node)
-        lines.extend(netns_commands(node, (p.host_link,)))
-        lines.append(f"ip -n {p.node_netns} link set {p.host_link.name} up")
-        lines.extend(netns_commands(p.netns))
+    lines.extend(pods)
     return "\n".join(lines) + "\n"

@@ -13,17 +13,14 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from emu.alloc import ipam
-from emu.addons.multus import addon as multus
+from emu.addons.multus import allocate as multus
 from emu.addons.kubeproxy import systempods
 from emu.model import loader as topology
 from emu.cluster.lifecycle import Cluster
-from emu.network.cni.config import FLANNEL_DELEGATE_NAME
+from emu.network import table as networks
 from emu.report.describe_text import Context, rfc1123z, write_annotations, write_events, write_labels
 from emu.report.output import human_duration
-from emu.addons.dns import addon as dns_addon
 from emu.model.documents import Document
-from emu.network.flannel.nodes import VXLAN_VNI
-from emu.addons.ingress import addon as ingress_addon
 from emu.model.types import Pod
 from emu.report.tabwriter import Writer
 
@@ -41,9 +38,7 @@ def _documents(cl: Cluster) -> list[Document]:
     """The manifests the cluster was made from (its record), plus the addon objects emu adds to them (CoreDNS,
     ingress-nginx) exactly as topology.build adds them."""
     docs = [Document(d["file"], d["index"], d["body"]) for d in cl.record.documents]
-    c = cl.topology.cluster
-    return docs + dns_addon.addon_documents(cl.topology.file, docs, c.service_cidr) + \
-        ingress_addon.addon_documents(cl.topology.file, docs, c.load_balancer_pool is not None)
+    return docs + topology.added_documents(cl.topology.file, docs, cl.topology.cluster)
 
 
 def _pod_spec(docs: Sequence[Document], pod: Pod) -> dict[str, Any]:
@@ -112,16 +107,9 @@ def _container(w: Writer, c: Mapping[str, Any], ready: bool, started: float) -> 
 
 
 def _default_network(cl: Cluster) -> str:
-    """The name of the cluster network Multus delegates to: flannel's conflist is "cbr0"; a `plugin: cni`
-    cluster's own conflist (the file its topology names) names itself."""
-    path = cl.topology.cluster.cni.conflist
-    if path:
-        try:
-            with open(path) as f:
-                return str(json.load(f).get("name") or FLANNEL_DELEGATE_NAME)
-        except (OSError, ValueError):
-            pass
-    return FLANNEL_DELEGATE_NAME
+    """The name of the cluster network Multus delegates to, as the pod network names it: flannel's conflist is
+    "cbr0"; a `plugin: cni` cluster's own conflist (the file its topology names) names itself."""
+    return networks.for_cluster(cl.topology.cluster).network_name(cl.topology.cluster)
 
 
 def network_status(cl: Cluster, pod: Pod) -> str | None:
@@ -233,13 +221,7 @@ def describe_node(ctx: Context, _ns: str, name: str) -> str:
               **(CONTROL_PLANE_LABELS if control else {})}
     annotations = {"node.alpha.kubernetes.io/ttl": "0",
                    "volumes.kubernetes.io/controller-managed-attach-detach": "true"}
-    if c.cni.plugin == "flannel" or c.cni.node_config == "flannel":  # what flanneld's kube subnet manager writes
-        vtep = {"VNI": VXLAN_VNI, "VtepMAC": n.vtep_mac}
-        data = json.dumps(vtep, separators=(",", ":")) if n.vtep_mac else "null"
-        annotations.update({"flannel.alpha.coreos.com/backend-data": data,
-                            "flannel.alpha.coreos.com/backend-type": c.cni.backend.value,
-                            "flannel.alpha.coreos.com/kube-subnet-manager": "true",
-                            "flannel.alpha.coreos.com/public-ip": str(n.ip)})
+    annotations.update(networks.for_cluster(c).node_annotations(c, n))  # flanneld's kube subnet manager writes some
     pods = sorted([p for p in cl.topology.pods if (pp := cl.plan.pod(p.key)) is not None and pp.node == name] +
                   [sp.as_pod() for sp in systempods.kube_proxy(cl) if sp.node == name],
                   key=lambda p: (p.namespace, p.name))

@@ -8,16 +8,15 @@ from typing import Any
 
 from emu.cluster import events
 from emu.model import kinds
-from emu.addons.multus import addon as multus
+from emu.addons.multus import allocate as multus
 from emu.apply import netns
 from emu.model import nodesettings
 from emu.report import output as report
 from emu.addons.kubeproxy import systempods
 from emu.cluster.lifecycle import Cluster
-from emu.network.cni import pods as cni_pods
+from emu.network import table as networks
 from emu.alloc.endpoints import all_services
 from emu.errors import EmuError, NotFound
-from emu.network.flannel.nodes import mtu as flannel_mtu
 from emu.model.types import Service
 from emu.alloc.services import ServiceAlloc
 
@@ -81,6 +80,7 @@ def _age(cl: Cluster) -> str:
 
 def nodes(cl: Cluster) -> View:
     c = cl.topology.cluster
+    net = networks.for_cluster(c)
     rows, wide, items = [], [], []
     for n in cl.plan.nodes:
         ready = "Ready" if netns.exists(n.netns) else "NotReady"
@@ -92,11 +92,12 @@ def nodes(cl: Cluster) -> View:
         unapplied = dict(s.machine_wide) if s else {}
         shown = [f"{k}={v}" for k, v in sysctls.items()] + [
             f"{k}={v}(machine-wide,not-applied:{nodesettings.machine_value(k)})" for k, v in unapplied.items()]
-        wide.append([n.ip, n.subnet, c.node_mtu(n.name), flannel_mtu(c, n.name), f"flannel/{c.cni.backend.value}",
+        view = net.node_view(c, n)
+        wide.append([n.ip, n.subnet, c.node_mtu(n.name), net.pod_mtu(c, n.name), view.cni,
                      npods, n.netns, ",".join(shown) or "<none>"])
         items.append({"name": n.name, "status": ready, "roles": role, "internalIP": str(n.ip),
-                      "podCIDR": str(n.subnet), "mtu": c.node_mtu(n.name), "podMTU": flannel_mtu(c, n.name),
-                      "backend": c.cni.backend.value, "vtepMAC": n.vtep_mac, "pods": npods, "netns": n.netns,
+                      "podCIDR": str(n.subnet), "mtu": c.node_mtu(n.name), "podMTU": net.pod_mtu(c, n.name),
+                      **view.fields, "pods": npods, "netns": n.netns,
                       "sysctls": sysctls, "sysctlsNotApplied": {
                           k: {"asked": v, "machine": nodesettings.machine_value(k)} for k, v in unapplied.items()}})
     return View(["NAME", "STATUS", "ROLES", "AGE", "VERSION"],
@@ -107,7 +108,8 @@ def nodes(cl: Cluster) -> View:
 def pods(cl: Cluster, namespace: str | None) -> View:
     rows, wide, items = [], [], []
     # real CNI plugins name the host veth themselves: the cached result knows it, the model's name is a prediction
-    veths = cni_pods.host_veths(cl.record.dir) if cni_pods.is_cni(cl.topology.cluster) else None
+    host_veths = networks.for_cluster(cl.topology.cluster).host_veths
+    veths = host_veths(cl.record) if host_veths is not None else None
     for pod in cl.topology.pods:
         if namespace is not None and pod.namespace != namespace:
             continue

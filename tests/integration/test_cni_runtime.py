@@ -15,6 +15,7 @@ import textwrap
 import pytest
 
 from emu.cluster import lifecycle as clusters
+from emu.cluster import converge
 from emu.apply import netns
 from emu.observe import probing
 from emu.apply import state
@@ -227,7 +228,7 @@ def test_chain_prev_result_del_once_and_live_changes(tmp_path):
         scaled = tmp_path / "scale.yaml"
         text = open(topo).read().split("---\n", 1)[1]
         scaled.write_text(text.replace("replicas: 3", "replicas: 2"))
-        ch = clusters.apply_file(cl.name, str(scaled))
+        ch = converge.apply_file(cl.name, str(scaled))
         assert len(ch.removed) == 1
         dels = [c for c in calls(record) if c["cmd"] == "DEL"]
         assert len(dels) == 1 and dels[0]["stdin"]["prevResult"]["ips"]  # 0.4.0: DEL gets the cached result

@@ -30,8 +30,8 @@ def cl(c):
 
 def test_server_runs_in_coredns_pods(dns):
     rec = state.load(dns.name)
-    assert rec.dns_pid and addon.pids(rec) == {rec.dns_pid}
-    assert all(os.path.exists(f) for f in rec.etc_files) and len(rec.etc_files) == 11  # 8 pods, 2 nodes, external
+    assert rec.pid("dns") and addon.pids(rec) == {rec.pid("dns")}
+    assert all(os.path.exists(f) for f in rec.files("dns")) and len(rec.files("dns")) == 11  # 8 pods, 2 nodes, external
 
 
 def test_service_name_through_clusterip(dns):
@@ -166,7 +166,7 @@ def _nxdomain(r: dict) -> dict | None:
 def test_down_removes_everything(emu_cluster):
     with emu_cluster(str(TOPOLOGIES / "dns.yaml"), "dns-down") as c:
         rec = state.load(c.name)
-        files, pid, d = list(rec.etc_files), rec.dns_pid, addon.dns_dir(rec)
+        files, pid, d = list(rec.files("dns")), rec.pid("dns"), addon.dns_dir(rec)
         assert addon._is_ours(pid, d)
     assert files and not any(os.path.exists(f) for f in files)
     assert not any(os.path.exists(os.path.dirname(f)) for f in files)

@@ -13,7 +13,7 @@ import pytest
 
 from emu.cluster import lifecycle as clusters
 from emu.apply import processes, state
-from emu.addons.ingress import controller, httpprobe
+from emu.addons.ingress import controller, httpprobe, nginxproc
 from tests.conftest import TOPOLOGIES
 
 pytestmark = pytest.mark.skipif(subprocess.run(["sh", "-c", "command -v nginx"], capture_output=True).returncode,
@@ -40,7 +40,7 @@ def test_nginx_runs_in_the_controller_pod_and_the_service_is_a_load_balancer(ing
     cl = clusters.open_cluster(ing.name)
     key = controller.controller_pod(cl)
     assert key and key.startswith("ingress-nginx/ingress-nginx-controller-")
-    pids = controller._pids(state.load(ing.name))
+    pids = nginxproc.pids(state.load(ing.name))
     assert len(pids) == 1
     pid = pids.pop()
     # the master lives in the controller pod's network namespace, not the root one
@@ -155,10 +155,10 @@ def test_live_ingress_and_secret_changes_reload_nginx(ing, tmp_path):
             http:
               paths: [{path: /, pathType: Prefix, backend: {service: {name: exact, port: {number: 80}}}}]
         """))
-    pid_before = controller._pids(state.load(ing.name))
+    pid_before = nginxproc.pids(state.load(ing.name))
     ing.apply(str(f))
     try:
-        assert controller._pids(state.load(ing.name)) == pid_before  # reloaded (SIGHUP), not restarted
+        assert nginxproc.pids(state.load(ing.name)) == pid_before  # reloaded (SIGHUP), not restarted
         r = get(ing, "https://late.example.com/")
         assert r["status"] == 200 and r["tls"]["source"] == "Secret default/late-tls" and r["tls"]["host_matches"]
         assert r["backend"]["pod"].startswith("default/exact-")
@@ -232,20 +232,20 @@ def test_the_ingress_comes_and_goes_with_ingresses_over_a_node_port(emu_cluster,
         assert a.via == "NodePort" and a.ip == str(cl.plan.nodes[0].ip) and 30000 <= a.http <= 32767
         r = httpprobe.probe_url(cl, "external", "http://web.example.com/")
         assert r["status"] == 200 and r["resolved"]["port"] == a.http
-        pid = controller._pids(state.load(c.name)).pop()
+        pid = nginxproc.pids(state.load(c.name)).pop()
         c.delete(str(f))
         assert controller.controller_pod(clusters.open_cluster(c.name)) is None
-        assert not controller._pids(state.load(c.name))
+        assert not nginxproc.pids(state.load(c.name))
         c.apply(str(f))
-        pid = controller._pids(state.load(c.name)).pop()
+        pid = nginxproc.pids(state.load(c.name)).pop()
     assert nginx_gone(pid)
     assert not os.path.exists(f"/etc/netns/{c.name}.external/hosts")
 
 
 def test_down_after_the_controller_was_killed_still_cleans_up(emu_cluster):
     with emu_cluster(str(TOPOLOGIES / "ingress.yaml")) as c:
-        pid = controller._pids(state.load(c.name)).pop()
-        workers = controller._children(pid)
+        pid = nginxproc.pids(state.load(c.name)).pop()
+        workers = nginxproc.children(pid)
         assert workers
         os.kill(pid, signal.SIGKILL)  # a crashed nginx master: its workers may linger in the pod's namespace
     for w in workers | {pid}:

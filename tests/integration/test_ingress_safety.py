@@ -23,7 +23,7 @@ from click.testing import CliRunner
 from emu.cluster import lifecycle as clusters
 from emu.apply import state
 from emu.cli.commands import main
-from emu.addons.ingress import controller, nginxconf, nginxsafe
+from emu.addons.ingress import controller, nginxconf, nginxproc, nginxsafe
 from tests.conftest import TOPOLOGIES
 from tests.waiting import wait_until
 
@@ -169,7 +169,7 @@ def test_the_lowest_level_writer_refuses_host_paths_before_nginx_sees_them(ing, 
                          ("", f"access_log {d}/../../../{os.path.basename(host_dir)}/pwned.log;")):
         bad, _ = _inject(text, server, http)
         with pytest.raises(nginxsafe.UnsafeConfig):
-            controller.write_config(d, bad)
+            nginxproc.write_config(d, bad)
         assert _conf(ing)[1] == text
         assert not os.path.exists(os.path.join(d, "nginx.conf.new"))
     assert sorted(os.listdir(host_dir)) == ["public.txt", "secret.txt"]  # not even `nginx -t` opened the log
@@ -185,12 +185,12 @@ def _reload(c, ns: str, d: str, text: str, digest: str) -> None:  # type: ignore
     """nginx.conf replaced by hand and reloaded (SIGHUP), until only workers with the new text accept."""
     with open(os.path.join(d, "nginx.conf"), "w") as f:
         f.write(text)
-    pids = controller._pids(state.load(c.name))
-    workers = {w for p in pids for w in controller._children(p)}
+    pids = nginxproc.pids(state.load(c.name))
+    workers = {w for p in pids for w in nginxproc.children(p)}
     for pid in pids:
         os.kill(pid, signal.SIGHUP)
-    controller._wait_checksum(ns, digest, d, 10)
-    controller._wait_retired(workers)
+    nginxproc.wait_checksum(ns, digest, d, 10)
+    nginxproc.wait_retired(workers)
 
 
 def test_workers_cannot_read_a_root_only_file_even_with_a_config_put_behind_emus_back(ing, host_dir):
@@ -216,8 +216,8 @@ def test_workers_cannot_read_a_root_only_file_even_with_a_config_put_behind_emus
 
 def test_workers_run_unprivileged_and_the_directory_is_roots_alone(ing):
     d, _ = _conf(ing)
-    pid = controller._pids(state.load(ing.name)).pop()
-    workers = controller._children(pid)
+    pid = nginxproc.pids(state.load(ing.name)).pop()
+    workers = nginxproc.children(pid)
     assert workers
     for w in workers:
         with open(f"/proc/{w}/status") as f:
@@ -253,14 +253,14 @@ def test_stop_finds_nginx_from_its_own_pid_file(emu_cluster):
     with emu_cluster(str(TOPOLOGIES / "ingress.yaml")) as c:
         rec = state.load(c.name)
         d = os.path.join(rec.dir, "ingress")
-        pid = controller._pids(rec).pop()
-        workers = controller._children(pid)
+        pid = nginxproc.pids(rec).pop()
+        workers = nginxproc.children(pid)
         for f in ("master.pid", "netns"):
             os.unlink(os.path.join(d, f))
-        rec.ingress_pid = None
+        rec.set_pid("ingress-nginx", None)
         rec.save()
         rec = state.load(c.name)
-        assert controller._pids(rec) == {pid}
+        assert nginxproc.pids(rec) == {pid}
         controller.stop(rec)
         assert _gone(workers | {pid})
 
@@ -289,9 +289,9 @@ def test_down_after_up_was_killed_right_after_spawning_nginx_leaves_no_nginx():
         # nginx writes it itself once its configuration is loaded
         wait_until(lambda: _read(os.path.join(d, "nginx.pid")), what="the orphaned nginx to write nginx.pid")
         assert not os.path.exists(os.path.join(d, "master.pid"))  # killed before emu wrote anything about it
-        pids = controller._pids(state.load(name))
+        pids = nginxproc.pids(state.load(name))
         assert len(pids) == 1
-        workers = {w for p in pids for w in controller._children(p)}
+        workers = {w for p in pids for w in nginxproc.children(p)}
     finally:
         down = CliRunner().invoke(main, ["down", name])
     assert down.exit_code == 0, down.output

@@ -12,6 +12,7 @@ import pytest
 
 from emu.apply import netns
 from emu.addons.kubeproxy import iptables as ipt
+from emu.addons.kubeproxy import iptables_text as ipt_text
 from emu.addons.kubeproxy.model import Endpoint, NodeProxyState, ServicePort
 
 pytestmark = pytest.mark.integration
@@ -122,14 +123,14 @@ def expected_saved(text: str) -> dict[str, dict[str, list[str]]]:
     out: dict[str, dict[str, list[str]]] = {"mangle": {}, "nat": {}, "filter": {}}
     for table, chain in ipt.CANARY_CHAINS:
         out[table][chain] = []
-    for table, chains in ipt.restore_chains(text).items():
+    for table, chains in ipt_text.restore_chains(text).items():
         for chain, rules in chains.items():
-            out[table][chain] = [ipt.saved_form(r) for r in rules]
+            out[table][chain] = [ipt_text.saved_form(r) for r in rules]
     return out
 
 
 def assert_kernel_matches(name: str, text: str) -> dict[str, dict[str, list[str]]]:
-    got = ipt.saved_chains(save(name), "KUBE-")
+    got = ipt_text.saved_chains(save(name), "KUBE-")
     want = expected_saved(text)
     for table in want:
         assert sorted(got.get(table, {})) == sorted(want[table]), f"chains differ in {table}"
@@ -145,15 +146,15 @@ def test_ensure_and_full_restore_load_and_read_back_identically(ns):
 
     # built-in chains: each jump prepended in JUMPS order, so they read back in reverse
     saved = save(ns)
-    builtin = ipt.saved_chains(saved)
+    builtin = ipt_text.saved_chains(saved)
     for table in ("filter", "nat"):
         for chain in ("INPUT", "FORWARD", "OUTPUT", "PREROUTING", "POSTROUTING"):
-            want = [ipt.saved_form(ipt.jump_rule(t, c, args)) for t, c, _, args in reversed(ipt.JUMPS)
+            want = [ipt_text.saved_form(ipt.jump_rule(t, c, args)) for t, c, _, args in reversed(ipt.JUMPS)
                     if t == table and c == chain]
             assert builtin.get(table, {}).get(chain, []) == want, f"{table}/{chain}"
     assert '-A INPUT -m comment --comment "kubernetes health check service ports" -j KUBE-NODEPORTS' in saved
 
-    text = ipt.restore_text(node_state(rich_services()))
+    text = ipt_text.restore_text(node_state(rich_services()))
     restore(ns, text)
     got = assert_kernel_matches(ns, text)
     # spot checks of the canonical forms (independent of saved_form)
@@ -166,8 +167,8 @@ def test_ensure_and_full_restore_load_and_read_back_identically(ns):
     assert got["filter"]["KUBE-SERVICES"][0].endswith("-j REJECT --reject-with icmp-port-unreachable")
 
     # the same full sync again (existing chains = what the kernel has) is a no-op
-    existing = {t: set(c) for t, c in ipt.saved_chains(save(ns)).items()}
-    again = ipt.restore_text(node_state(rich_services()), existing)
+    existing = {t: set(c) for t, c in ipt_text.saved_chains(save(ns)).items()}
+    again = ipt_text.restore_text(node_state(rich_services()), existing)
     assert again == text
     restore(ns, again)
     assert_kernel_matches(ns, again)
@@ -175,16 +176,16 @@ def test_ensure_and_full_restore_load_and_read_back_identically(ns):
 
 def test_second_sync_deletes_stale_chains(ns):
     ensure(ns)
-    first = ipt.restore_text(node_state(rich_services()))
+    first = ipt_text.restore_text(node_state(rich_services()))
     restore(ns, first)
     assert_kernel_matches(ns, first)
 
-    existing = {t: set(c) for t, c in ipt.saved_chains(save(ns)).items()}
+    existing = {t: set(c) for t, c in ipt_text.saved_chains(save(ns)).items()}
     stale = {ipt.service_chain(SVC5), ipt.external_chain(SVC5), ipt.firewall_chain(SVC5),
              *(ipt.endpoint_chain(SVC5, e) for e in SVC5_EPS)}
     assert stale <= existing["nat"]
 
-    second = ipt.restore_text(node_state(rich_services(with_svc5=False), masquerade_all=True), existing)
+    second = ipt_text.restore_text(node_state(rich_services(with_svc5=False), masquerade_all=True), existing)
     assert {line[3:] for line in second.splitlines() if line.startswith("-X ")} == stale
     restore(ns, second)
     got = assert_kernel_matches(ns, second)

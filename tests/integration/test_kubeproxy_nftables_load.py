@@ -13,6 +13,7 @@ import pytest
 
 from emu.apply import netns
 from emu.addons.kubeproxy import nftables as nft
+from emu.addons.kubeproxy import nftables_sync as nft_sync
 from emu.addons.kubeproxy.model import Endpoint, NodeProxyState, ServicePort
 
 pytestmark = pytest.mark.integration
@@ -89,9 +90,9 @@ MAPS = ("service-ips", "service-nodeports", "no-endpoint-services", "no-endpoint
 
 
 def test_full_sync_loads_and_the_kernel_holds_kube_proxys_ruleset(ns):
-    load(ns, nft.sync_text(STATE))
+    load(ns, nft_sync.sync_text(STATE))
     text = listing(ns)
-    assert nft.listed_names(text) == FIXED_CHAINS | FIXED_SETS | nft.managed_names(STATE)
+    assert nft.listed_names(text) == FIXED_CHAINS | FIXED_SETS | nft_sync.managed_names(STATE)
     for name in MAPS:
         assert f"map {name} {{" in text
     assert 'comment "rules for kube-proxy"' in text
@@ -131,21 +132,21 @@ def test_full_sync_loads_and_the_kernel_holds_kube_proxys_ruleset(ns):
 
     # the same full sync again, onto the existing table, leaves the same ruleset (a first sync re-creates the
     # base chains, so they move to the end of the listing; a later full sync leaves even the order alone)
-    load(ns, nft.sync_text(STATE, nft.listed_names(text)))
+    load(ns, nft_sync.sync_text(STATE, nft.listed_names(text)))
     assert sorted(listing(ns).splitlines()) == sorted(text.splitlines())
     load(ns, nft.cleanup_text())
-    load(ns, nft.sync_text(STATE))
+    load(ns, nft_sync.sync_text(STATE))
     text = listing(ns)
-    load(ns, nft.sync_text(STATE, nft.listed_names(text), first_sync=False))
+    load(ns, nft_sync.sync_text(STATE, nft.listed_names(text), first_sync=False))
     assert listing(ns) == text
 
 
 def test_second_sync_drops_stale_chains_in_one_atomic_transaction(ns):
-    load(ns, nft.sync_text(STATE))
+    load(ns, nft_sync.sync_text(STATE))
     before = listing(ns)
     existing = nft.listed_names(before)  # as kube-proxy lists them from the kernel
-    text2 = nft.sync_text(STATE2, existing, first_sync=False)
-    stale = nft.stale_names(STATE2, existing)
+    text2 = nft_sync.sync_text(STATE2, existing, first_sync=False)
+    stale = nft_sync.stale_names(STATE2, existing)
     assert stale and all(any(f"/{g}/" in n for g in GONE) for n in stale)
 
     # a transaction that fails anywhere changes nothing, even after its stale-chain deletes
@@ -155,7 +156,7 @@ def test_second_sync_drops_stale_chains_in_one_atomic_transaction(ns):
 
     load(ns, text2)
     after = listing(ns)
-    assert nft.listed_names(after) == FIXED_CHAINS | FIXED_SETS | nft.managed_names(STATE2)
+    assert nft.listed_names(after) == FIXED_CHAINS | FIXED_SETS | nft_sync.managed_names(STATE2)
     for g in GONE:
         assert f"/{g}/" not in after
     assert "affinity-" not in after and "203.0.113.10" not in after
@@ -163,34 +164,34 @@ def test_second_sync_drops_stale_chains_in_one_atomic_transaction(ns):
 
     # and the result is what a fresh sync of STATE2 gives
     load(ns, nft.cleanup_text())
-    load(ns, nft.sync_text(STATE2))
+    load(ns, nft_sync.sync_text(STATE2))
     assert sorted(listing(ns).splitlines()) == sorted(after.splitlines())
 
 
 def test_deferred_stale_deletion_like_kube_proxy(ns):
-    load(ns, nft.sync_text(STATE))
+    load(ns, nft_sync.sync_text(STATE))
     existing = nft.listed_names(listing(ns))
-    load(ns, nft.sync_text(STATE2, existing, first_sync=False, defer_stale_deletion=True))
-    flushed = nft.stale_names(STATE2, existing)
+    load(ns, nft_sync.sync_text(STATE2, existing, first_sync=False, defer_stale_deletion=True))
+    flushed = nft_sync.stale_names(STATE2, existing)
     text = listing(ns)
     for name in flushed:
         assert f"chain {name} {{\n\t}}" in text  # still there, empty
     load(ns, nft.delete_chains_text(flushed))  # kube-proxy's later transaction
-    assert nft.listed_names(listing(ns)) == FIXED_CHAINS | FIXED_SETS | nft.managed_names(STATE2)
+    assert nft.listed_names(listing(ns)) == FIXED_CHAINS | FIXED_SETS | nft_sync.managed_names(STATE2)
 
 
 def test_first_sync_recreates_base_chains_from_an_older_layout(ns):
     load(ns, "add table ip kube-proxy\n"
              "add chain ip kube-proxy filter-input { type filter hook input priority -110 ; }\n"
              "add rule ip kube-proxy filter-input ct state new accept\n")
-    r = run(ns, "-f", "-", text=nft.sync_text(STATE, first_sync=False))
+    r = run(ns, "-f", "-", text=nft_sync.sync_text(STATE, first_sync=False))
     assert r.returncode != 0  # a base chain's priority cannot be changed in place
-    load(ns, nft.sync_text(STATE))
+    load(ns, nft_sync.sync_text(STATE))
     assert "type filter hook input priority filter;" in listing(ns)
 
 
 def test_cleanup_removes_the_table_and_tolerates_its_absence(ns):
-    load(ns, nft.sync_text(STATE))
+    load(ns, nft_sync.sync_text(STATE))
     load(ns, nft.cleanup_text())
     assert run(ns, "list", "table", "ip", "kube-proxy").returncode != 0
     assert run(ns, "list", "ruleset").stdout.strip() == ""

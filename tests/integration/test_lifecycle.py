@@ -46,7 +46,7 @@ def downed(prefix: str) -> Iterator[str]:
 def agent_gone(pid: int) -> bool:
     """The agent `pid` has exited (or is a zombie, or the pid now belongs to another program)."""
     argv = processes.cmdline(pid)
-    return argv is None or "emu.observe.agent" not in " ".join(argv)
+    return argv is None or "emu.cluster.agent" not in " ".join(argv)
 
 
 def test_two_clusters_with_identical_cidrs_at_once(emu_cluster):
@@ -99,15 +99,15 @@ def test_sigkill_during_up_then_down_leaves_nothing(tmp_path):
         r = emu("down", name)
         assert r.returncode == 0, r.stderr
         assert mine(name) == [] and not os.path.exists(state.cluster_dir(name))
-        if rec.agent_pid:
-            assert agent_gone(rec.agent_pid)
+        if rec.pid("agent"):
+            assert agent_gone(rec.pid("agent"))
         assert emu("down", name).returncode == 0  # idempotent
 
 
 def test_down_is_idempotent_and_removes_the_agent():
     with downed("twice") as name:
         clusters.up(VXLAN, name)
-        pid = state.load(name).agent_pid
+        pid = state.load(name).pid("agent")
         assert pid and not agent_gone(pid)
         assert clusters.down(name) is True
         assert clusters.down(name) is False
@@ -175,9 +175,9 @@ def test_an_unrecorded_agent_exits_once_its_cluster_is_gone():
     with downed("orphan") as name:
         clusters.up(VXLAN, name)
         rec = state.load(name)
-        pid = rec.agent_pid
+        pid = rec.pid("agent")
         try:
-            rec.agent_pid = None
+            rec.set_pid("agent", None)
             rec.save()
             os.unlink(os.path.join(rec.agent_dir, "agent.pid"))
             assert clusters.down(name)

@@ -17,9 +17,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from emu.observe import agent
+from emu.cluster.agent import client as agent
 from emu.apply import netns
-from emu.observe import probe
+from emu.observe import pmtu, probe, verdicts
 
 pytestmark = [
     pytest.mark.integration,
@@ -144,7 +144,7 @@ def test_tcp_to_a_silent_address_times_out(net: Routed) -> None:
 def test_udp_answer(net: Routed) -> None:
     r = probe.udp(net.client, SERVER_IP, 80)
     assert r.ok and r.answered_by == "default/web-0" and r.client_ip_seen == CLIENT_IP
-    assert r.bytes_answered == r.bytes_sent == len(probe.UDP_DEFAULT_PAYLOAD)
+    assert r.bytes_answered == r.bytes_sent == len(verdicts.UDP_DEFAULT_PAYLOAD)
 
 
 def test_udp_4000_bytes_without_df_arrive_whole_across_a_1450_hop(net: Routed) -> None:
@@ -225,17 +225,17 @@ def test_many_and_parallel_icmp_probes_keep_their_own_replies(net: Routed) -> No
 
 
 def test_pmtu_names_the_router_and_keeps_naming_it_once_the_kernel_learned_it(fresh: Routed) -> None:
-    res = probe.pmtu(fresh.client, SERVER_IP)
+    res = pmtu.pmtu(fresh.client, SERVER_IP)
     assert res["path_mtu"] == 1450 and res["limited_by"] == ROUTER_IP
     assert res["reported_mtu"] == 1500 and res["interface_mtu"] == 1500
     assert res["probes"][0] == (1472, "frag-needed") and res["probes"][-1] == (1422, "connected")
-    again = probe.pmtu(fresh.client, SERVER_IP)
+    again = pmtu.pmtu(fresh.client, SERVER_IP)
     assert again["reported_mtu"] == 1450  # IP_MTU now includes the learned path MTU ...
     assert again["path_mtu"] == 1450 and again["limited_by"] == ROUTER_IP  # ... which does not hide the router
 
 
 def test_pmtu_limited_by_the_senders_own_interface(fresh: Routed) -> None:
-    res = probe.pmtu(fresh.server, CLIENT_IP)
+    res = pmtu.pmtu(fresh.server, CLIENT_IP)
     assert res == {**res, "path_mtu": 1450, "limited_by": "local", "probes": [(1422, "connected")]}
 
 
@@ -244,11 +244,11 @@ def test_pmtu_black_hole_is_found_by_binary_search(fresh: Routed) -> None:
             "fragmentation-needed", "-j", "DROP"]
     if subprocess.run(drop, capture_output=True).returncode != 0:
         pytest.skip("iptables does not work inside a namespace here")
-    res = probe.pmtu(fresh.client, SERVER_IP, timeout=0.3)
+    res = pmtu.pmtu(fresh.client, SERVER_IP, timeout=0.3)
     assert res["path_mtu"] == 1450 and res["limited_by"].startswith("unknown")
     assert ("timeout" in {v for _, v in res["probes"]}) and len(res["probes"]) <= 16
 
 
 def test_pmtu_of_an_unreachable_destination(net: Routed) -> None:
-    res = probe.pmtu(net.client, NO_ROUTE_IP, timeout=0.3)
+    res = pmtu.pmtu(net.client, NO_ROUTE_IP, timeout=0.3)
     assert res["path_mtu"] is None and not res["ok"] and res["verdict"] == "unreachable"

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from emu.cluster import lifecycle as clusters
-from emu.observe import agent
+from emu.cluster.agent import server as agent_server
 from emu.cluster import daemons
 from emu.apply import netns, processes, state
 from tests.conftest import TOPOLOGIES
@@ -237,7 +237,7 @@ def test_the_dns_server_records_itself_and_leaves_with_its_cluster(emu_cluster):
         wait_until(lambda: processes.cmdline(pid) is None, what="the DNS server to die")
         assert [x.name for x in daemons.down(state.load(c.name))] == ["dns"]
         # As if `up` was SIGKILLed right after the fork: the server is running, but nobody recorded it.
-        rec.dns_pid = None
+        rec.set_pid("dns", None)
         rec.save()
         os.unlink(os.path.join(d, "dns.pid"))
         env = {**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(os.path.dirname(__file__)))}
@@ -267,7 +267,7 @@ def test_nginx_leaves_with_its_cluster_even_when_down_missed_it(emu_cluster):
         spec = os.path.join(rec.agent_dir, "agent.json")
         # The agent remembers nginx's pid by reading nginx.pid at its once-a-second check (processes.Companion):
         # wait until it has read the file once more, rather than for a guessed time.
-        with reads_of(agent._ingress_nginx(rec.agent_dir).pid_file) as read:
+        with reads_of(agent_server.ingress_nginx(rec.agent_dir).pid_file) as read:
             read("the agent to read nginx.pid")
         os.rename(spec, spec + ".away")  # as if the cluster's directory had gone
         try:

@@ -5,8 +5,8 @@
   ClusterIP and NodePort traffic reaches the endpoints through IPVS (its connection table shows the connections).
   They need IP_VS and the dummy link type: on a kernel without them they skip; run them with
   tools/kernel-lane/run-tests.
-* The `integration`-only tests run on any kernel: they load the ipset and iptables text of `emu.addons.kubeproxy.ipvs`
-  into a namespace they create, and read it back with ipset/iptables-save.
+* The `integration`-only tests run on any kernel: they load the ipset and iptables text of
+  `emu.addons.kubeproxy.ipvs_desired` into a namespace they create, and read it back with ipset/iptables-save.
 
 Every namespace is created by the test (the cluster's by `emu up`) and removed afterwards.
 """
@@ -24,8 +24,8 @@ from ipaddress import IPv4Network as N
 import pytest
 
 from emu.apply import kernel, netns
-from emu.addons.kubeproxy import ipvs
-from emu.addons.kubeproxy import iptables as ipt
+from emu.addons.kubeproxy import ipvs, ipvs_desired, ipvs_names
+from emu.addons.kubeproxy import iptables_text as ipt_text
 from emu.addons.kubeproxy import sync as kpsync
 from emu.addons.kubeproxy.model import Endpoint, NodeProxyState, ServicePort
 
@@ -317,7 +317,7 @@ def ipset_members(ns: str) -> dict[str, tuple[str, ...]]:
 
 
 def test_ipsets_load_with_one_ipset_restore(scratch):
-    want = ipvs.desired(RICH)
+    want = ipvs_desired.desired(RICH)
     netns.run_in(scratch, lambda: ipvs.load_ipsets(want))
     assert ipset_members(scratch) == {s.name: tuple(sorted(s.entries)) for s in want.ipsets}
     headers = in_ns(scratch, "ipset", "list", "-t").stdout
@@ -325,7 +325,7 @@ def test_ipsets_load_with_one_ipset_restore(scratch):
     assert "Header: family inet hashsize 1024 maxelem 65536" in headers
 
     # a later sync with fewer services: the same restore leaves exactly the new entries (stale ones flushed)
-    smaller = ipvs.desired(node_state(RICH.services[0]))
+    smaller = ipvs_desired.desired(node_state(RICH.services[0]))
     netns.run_in(scratch, lambda: ipvs.load_ipsets(smaller))
     assert ipset_members(scratch) == {s.name: tuple(sorted(s.entries)) for s in smaller.ipsets}
     assert ipset_members(scratch)["KUBE-CLUSTER-IP"] == ("10.96.0.41,tcp:80",)
@@ -334,7 +334,7 @@ def test_ipsets_load_with_one_ipset_restore(scratch):
 def test_iptables_text_loads_and_reads_back(scratch):
     """The restore text (with the first-sync jumps) loads with iptables-restore --noflush and iptables-save prints
     every rule back as `saved_form` predicts, in order; a second sync leaves the jumps alone."""
-    want = ipvs.desired(RICH)
+    want = ipvs_desired.desired(RICH)
     assert "-m ipvs" not in want.iptables
     backend = "nft"
 
@@ -344,13 +344,13 @@ def test_iptables_text_loads_and_reads_back(scratch):
     load(True)
     load(False)
     saved = in_ns(scratch, f"iptables-{backend}-save").stdout
-    got = ipt.saved_chains(saved, prefix="KUBE-")
-    expected = ipt.restore_chains(want.iptables)
+    got = ipt_text.saved_chains(saved, prefix="KUBE-")
+    expected = ipt_text.restore_chains(want.iptables)
     for table in ("nat", "filter"):
         assert set(got[table]) == set(expected[table]), table
         for name, rules in expected[table].items():
-            assert got[table][name] == [ipt.saved_form(r) for r in rules], name
-    builtin = ipt.saved_chains(saved)
+            assert got[table][name] == [ipt_text.saved_form(r) for r in rules], name
+    builtin = ipt_text.saved_chains(saved)
     assert builtin["filter"]["INPUT"] == [
         '-A INPUT -m comment --comment "kubernetes ipvs access filter" -j KUBE-IPVS-FILTER',
         '-A INPUT -m comment --comment "kube-proxy firewall rules" -j KUBE-PROXY-FIREWALL',
@@ -371,7 +371,7 @@ def test_kube_ipvs0_addresses_are_reconciled(scratch):
     ip(scratch, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0p")
     ip(scratch, "addr", "add", "172.18.0.2/24", "dev", "eth0")
     if not kernel.has("dummy"):
-        ip(scratch, "link", "add", ipvs.DUMMY_DEVICE, "type", "bridge")
+        ip(scratch, "link", "add", ipvs_names.DUMMY_DEVICE, "type", "bridge")
 
     def work():
         with IPRoute() as ipr:
@@ -385,7 +385,7 @@ def test_kube_ipvs0_addresses_are_reconciled(scratch):
     assert added == [A("10.96.0.1"), A("10.96.0.10"), A("192.168.99.2")] and again == []
     assert removed == [A("192.168.99.2")] and bound == [A("10.96.0.1"), A("10.96.0.10")]
     assert node_addrs == [A("172.18.0.2")]  # nodeAddressSet: neither loopback nor kube-ipvs0's
-    addrs = json.loads(ip(scratch, "-j", "addr", "show", ipvs.DUMMY_DEVICE).stdout)[0]
+    addrs = json.loads(ip(scratch, "-j", "addr", "show", ipvs_names.DUMMY_DEVICE).stdout)[0]
     assert {(a["local"], a["prefixlen"]) for a in addrs["addr_info"]} == {("10.96.0.1", 32), ("10.96.0.10", 32)}
     assert "UP" not in addrs["flags"]
     local = ip(scratch, "route", "show", "table", "local").stdout
@@ -400,7 +400,7 @@ def test_sync_node_without_ip_vs_fails_in_one_line(scratch):
     assert str(e.value) == ("ipvs sync of test-node failed: the kernel has no IP_VS "
                             "(no IPVS generic netlink family)")
     # nothing was half-built: IPVS is checked before anything is touched
-    assert ipvs.DUMMY_DEVICE not in ip(scratch, "link").stdout
+    assert ipvs_names.DUMMY_DEVICE not in ip(scratch, "link").stdout
     assert in_ns(scratch, "ipset", "list", "-n").stdout.strip() == ""
 
 
@@ -412,7 +412,7 @@ def test_sync_node_in_a_scratch_namespace(scratch):
     state = node_state(*RICH.services)
     ipvs.sync_node(scratch, state, first=True)
     r = ipvs.sync_node(scratch, state, first=False)
-    want = ipvs.desired(state, [A("172.18.0.2")])
+    want = ipvs_desired.desired(state, [A("172.18.0.2")])
     assert r.node == "test-node" and r.rules > 0
 
     def table():
@@ -437,5 +437,5 @@ def test_sync_node_in_a_scratch_namespace(scratch):
     ipvs.sync_node(scratch, smaller, first=False)
     got = netns.run_in(scratch, table)
     assert set(got) == {(A("10.96.0.41"), "TCP", 80)}
-    addrs = json.loads(ip(scratch, "-j", "addr", "show", ipvs.DUMMY_DEVICE).stdout)[0]["addr_info"]
+    addrs = json.loads(ip(scratch, "-j", "addr", "show", ipvs_names.DUMMY_DEVICE).stdout)[0]["addr_info"]
     assert [a["local"] for a in addrs] == ["10.96.0.41"]

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from emu.alloc import ipam
-from emu.addons.multus import addon as multus
+from emu.addons.multus import wire as multus
 from emu.model import loader as topology
 from emu.network.cni import capabilities, config
 from emu.network.cni.runtime import NetConfList, RuntimeConf, plugin_stdin

@@ -109,22 +109,25 @@ def test_dry_run_prints_the_plugin_calls_instead_of_veth_commands(tmp_path, monk
     import subprocess
     import sys
 
+    from emu.apply import state
+    from emu.cluster import dryrun as cluster_dryrun
     from emu.cluster import lifecycle as clusters
-    from emu.plan import render
+    from emu.network.cni import dryrun
     from tests.conftest import TOPOLOGIES
     monkeypatch.setenv("EMU_STATE_DIR", str(tmp_path))
     topo = str(TOPOLOGIES / "cni-ips-mac.yaml")
-    _, _, plan = clusters.plan_file(topo, "dry")
-    text = render.script(plan)
+    model, _, plan = clusters.plan_file(topo, "dry")
+    text = cluster_dryrun.script(topo, "dry")
+    cni_calls = dryrun.calls(model, plan, state.cluster_dir("dry"))
     assert "ip netns add dry.default.db-0" in text  # emu makes the namespaces; the plugins everything in them
     assert not [line for line in text.splitlines() if "link add" in line and "netns dry.default." in line]
     assert "# pod default/db-0 on node-1" not in text and "# pod default/db-0: CNI plugins" in text
-    calls = [(c.pod, c.plugin, dict(c.env)["CNI_IFNAME"], c.stdin.get("runtimeConfig")) for c in plan.cni_calls]
+    calls = [(c.pod, c.plugin, dict(c.env)["CNI_IFNAME"], c.stdin.get("runtimeConfig")) for c in cni_calls]
     assert calls[:5] == [
         ("default/db-0", "loopback", "lo", None), ("default/db-0", "bridge", "eth0", {"ips": ["10.244.0.50/24"]}),
         ("default/db-0", "tuning", "eth0", {"mac": "c2:b0:57:49:47:01"}), ("default/db-0", "portmap", "eth0", None),
         ("default/db-0", "macvlan", "net1", {"ips": ["192.168.1.205/24"], "mac": "c2:b0:57:49:47:f1"})]
-    bridge = plan.cni_calls[1]
+    bridge = cni_calls[1]
     assert dict(bridge.env)["CNI_NETNS"] == "/run/netns/dry.default.db-0" and bridge.node_netns == "dry.node-1"
     assert bridge.stdin["ipam"]["dataDir"] == str(tmp_path / "dry/cni/nodes/node-1/ipam")
     assert ("echo '" + json.dumps(bridge.stdin) + "' | ip netns exec dry.node-1 env CNI_COMMAND='ADD' ") in text

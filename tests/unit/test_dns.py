@@ -17,7 +17,7 @@ from __future__ import annotations
 import pytest
 
 from emu.cluster import lifecycle as clusters
-from emu.addons.dns import addon, corefile, records, resolvconf, wire
+from emu.addons.dns import addon, corefile, records, resolvconf, validation, wire
 from emu.addons.dns import probe as dns_probe
 from emu.errors import ValidationError
 from emu.model import loader as topology
@@ -206,9 +206,9 @@ def test_resolv_conf_limits_and_validation():
     c = resolvconf.pod_dns({"dnsConfig": {"nameservers": ["1.1.1.1", "2.2.2.2", "3.3.3.3"]}}, "d",
                            ["10.96.0.10"], "cluster.local.", HOST)
     assert c.servers == ["10.96.0.10", "1.1.1.1", "2.2.2.2"] and "Nameserver limits" in c.warnings[0]
-    assert resolvconf.validate({"dnsPolicy": "None"})[0][0] == "dnsConfig.nameservers"
-    assert resolvconf.validate({"dnsPolicy": "Sometimes"})[0][0] == "dnsPolicy"
-    assert resolvconf.validate({"dnsConfig": {"nameservers": ["x"]}})[0][0] == "dnsConfig.nameservers[0]"
+    assert validation.validate({"dnsPolicy": "None"})[0][0] == "dnsConfig.nameservers"
+    assert validation.validate({"dnsPolicy": "Sometimes"})[0][0] == "dnsPolicy"
+    assert validation.validate({"dnsConfig": {"nameservers": ["x"]}})[0][0] == "dnsConfig.nameservers[0]"
 
 
 def test_resolv_confs_per_pod(cl):

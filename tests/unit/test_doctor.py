@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from emu.cluster import lifecycle as clusters
 from emu.cluster import daemons
 from emu.alloc import ipam
-from emu.plan import planner
+from emu.cluster import planner
 from emu.apply import state
 from emu.model import loader as topology
 from emu.observe.doctor import checks, mtu, pairs, render, rulesets

@@ -4,8 +4,9 @@ from __future__ import annotations
 import pytest
 
 from emu.cluster import lifecycle as cluster
+from emu.cluster import dryrun
 from emu.alloc import ipam
-from emu.plan import planner, render
+from emu.cluster import planner
 from emu.model import loader as topology
 from emu.errors import ValidationError
 from tests.conftest import TOPOLOGIES
@@ -20,7 +21,7 @@ def test_hostnetwork_pod_gets_the_node_ip_and_no_namespace_or_veth():
     assert "hostnetwork.default.node-exporter" not in plan.all_netns()
     assert plan.all_netns().count("hostnetwork.node-2") == 1
     assert str(alloc.pods["default/client"].ip) == "10.244.0.2"
-    script = render.script(plan)
+    script = dryrun.network_part(dryrun.planned(TOPO))
     assert "node-exporter" not in script and "default/client" in script
 
 

@@ -8,7 +8,7 @@ import subprocess
 import pytest
 
 from emu.model.documents import Collector, Document
-from emu.addons.ingress import addon, nginxconf, parse
+from emu.addons.ingress import addon, documents, nginxconf, parse
 from emu.addons.ingress.model import Backend, Ingress, IngressClass, Path, Rule, TLS
 
 MINIMAL = {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
@@ -92,14 +92,14 @@ def test_tls_secrets_need_pem_data_unless_self_signed_is_asked_for():
 
 def test_the_addon_comes_with_the_first_ingress_and_names_the_default_class():
     docs = [Document("t.yaml", 1, MINIMAL)]
-    out = addon.addon_documents("t.yaml", docs, with_lb=True)
+    out = documents.addon_documents("t.yaml", docs, with_lb=True)
     kinds = {(d.kind, d.meta.get("name")) for d in out}
     assert kinds == {("Namespace", "ingress-nginx"), ("IngressClass", "nginx"),
                      ("Deployment", "ingress-nginx-controller"), ("Service", "ingress-nginx-controller")}
     svc = next(d for d in out if d.kind == "Service")
     assert svc.body["spec"]["type"] == "LoadBalancer"
-    assert addon.addon_documents("t.yaml", docs, with_lb=False)[-1].body["spec"]["type"] == "NodePort"
-    assert addon.addon_documents("t.yaml", [], with_lb=True) == []
+    assert documents.addon_documents("t.yaml", docs, with_lb=False)[-1].body["spec"]["type"] == "NodePort"
+    assert documents.addon_documents("t.yaml", [], with_lb=True) == []
 
 
 def test_served_classes():

@@ -22,6 +22,7 @@ from ipaddress import IPv4Network as N
 import pytest
 
 from emu.addons.kubeproxy import iptables as ipt
+from emu.addons.kubeproxy import iptables_text as ipt_text
 from emu.addons.kubeproxy.model import Endpoint, NodeProxyState, ServicePort
 
 NODE = "test-node"  # testNodeName
@@ -47,7 +48,7 @@ def state(*services, masquerade_all: bool = False, node_ips=(NODE_IP,)) -> NodeP
 
 
 def chains(text: str) -> dict[str, dict[str, list[str]]]:
-    return ipt.restore_chains(text)
+    return ipt_text.restore_chains(text)
 
 
 # ----------------------------------------------------------------------------------------------- names, numbers
@@ -109,7 +110,7 @@ def test_probability_rejects_zero():
 
 def test_probability_cascade_three_endpoints():
     svc = sp("ns", "s", "172.30.0.9")
-    text = ipt.restore_text(state((svc, (ep("10.1.0.1"), ep("10.1.0.2"), ep("10.1.0.3")))))
+    text = ipt_text.restore_text(state((svc, (ep("10.1.0.1"), ep("10.1.0.2"), ep("10.1.0.3")))))
     rules = chains(text)["nat"][ipt.service_chain(svc)][1:]
     assert ["--probability 0.3333333333" in rules[0], "--probability 0.5000000000" in rules[1],
             "--probability" in rules[2]] == [True, True, False]
@@ -304,7 +305,7 @@ UPSTREAM_FAKE = ipt.Options(random_fully=False, nfacct=True)  # NewFakeProxier's
 
 
 def test_overall_rules_match_upstream_exactly():
-    text = ipt.restore_text(overall_state(), options=UPSTREAM_FAKE)
+    text = ipt_text.restore_text(overall_state(), options=UPSTREAM_FAKE)
     got, want = sort_iptables_rules(text).splitlines(), UPSTREAM_OVERALL.splitlines()
     assert got == want
 
@@ -320,12 +321,12 @@ def test_overall_rules_default_options():
         if "kubernetes service traffic requiring SNAT" in line:
             line += " --random-fully"
         want.append(line)
-    assert sort_iptables_rules(ipt.restore_text(overall_state())).splitlines() == want
+    assert sort_iptables_rules(ipt_text.restore_text(overall_state())).splitlines() == want
 
 
 def test_overall_rules_written_order():
     """Unsorted text: table framing, chain declarations and rule order as syncProxyRules writes them."""
-    lines = ipt.restore_text(overall_state()).splitlines()
+    lines = ipt_text.restore_text(overall_state()).splitlines()
     assert lines[:7] == ["*filter", ":KUBE-SERVICES - [0:0]", ":KUBE-EXTERNAL-SERVICES - [0:0]",
                          ":KUBE-FORWARD - [0:0]", ":KUBE-NODEPORTS - [0:0]", ":KUBE-PROXY-FIREWALL - [0:0]",
                          ":KUBE-FIREWALL - [0:0]"]
@@ -341,7 +342,7 @@ def test_overall_rules_written_order():
     kinds = [l.split()[1][:8] for l in svc5]
     assert kinds == ["KUBE-SER", "KUBE-SER", "KUBE-NOD", "KUBE-SVC", "KUBE-EXT", "KUBE-FW-", "KUBE-FW-",
                      "KUBE-SVC", "KUBE-SVC", "KUBE-SEP", "KUBE-SEP"]
-    assert ipt.restore_text(overall_state()).endswith("COMMIT\n")
+    assert ipt_text.restore_text(overall_state()).endswith("COMMIT\n")
 
 
 # ----------------------------------------------------------------------------------------------- table-driven
@@ -351,7 +352,7 @@ def test_no_endpoints_rejects_everything_in_filter():
     """TestNoEndpointsReject: ClusterIP, external IP, LB IP and NodePort all REJECT; no nat chains."""
     svc = sp("ns1", "svc1", "172.30.0.41", node_port=3001, external_ips=(A("192.168.99.11"),),
              load_balancer_ips=(A("1.2.3.4"),))
-    t = chains(ipt.restore_text(state((svc, ()))))
+    t = chains(ipt_text.restore_text(state((svc, ()))))
     c = '-m comment --comment "ns1/svc1:p80 has no endpoints"'
     assert t["filter"]["KUBE-SERVICES"] == [f"-A KUBE-SERVICES {c} -m tcp -p tcp -d 172.30.0.41 --dport 80 -j REJECT"]
     assert t["filter"]["KUBE-EXTERNAL-SERVICES"] == [
@@ -366,7 +367,7 @@ def test_no_endpoints_rejects_everything_in_filter():
 
 def test_internal_local_without_local_endpoints_drops():
     svc = sp("ns1", "svc1", "172.30.0.41", internal_policy_local=True)
-    t = chains(ipt.restore_text(state((svc, (ep("10.180.0.1", node="other"),)))))
+    t = chains(ipt_text.restore_text(state((svc, (ep("10.180.0.1", node="other"),)))))
     assert t["filter"]["KUBE-SERVICES"] == [
         '-A KUBE-SERVICES -m comment --comment "ns1/svc1:p80 has no local endpoints" '
         "-m tcp -p tcp -d 172.30.0.41 --dport 80 -j DROP"]
@@ -376,7 +377,7 @@ def test_internal_local_without_local_endpoints_drops():
 def test_internal_local_with_local_endpoint_uses_svl():
     svc = sp("ns1", "svc1", "172.30.0.41", internal_policy_local=True)
     eps = (ep("10.180.0.1", node="other"), ep("10.180.0.2", node=NODE))
-    t = chains(ipt.restore_text(state((svc, eps))))
+    t = chains(ipt_text.restore_text(state((svc, eps))))
     svl, sep = ipt.local_chain(svc), ipt.endpoint_chain(svc, eps[1])
     assert t["nat"]["KUBE-SERVICES"][0].endswith(f"--dport 80 -j {svl}")
     assert t["nat"][svl] == [
@@ -392,7 +393,7 @@ def test_external_local_with_local_endpoint():
     svc = sp("ns2", "svc2", "172.30.0.42", node_port=3001, load_balancer_ips=(A("1.2.3.4"),),
              external_policy_local=True, health_check_node_port=30000)
     eps = (ep("10.180.0.2", node="other"), ep("10.180.0.3", node=NODE))
-    t = chains(ipt.restore_text(state((svc, eps))))
+    t = chains(ipt_text.restore_text(state((svc, eps))))
     ext, svc_c, svl = ipt.external_chain(svc), ipt.service_chain(svc), ipt.local_chain(svc)
     assert t["nat"][ext] == [
         f'-A {ext} -m comment --comment "pod traffic for ns2/svc2:p80 external destinations" -s 10.0.0.0/8 -j {svc_c}',
@@ -416,20 +417,20 @@ def test_terminating_fallback():
     svc = sp("ns1", "svc1", "172.30.0.41")
     eps = (ep("10.180.0.1", ready=False, serving=True, terminating=True),
            ep("10.180.0.2", ready=False, serving=False, terminating=True))
-    t = chains(ipt.restore_text(state((svc, eps))))
+    t = chains(ipt_text.restore_text(state((svc, eps))))
     svc_c = ipt.service_chain(svc)
     assert t["nat"][svc_c][1] == (f'-A {svc_c} -m comment --comment "ns1/svc1:p80 -> 10.180.0.1:80" '
                                   f"-j {ipt.endpoint_chain(svc, eps[0])}")
     assert len(t["nat"][svc_c]) == 2
     assert t["filter"]["KUBE-SERVICES"] == []
     # once a ready endpoint exists, the terminating one is no longer used
-    t2 = chains(ipt.restore_text(state((svc, eps + (ep("10.180.0.9"),)))))
+    t2 = chains(ipt_text.restore_text(state((svc, eps + (ep("10.180.0.9"),)))))
     assert [r.split()[-1] for r in t2["nat"][svc_c][1:]] == [ipt.endpoint_chain(svc, ep("10.180.0.9"))]
 
 
 def test_masquerade_all():
     svc = sp("ns1", "svc1", "172.30.0.41")
-    t = chains(ipt.restore_text(state((svc, (ep("10.180.0.1"),)), masquerade_all=True)))
+    t = chains(ipt_text.restore_text(state((svc, (ep("10.180.0.1"),)), masquerade_all=True)))
     svc_c = ipt.service_chain(svc)
     assert t["nat"][svc_c][0] == (f'-A {svc_c} -m comment --comment "ns1/svc1:p80 cluster IP" '
                                   "-m tcp -p tcp -d 172.30.0.41 --dport 80 -j KUBE-MARK-MASQ")
@@ -438,7 +439,7 @@ def test_masquerade_all():
 def test_udp_service():
     svc = sp("kube-system", "kube-dns", "172.30.0.10", port_name="dns", protocol="UDP", port=53)
     e = ep("10.180.0.7", 53)
-    t = chains(ipt.restore_text(state((svc, (e,)))))
+    t = chains(ipt_text.restore_text(state((svc, (e,)))))
     svc_c, sep = ipt.service_chain(svc), ipt.endpoint_chain(svc, e)
     assert svc_c == "KUBE-SVC-" + ipt.port_proto_hash("kube-system/kube-dns:dns", "udp")
     assert t["nat"]["KUBE-SERVICES"][0] == (
@@ -450,7 +451,7 @@ def test_udp_service():
 
 def test_unnamed_port_comments():
     svc = sp("default", "web", "172.30.0.50", port_name="")
-    t = ipt.restore_text(state((svc, (ep("10.180.0.1", 8080),))))
+    t = ipt_text.restore_text(state((svc, (ep("10.180.0.1", 8080),))))
     assert '--comment "default/web cluster IP"' in t
     assert "-m comment --comment default/web -s 10.180.0.1 -j KUBE-MARK-MASQ" in t
 
@@ -458,7 +459,7 @@ def test_unnamed_port_comments():
 def test_endpoints_sorted_and_deduplicated_like_endpoints_map():
     svc = sp("ns1", "svc1", "172.30.0.41")
     eps = (ep("10.180.0.10"), ep("10.180.0.9"), ep("10.180.0.10"))
-    t = chains(ipt.restore_text(state((svc, eps))))
+    t = chains(ipt_text.restore_text(state((svc, eps))))
     comments = [shlex.split(r)[5] for r in t["nat"][ipt.service_chain(svc)][1:]]
     assert comments == ["ns1/svc1:p80 -> 10.180.0.10:80", "ns1/svc1:p80 -> 10.180.0.9:80"]  # string order
 
@@ -466,7 +467,7 @@ def test_endpoints_sorted_and_deduplicated_like_endpoints_map():
 def test_firewall_allows_node_and_lb_ip_when_range_contains_node_ip():
     svc = sp("ns5", "svc5", "172.30.0.45", load_balancer_ips=(A("5.6.7.8"),),
              load_balancer_source_ranges=(N("192.168.0.0/24"), N("203.0.113.0/25")))
-    t = chains(ipt.restore_text(state((svc, (ep("10.180.0.3"),)))))
+    t = chains(ipt_text.restore_text(state((svc, (ep("10.180.0.3"),)))))
     fw, ext = ipt.firewall_chain(svc), ipt.external_chain(svc)
     c = '-m comment --comment "ns5/svc5:p80 loadbalancer IP"'
     assert t["nat"][fw] == [
@@ -479,7 +480,7 @@ def test_firewall_allows_node_and_lb_ip_when_range_contains_node_ip():
 
 def test_external_local_without_local_endpoints_keeps_short_circuit():
     svc = sp("ns2", "svc2", "172.30.0.42", node_port=3001, external_policy_local=True)
-    t = chains(ipt.restore_text(state((svc, (ep("10.180.0.2", node="other"),)))))
+    t = chains(ipt_text.restore_text(state((svc, (ep("10.180.0.2", node="other"),)))))
     ext = ipt.external_chain(svc)
     assert len(t["nat"][ext]) == 3 and not t["nat"][ext][-1].endswith(ipt.local_chain(svc))
     assert ipt.local_chain(svc) not in t["nat"]
@@ -491,10 +492,10 @@ def test_external_local_without_local_endpoints_keeps_short_circuit():
 def test_stale_chains_are_flushed_and_deleted():
     svc1 = sp("ns1", "svc1", "172.30.0.41")
     svc2 = sp("ns2", "svc2", "172.30.0.42")
-    first = ipt.restore_text(state((svc1, (ep("10.180.0.1"),)), (svc2, (ep("10.180.0.2"),))))
+    first = ipt_text.restore_text(state((svc1, (ep("10.180.0.1"),)), (svc2, (ep("10.180.0.2"),))))
     existing = {t: set(c) | {"KUBE-SERVICES", "KUBE-MARK-MASQ", "POSTROUTING", "OTHER-CHAIN"}
                 for t, c in chains(first).items()}
-    second = ipt.restore_text(state((svc1, (ep("10.180.0.1"),))), existing)
+    second = ipt_text.restore_text(state((svc1, (ep("10.180.0.1"),))), existing)
     lines = second.splitlines()
     stale = sorted([ipt.service_chain(svc2), ipt.endpoint_chain(svc2, ep("10.180.0.2"))])
     assert stale == ["KUBE-SEP-RS4RBKLTHTF2IUXJ", "KUBE-SVC-GNZBNJ2PO5MGZ6GT"]
@@ -510,7 +511,7 @@ def test_stale_chains_are_flushed_and_deleted():
 def test_large_cluster_mode_drops_endpoint_comments():
     svc = sp("ns1", "svc1", "172.30.0.41")
     eps = tuple(ep(f"10.{1 + i // 250}.{i % 250}.1") for i in range(1001))
-    t = chains(ipt.restore_text(state((svc, eps))))
+    t = chains(ipt_text.restore_text(state((svc, eps))))
     svc_c = ipt.service_chain(svc)
     assert "--comment" in t["nat"][svc_c][0]  # the cluster IP masq rule keeps its comment
     assert all("--comment" not in r for r in t["nat"][svc_c][1:])
@@ -521,7 +522,7 @@ def test_large_cluster_mode_drops_endpoint_comments():
 
 def test_option_switches():
     svc = sp("ns1", "svc1", "172.30.0.41")
-    text = ipt.restore_text(state((svc, (ep("10.180.0.1"),))),
+    text = ipt_text.restore_text(state((svc, (ep("10.180.0.1"),))),
                             options=ipt.Options(localhost_nodeports=False, conntrack_tcp_be_liberal=True))
     t = chains(text)
     assert "KUBE-FIREWALL" not in t["filter"]
@@ -582,12 +583,12 @@ def test_option_switches():
     ("-X KUBE-SVC-X", "-X KUBE-SVC-X"),
 ])
 def test_saved_form(written, saved):
-    assert ipt.saved_form(written) == saved
+    assert ipt_text.saved_form(written) == saved
 
 
 def test_restore_and_saved_chain_parsers():
     save = ("# Generated by iptables-save\n*nat\n:PREROUTING ACCEPT [0:0]\n:KUBE-A - [0:0]\n:KUBE-B - [0:0]\n"
             "-A PREROUTING -j KUBE-A\n-A KUBE-A -j KUBE-B\nCOMMIT\n")
-    assert ipt.saved_chains(save, "KUBE-") == {"nat": {"KUBE-A": ["-A KUBE-A -j KUBE-B"], "KUBE-B": []}}
+    assert ipt_text.saved_chains(save, "KUBE-") == {"nat": {"KUBE-A": ["-A KUBE-A -j KUBE-B"], "KUBE-B": []}}
     text = "*nat\n:KUBE-A - [0:0]\n:KUBE-B - [0:0]\n-A KUBE-A -j X\n-X KUBE-B\nCOMMIT\n"
-    assert ipt.restore_chains(text) == {"nat": {"KUBE-A": ["-A KUBE-A -j X"]}}
+    assert ipt_text.restore_chains(text) == {"nat": {"KUBE-A": ["-A KUBE-A -j X"]}}

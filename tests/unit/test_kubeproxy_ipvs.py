@@ -25,7 +25,7 @@ from ipaddress import IPv4Network as N
 import pytest
 from pyroute2.netlink.generic import ipvs as genl
 
-from emu.addons.kubeproxy import ipvs
+from emu.addons.kubeproxy import ipvs, ipvs_desired, ipvs_names, ipvs_rules
 from emu.addons.kubeproxy.model import Endpoint, NodeProxyState, ServicePort
 
 from . import upstream_ipvs
@@ -52,7 +52,7 @@ def state(*services, cluster_cidr=POD_CIDR, masquerade_all=False, node_ips=(NODE
                           masquerade_all=masquerade_all)
 
 
-def rs(vs: ipvs.VirtualServer) -> list[str]:
+def rs(vs: ipvs_desired.VirtualServer) -> list[str]:
     return [str(r) for r in vs.real_servers]
 
 
@@ -97,8 +97,8 @@ EMPTY = sp("ns5", "empty", "172.30.0.45")
 
 
 @pytest.fixture(scope="module")
-def rep() -> ipvs.IpvsDesired:
-    return ipvs.desired(state((WEB, WEB_EPS), (NP, NP_EPS), (LB, LB_EPS), (DNS, DNS_EPS), (ITP, ITP_EPS),
+def rep() -> ipvs_desired.IpvsDesired:
+    return ipvs_desired.desired(state((WEB, WEB_EPS), (NP, NP_EPS), (LB, LB_EPS), (DNS, DNS_EPS), (ITP, ITP_EPS),
                               (EMPTY, ())))
 
 
@@ -109,15 +109,15 @@ def test_every_cluster_external_and_lb_ip_is_bound(rep):
     assert rep.bind_addresses == tuple(A(a) for a in (
         "1.2.3.4", "172.30.0.10", "172.30.0.41", "172.30.0.42", "172.30.0.43", "172.30.0.44", "172.30.0.45",
         "192.168.99.10"))
-    assert ipvs.DUMMY_DEVICE == "kube-ipvs0"
+    assert ipvs_names.DUMMY_DEVICE == "kube-ipvs0"
 
 
 def test_external_and_lb_ips_on_a_node_interface_are_not_bound():
     svc = sp("ns", "s", "172.30.0.1", external_ips=(A("172.18.0.2"),), load_balancer_ips=(A("172.18.0.3"),))
-    d = ipvs.desired(state((svc, (ep("10.180.0.1"),))), node_addresses=[A("172.18.0.2"), A("172.18.0.3")])
+    d = ipvs_desired.desired(state((svc, (ep("10.180.0.1"),))), node_addresses=[A("172.18.0.2"), A("172.18.0.3")])
     assert d.bind_addresses == (A("172.30.0.1"),)  # the ClusterIP is always bound
     assert {str(v) for v in d.virtual_servers} == {"172.30.0.1:80/TCP", "172.18.0.2:80/TCP", "172.18.0.3:80/TCP"}
-    assert d.ipset(ipvs.IPVS_IPS).entries == ("172.30.0.1",)
+    assert d.ipset(ipvs_names.IPVS_IPS).entries == ("172.30.0.1",)
 
 
 # ----------------------------------------------------------------------------------------------- virtual servers
@@ -147,7 +147,7 @@ def test_cluster_ip_gets_every_ready_endpoint_with_weight_one(rep):
 
 def test_node_port_virtual_server_per_node_address(rep):
     assert rs(rep.virtual_server(NODE_IP, "TCP", 3001)) == ["10.180.0.2:80"]
-    d = ipvs.desired(state((NP, NP_EPS)), node_addresses=[A("172.18.0.2"), A("10.244.1.1"), A("10.244.1.0")])
+    d = ipvs_desired.desired(state((NP, NP_EPS)), node_addresses=[A("172.18.0.2"), A("10.244.1.1"), A("10.244.1.0")])
     assert [str(v) for v in d.virtual_servers if v.kind == "node-port"] == [
         "10.244.1.0:3001/TCP", "10.244.1.1:3001/TCP", "172.18.0.2:3001/TCP"]
     assert d.node_port_addresses == (A("10.244.1.0"), A("10.244.1.1"), A("172.18.0.2"))
@@ -156,7 +156,7 @@ def test_node_port_virtual_server_per_node_address(rep):
 def test_client_ip_affinity_is_a_persistent_service_on_every_address(rep):
     for addr, port in (("172.30.0.43", 80), ("1.2.3.4", 80), (NODE_IP, 3003)):
         vs = rep.virtual_server(addr, "TCP", port)
-        assert (vs.flags, vs.timeout, vs.persistent) == (ipvs.FLAG_PERSISTENT, 600, True)
+        assert (vs.flags, vs.timeout, vs.persistent) == (ipvs_names.FLAG_PERSISTENT, 600, True)
 
 
 def test_external_traffic_policy_local(rep):
@@ -169,20 +169,20 @@ def test_external_traffic_policy_local(rep):
 def test_external_traffic_policy_local_without_local_endpoints_falls_back_to_cluster():
     """syncEndpoint: with no local endpoint, onlyNodeLocalEndpoints uses the cluster endpoints (kubernetes#97081)."""
     svc = sp("ns", "s", "172.30.0.1", node_port=3001, external_policy_local=True)
-    d = ipvs.desired(state((svc, (ep("10.180.1.1", node="other"), ep("10.180.2.1", node="other2")))))
+    d = ipvs_desired.desired(state((svc, (ep("10.180.1.1", node="other"), ep("10.180.2.1", node="other2")))))
     assert rs(d.virtual_server(NODE_IP, "TCP", 3001)) == ["10.180.1.1:80", "10.180.2.1:80"]
 
 
 def test_internal_traffic_policy_local(rep):
     assert rs(rep.virtual_server("172.30.0.44", "TCP", 80)) == ["10.180.0.4:80"]
     # TestTestInternalTrafficPolicyE2E: iTP=Local and no local endpoint -> a virtual server without real servers
-    d = ipvs.desired(state((ITP, (ep("10.0.1.1", node="node0"), ep("10.0.1.2", node="node1")))))
+    d = ipvs_desired.desired(state((ITP, (ep("10.0.1.1", node="node0"), ep("10.0.1.2", node="node1")))))
     assert rs(d.virtual_server("172.30.0.44", "TCP", 80)) == []
 
 
 def test_service_without_endpoints_keeps_its_virtual_servers():
     """TestClusterIPNoEndpoint (1 service, 0 destinations) and TestNodePortNoEndpoint (2 services)."""
-    d = ipvs.desired(state((sp("ns1", "svc1", "10.20.30.41", node_port=3001), ())))
+    d = ipvs_desired.desired(state((sp("ns1", "svc1", "10.20.30.41", node_port=3001), ())))
     assert [(str(v), rs(v)) for v in d.virtual_servers] == [("10.20.30.41:80/TCP", []),
                                                             ("100.101.102.103:3001/TCP", [])]
 
@@ -199,42 +199,42 @@ def test_terminating_endpoints_as_upstream():
                             (True, ["10.0.1.1:80", "10.0.1.2:80"])):
         svc = sp("ns1", "svc1", "172.20.1.1", port_name="", external_ips=(A("1.2.3.4"),),
                  external_policy_local=local)
-        d = ipvs.desired(state((svc, mixed)))
+        d = ipvs_desired.desired(state((svc, mixed)))
         assert rs(d.virtual_server("172.20.1.1", "TCP", 80)) == ["10.0.1.1:80", "10.0.1.2:80", "10.0.1.5:80"]
         assert rs(d.virtual_server("1.2.3.4", "TCP", 80)) == external
-        assert len(d.ipset(ipvs.LOOP_BACK).entries) == 4  # every local endpoint, ready or not
+        assert len(d.ipset(ipvs_names.LOOP_BACK).entries) == 4  # every local endpoint, ready or not
 
     only_terminating = eps((NODE, False, True, True), (NODE, False, True, True), (NODE, False, False, True),
                            ("another-node", False, True, True), ("another-node", False, False, False))
     svc = sp("ns1", "svc1", "172.20.1.1", port_name="", external_ips=(A("1.2.3.4"),))
-    d = ipvs.desired(state((svc, only_terminating)))
+    d = ipvs_desired.desired(state((svc, only_terminating)))
     assert rs(d.virtual_server("172.20.1.1", "TCP", 80)) == ["10.0.1.1:80", "10.0.1.2:80", "10.0.1.4:80"]
     assert rs(d.virtual_server("1.2.3.4", "TCP", 80)) == ["10.0.1.1:80", "10.0.1.2:80", "10.0.1.4:80"]
 
     local_terminating = eps((NODE, False, True, True), (NODE, False, True, True), (NODE, False, False, True),
                             ("another-node", False, True, True), ("another-node", True, True, False))
     svc = sp("ns1", "svc1", "172.20.1.1", port_name="", external_ips=(A("1.2.3.4"),), external_policy_local=True)
-    d = ipvs.desired(state((svc, local_terminating)))
+    d = ipvs_desired.desired(state((svc, local_terminating)))
     assert rs(d.virtual_server("172.20.1.1", "TCP", 80)) == ["10.0.1.5:80"]
     assert rs(d.virtual_server("1.2.3.4", "TCP", 80)) == ["10.0.1.1:80", "10.0.1.2:80"]
 
 
 def test_duplicate_endpoints_are_one_real_server():
-    d = ipvs.desired(state((WEB, (ep("10.180.0.1", node=NODE), ep("10.180.0.1", node=NODE)))))
+    d = ipvs_desired.desired(state((WEB, (ep("10.180.0.1", node=NODE), ep("10.180.0.1", node=NODE)))))
     assert rs(d.virtual_server("172.30.0.41", "TCP", 80)) == ["10.180.0.1:80"]
 
 
 def test_node_port_without_node_addresses_skips_the_rest_of_the_service_port():
-    d = ipvs.desired(state((LB, LB_EPS)), node_addresses=[])
+    d = ipvs_desired.desired(state((LB, LB_EPS)), node_addresses=[])
     assert {v.kind for v in d.virtual_servers} == {"cluster-ip", "load-balancer"}
-    assert d.ipset(ipvs.NODE_PORT_TCP).entries == () and d.ipset(ipvs.HEALTH_CHECK_NODE_PORT).entries == ()
+    assert d.ipset(ipvs_names.NODE_PORT_TCP).entries == () and d.ipset(ipvs_names.HEALTH_CHECK_NODE_PORT).entries == ()
 
 
 # ----------------------------------------------------------------------------------------------- ipsets
 
 
 def test_ipset_info_names_types_and_comments():
-    assert [(name, kind) for name, kind, _ in ipvs.IPSET_INFO] == [
+    assert [(name, kind) for name, kind, _ in ipvs_names.IPSET_INFO] == [
         ("KUBE-LOOP-BACK", "hash:ip,port,ip"), ("KUBE-CLUSTER-IP", "hash:ip,port"),
         ("KUBE-EXTERNAL-IP", "hash:ip,port"), ("KUBE-EXTERNAL-IP-LOCAL", "hash:ip,port"),
         ("KUBE-LOAD-BALANCER", "hash:ip,port"), ("KUBE-LOAD-BALANCER-FW", "hash:ip,port"),
@@ -245,8 +245,8 @@ def test_ipset_info_names_types_and_comments():
         ("KUBE-NODE-PORT-LOCAL-SCTP-HASH", "hash:ip,port"), ("KUBE-HEALTH-CHECK-NODE-PORT", "bitmap:port"),
         ("KUBE-IPVS-IPS", "hash:ip"),
     ]
-    assert ipvs.IPSET_COMMENTS["KUBE-CLUSTER-IP"] == "Kubernetes service cluster ip + port for masquerade purpose"
-    assert ipvs.IPSET_COMMENTS["KUBE-IPVS-IPS"] == "Addresses on the ipvs interface"
+    assert ipvs_names.IPSET_COMMENTS["KUBE-CLUSTER-IP"] == "Kubernetes service cluster ip + port for masquerade purpose"
+    assert ipvs_names.IPSET_COMMENTS["KUBE-IPVS-IPS"] == "Addresses on the ipvs interface"
 
 
 def test_every_ipset_and_its_entries(rep):
@@ -279,25 +279,25 @@ def test_every_ipset_and_its_entries(rep):
 def test_source_range_containing_the_node_ip_adds_the_lb_ip_as_source():
     svc = sp("ns1", "svc1", "10.20.30.41", load_balancer_ips=(A("1.2.3.4"),),
              load_balancer_source_ranges=(N("10.0.0.0/8"), N("100.101.102.0/24")))
-    d = ipvs.desired(state((svc, (ep("10.180.0.1"),))))
-    assert d.ipset(ipvs.LOAD_BALANCER_SOURCE_CIDR).entries == ("1.2.3.4,tcp:80,10.0.0.0/8",
+    d = ipvs_desired.desired(state((svc, (ep("10.180.0.1"),))))
+    assert d.ipset(ipvs_names.LOAD_BALANCER_SOURCE_CIDR).entries == ("1.2.3.4,tcp:80,10.0.0.0/8",
                                                                "1.2.3.4,tcp:80,100.101.102.0/24")
-    assert d.ipset(ipvs.LOAD_BALANCER_SOURCE_IP).entries == ("1.2.3.4,tcp:80,1.2.3.4",)
-    assert chain(d.iptables, "filter", ipvs.KUBE_IPVS_OUT_FILTER) == []
+    assert d.ipset(ipvs_names.LOAD_BALANCER_SOURCE_IP).entries == ("1.2.3.4,tcp:80,1.2.3.4",)
+    assert chain(d.iptables, "filter", ipvs_names.KUBE_IPVS_OUT_FILTER) == []
 
 
 def test_sctp_node_ports_are_hash_ip_port_per_node_address():
     svc = sp("ns", "sctp", "172.30.0.9", protocol="SCTP", port=9999, node_port=30999, external_policy_local=True)
-    d = ipvs.desired(state((svc, (ep("10.180.0.9", 9999),))), node_addresses=[A("172.18.0.2"), A("10.244.1.1")])
-    assert d.ipset(ipvs.NODE_PORT_SCTP).entries == ("10.244.1.1,sctp:30999", "172.18.0.2,sctp:30999")
-    assert d.ipset(ipvs.NODE_PORT_LOCAL_SCTP).entries == d.ipset(ipvs.NODE_PORT_SCTP).entries
-    assert jumps(d.iptables, "nat", ipvs.KUBE_NODE_PORT) == [("RETURN", "KUBE-NODE-PORT-LOCAL-SCTP-HASH"),
+    d = ipvs_desired.desired(state((svc, (ep("10.180.0.9", 9999),))), node_addresses=[A("172.18.0.2"), A("10.244.1.1")])
+    assert d.ipset(ipvs_names.NODE_PORT_SCTP).entries == ("10.244.1.1,sctp:30999", "172.18.0.2,sctp:30999")
+    assert d.ipset(ipvs_names.NODE_PORT_LOCAL_SCTP).entries == d.ipset(ipvs_names.NODE_PORT_SCTP).entries
+    assert jumps(d.iptables, "nat", ipvs_names.KUBE_NODE_PORT) == [("RETURN", "KUBE-NODE-PORT-LOCAL-SCTP-HASH"),
                                                              ("KUBE-MARK-MASQ", "KUBE-NODE-PORT-SCTP-HASH")]
     assert "-A KUBE-NODE-PORT -p sctp -m comment" in d.iptables
 
 
 def test_ipset_restore_text(rep):
-    text = ipvs.ipset_restore_text(rep)
+    text = ipvs_desired.ipset_restore_text(rep)
     lines = text.splitlines()
     assert lines[:5] == [
         "create KUBE-LOOP-BACK hash:ip,port,ip family inet hashsize 1024 maxelem 65536 -exist",
@@ -335,54 +335,55 @@ def test_restore_text_declares_the_chains_nat_first(rep):
 def test_kube_services_as_upstream_test_load_balancer():
     """TestLoadBalancer / TestOnlyLocalLoadBalancing (ExpectedIptablesChain)."""
     svc = sp("ns1", "svc1", "10.20.30.41", node_port=3001, load_balancer_ips=(A("1.2.3.4"),))
-    d = ipvs.desired(state((svc, (ep("10.180.0.1"),)), cluster_cidr=None))
-    assert jumps(d.iptables, "nat", ipvs.KUBE_SERVICES) == [
+    d = ipvs_desired.desired(state((svc, (ep("10.180.0.1"),)), cluster_cidr=None))
+    assert jumps(d.iptables, "nat", ipvs_names.KUBE_SERVICES) == [
         ("RETURN", ""), ("KUBE-LOAD-BALANCER", "KUBE-LOAD-BALANCER"), ("KUBE-MARK-MASQ", "KUBE-CLUSTER-IP"),
         ("KUBE-NODE-PORT", ""), ("ACCEPT", "KUBE-CLUSTER-IP"), ("ACCEPT", "KUBE-LOAD-BALANCER")]
-    assert jumps(d.iptables, "nat", ipvs.KUBE_LOAD_BALANCER) == [("KUBE-MARK-MASQ", "")]
-    local = ipvs.desired(state((sp("ns1", "svc1", "10.20.30.41", node_port=3001, load_balancer_ips=(A("1.2.3.4"),),
-                                   external_policy_local=True), (ep("10.180.0.1", node=NODE),))))
-    assert jumps(local.iptables, "nat", ipvs.KUBE_LOAD_BALANCER) == [("RETURN", "KUBE-LOAD-BALANCER-LOCAL"),
-                                                                    ("KUBE-MARK-MASQ", "")]
+    assert jumps(d.iptables, "nat", ipvs_names.KUBE_LOAD_BALANCER) == [("KUBE-MARK-MASQ", "")]
+    local = ipvs_desired.desired(state((sp("ns1", "svc1", "10.20.30.41", node_port=3001,
+                                           load_balancer_ips=(A("1.2.3.4"),), external_policy_local=True),
+                                        (ep("10.180.0.1", node=NODE),))))
+    assert jumps(local.iptables, "nat", ipvs_names.KUBE_LOAD_BALANCER) == [("RETURN", "KUBE-LOAD-BALANCER-LOCAL"),
+                                                                          ("KUBE-MARK-MASQ", "")]
 
 
 def test_node_port_chains_as_upstream_test_only_local_node_ports():
     """TestOnlyLocalNodePorts / TestHealthCheckNodePort."""
     svc = sp("ns1", "svc1", "10.20.30.41", node_port=3001, external_policy_local=True)
-    d = ipvs.desired(state((svc, (ep("10.180.0.1", node=NODE), ep("10.180.1.1", node="other-node")))))
-    assert jumps(d.iptables, "nat", ipvs.KUBE_SERVICES) == [
+    d = ipvs_desired.desired(state((svc, (ep("10.180.0.1", node=NODE), ep("10.180.1.1", node="other-node")))))
+    assert jumps(d.iptables, "nat", ipvs_names.KUBE_SERVICES) == [
         ("RETURN", ""), ("KUBE-MARK-MASQ", "KUBE-CLUSTER-IP"), ("KUBE-NODE-PORT", ""), ("ACCEPT", "KUBE-CLUSTER-IP")]
-    assert jumps(d.iptables, "nat", ipvs.KUBE_NODE_PORT) == [("RETURN", "KUBE-NODE-PORT-LOCAL-TCP"),
+    assert jumps(d.iptables, "nat", ipvs_names.KUBE_NODE_PORT) == [("RETURN", "KUBE-NODE-PORT-LOCAL-TCP"),
                                                              ("KUBE-MARK-MASQ", "KUBE-NODE-PORT-TCP")]
-    assert jumps(d.iptables, "filter", ipvs.KUBE_NODE_PORT) == [("ACCEPT", "KUBE-HEALTH-CHECK-NODE-PORT")]
-    assert d.ipset(ipvs.NODE_PORT_TCP).entries == d.ipset(ipvs.NODE_PORT_LOCAL_TCP).entries == ("3001",)
+    assert jumps(d.iptables, "filter", ipvs_names.KUBE_NODE_PORT) == [("ACCEPT", "KUBE-HEALTH-CHECK-NODE-PORT")]
+    assert d.ipset(ipvs_names.NODE_PORT_TCP).entries == d.ipset(ipvs_names.NODE_PORT_LOCAL_TCP).entries == ("3001",)
     assert rs(d.virtual_server(NODE_IP, "TCP", 3001)) == ["10.180.0.1:80"]
 
 
 def test_source_range_chains_as_upstream_test_load_balancer_source_ranges():
     svc = sp("ns1", "svc1", "10.20.30.41", load_balancer_ips=(A("1.2.3.4"),),
              load_balancer_source_ranges=(N("10.0.0.0/8"),))
-    d = ipvs.desired(state((svc, (ep("10.180.0.1"),))))
-    assert jumps(d.iptables, "filter", ipvs.KUBE_PROXY_FIREWALL) == [
+    d = ipvs_desired.desired(state((svc, (ep("10.180.0.1"),))))
+    assert jumps(d.iptables, "filter", ipvs_names.KUBE_PROXY_FIREWALL) == [
         ("KUBE-SOURCE-RANGES-FIREWALL", "KUBE-LOAD-BALANCER-FW")]
-    assert jumps(d.iptables, "filter", ipvs.KUBE_SOURCE_RANGES_FIREWALL) == [
+    assert jumps(d.iptables, "filter", ipvs_names.KUBE_SOURCE_RANGES_FIREWALL) == [
         ("RETURN", "KUBE-LOAD-BALANCER-SOURCE-CIDR"), ("DROP", "")]
     # the node (100.101.102.103) is outside 10.0.0.0/8: kubernetes#119656's rule keeps it off the LB IP
-    assert chain(d.iptables, "filter", ipvs.KUBE_IPVS_OUT_FILTER) == [
+    assert chain(d.iptables, "filter", ipvs_names.KUBE_IPVS_OUT_FILTER) == [
         "-A KUBE-IPVS-OUT-FILTER -s 1.2.3.4 -m ipvs --vaddr 1.2.3.4 --vproto tcp --vport 80 -j DROP"]
 
 
 def test_external_ip_rules_as_upstream_test_accept_ipvs_traffic():
-    d = ipvs.desired(state(
+    d = ipvs_desired.desired(state(
         (sp("ns1", "svc1", "10.20.30.40", node_port=80, external_ips=(A("5.6.7.8"),)), (ep("10.180.0.1"),)),
         (sp("ns1", "svc2", "10.20.30.41", node_port=80, load_balancer_ips=(A("1.2.3.4"),)), (ep("10.180.0.2"),)),
         (sp("ns1", "svc3", "10.20.30.42", node_port=80), (ep("10.180.0.3"),)),
         cluster_cidr=None))
-    assert jumps(d.iptables, "nat", ipvs.KUBE_SERVICES) == [
+    assert jumps(d.iptables, "nat", ipvs_names.KUBE_SERVICES) == [
         ("RETURN", ""), ("KUBE-LOAD-BALANCER", "KUBE-LOAD-BALANCER"), ("KUBE-MARK-MASQ", "KUBE-CLUSTER-IP"),
         ("KUBE-MARK-MASQ", "KUBE-EXTERNAL-IP"), ("ACCEPT", "KUBE-EXTERNAL-IP"), ("ACCEPT", "KUBE-EXTERNAL-IP"),
         ("KUBE-NODE-PORT", ""), ("ACCEPT", "KUBE-CLUSTER-IP"), ("ACCEPT", "KUBE-LOAD-BALANCER")]
-    ext = [r for r in chain(d.iptables, "nat", ipvs.KUBE_SERVICES) if "KUBE-EXTERNAL-IP" in r]
+    ext = [r for r in chain(d.iptables, "nat", ipvs_names.KUBE_SERVICES) if "KUBE-EXTERNAL-IP" in r]
     head = ('-A KUBE-SERVICES -m comment --comment "Kubernetes service external ip + port for masquerade and filter '
             'purpose" -m set --match-set KUBE-EXTERNAL-IP dst,dst')
     assert ext == [f"{head} -j KUBE-MARK-MASQ",
@@ -392,9 +393,10 @@ def test_external_ip_rules_as_upstream_test_accept_ipvs_traffic():
 
 def test_external_ip_local_is_accepted_but_not_masqueraded():
     svc = sp("ns", "s", "172.30.0.1", external_ips=(A("5.6.7.8"),), external_policy_local=True)
-    d = ipvs.desired(state((svc, (ep("10.180.0.1", node=NODE),))))
-    assert d.ipset(ipvs.EXTERNAL_IP_LOCAL).entries == ("5.6.7.8,tcp:80",) and not d.ipset(ipvs.EXTERNAL_IP).entries
-    assert [t for t, s in jumps(d.iptables, "nat", ipvs.KUBE_SERVICES) if s == "KUBE-EXTERNAL-IP-LOCAL"] == \
+    d = ipvs_desired.desired(state((svc, (ep("10.180.0.1", node=NODE),))))
+    assert d.ipset(ipvs_names.EXTERNAL_IP_LOCAL).entries == ("5.6.7.8,tcp:80",)
+    assert not d.ipset(ipvs_names.EXTERNAL_IP).entries
+    assert [t for t, s in jumps(d.iptables, "nat", ipvs_names.KUBE_SERVICES) if s == "KUBE-EXTERNAL-IP-LOCAL"] == \
         ["ACCEPT", "ACCEPT"]
 
 
@@ -404,9 +406,9 @@ def test_external_ip_local_is_accepted_but_not_masqueraded():
     ({"cluster_cidr": None}, "-m set --match-set KUBE-CLUSTER-IP src,dst -j KUBE-MARK-MASQ"),
 ])
 def test_cluster_ip_masquerade_by_local_detector(kw, expected):
-    d = ipvs.desired(state((WEB, WEB_EPS), **kw))
+    d = ipvs_desired.desired(state((WEB, WEB_EPS), **kw))
     head = '-A KUBE-SERVICES -m comment --comment "Kubernetes service cluster ip + port for masquerade purpose" '
-    assert chain(d.iptables, "nat", ipvs.KUBE_SERVICES)[1] == head + expected
+    assert chain(d.iptables, "nat", ipvs_names.KUBE_SERVICES)[1] == head + expected
 
 
 # emu's own golden (see the module docstring): written from proxier.go writeIptablesRules, not copied from a test.
@@ -467,25 +469,25 @@ def test_rules_of_the_representative_node(rep):
 def test_shared_rules_match_iptables_mode():
     """KUBE-POSTROUTING, KUBE-MARK-MASQ and the two KUBE-FORWARD accept rules are iptables mode's, word for word
     (iptables mode additionally drops ctstate INVALID in KUBE-FORWARD; IPVS mode does not)."""
-    from emu.addons.kubeproxy import iptables as ipt
+    from emu.addons.kubeproxy import iptables_text
 
     st = state((WEB, WEB_EPS))
-    ipvs_text, ipt_text = ipvs.desired(st).iptables, ipt.restore_text(st)
+    ipvs_text, ipt_text = ipvs_desired.desired(st).iptables, iptables_text.restore_text(st)
     for table, name in (("nat", "KUBE-MARK-MASQ"), ("filter", "KUBE-FORWARD")):
         assert chain(ipvs_text, table, name) == [r for r in chain(ipt_text, table, name) if "INVALID" not in r]
     assert chain(ipvs_text, "nat", "KUBE-POSTROUTING")[1:] == chain(ipt_text, "nat", "KUBE-POSTROUTING")
 
 
 def test_no_random_fully_option():
-    d = ipvs.desired(state((WEB, WEB_EPS)), options=ipvs.Options(random_fully=False))
+    d = ipvs_desired.desired(state((WEB, WEB_EPS)), options=ipvs_names.Options(random_fully=False))
     assert chain(d.iptables, "nat", "KUBE-POSTROUTING")[-1].endswith("-j MASQUERADE")
 
 
 def test_empty_node_still_writes_the_fixed_rules():
-    d = ipvs.desired(state())
+    d = ipvs_desired.desired(state())
     assert d.virtual_servers == () and d.bind_addresses == ()
-    assert jumps(d.iptables, "nat", ipvs.KUBE_SERVICES) == [("RETURN", ""), ("KUBE-NODE-PORT", "")]
-    assert len(chain(d.iptables, "filter", ipvs.KUBE_IPVS_FILTER)) == 6
+    assert jumps(d.iptables, "nat", ipvs_names.KUBE_SERVICES) == [("RETURN", ""), ("KUBE-NODE-PORT", "")]
+    assert len(chain(d.iptables, "filter", ipvs_names.KUBE_IPVS_FILTER)) == 6
     assert all(not s.entries for s in d.ipsets)
 
 
@@ -494,7 +496,7 @@ def test_empty_node_still_writes_the_fixed_rules():
 
 def test_first_sync_jumps(rep):
     """iptablesJumpChain, each EnsureRule(Prepend)ed: as `-I BUILTIN 1` lines in the same order."""
-    assert rep.jumps == ipvs.first_sync_jumps()
+    assert rep.jumps == ipvs_rules.first_sync_jumps()
     lines = rep.jumps.splitlines()
     assert [line for line in lines if line.startswith("-I")] == [
         '-I OUTPUT 1 -m comment --comment "kubernetes service portals" -j KUBE-SERVICES',
@@ -516,7 +518,7 @@ def test_first_sync_jumps(rep):
 def test_sysctls(rep):
     assert rep.sysctls == (("net/ipv4/vs/conntrack", "1"), ("net/ipv4/vs/expire_nodest_conn", "1"),
                            ("net/ipv4/vs/expire_quiescent_template", "1"), ("net/ipv4/ip_forward", "1"))
-    strict = ipvs.sysctls(ipvs.Options(strict_arp=True, kernel_version=(5, 4)))
+    strict = ipvs_desired.sysctls(ipvs_names.Options(strict_arp=True, kernel_version=(5, 4)))
     assert strict == (("net/ipv4/vs/conntrack", "1"), ("net/ipv4/vs/conn_reuse_mode", "0"),
                       ("net/ipv4/vs/expire_nodest_conn", "1"), ("net/ipv4/vs/expire_quiescent_template", "1"),
                       ("net/ipv4/ip_forward", "1"), ("net/ipv4/conf/all/arp_ignore", "1"),
@@ -528,14 +530,14 @@ def test_sysctls(rep):
     (None, None),
 ])
 def test_conn_reuse_mode_by_kernel_version(version, expected):
-    assert ipvs.conn_reuse_mode(version) == expected
+    assert ipvs_desired.conn_reuse_mode(version) == expected
 
 
 @pytest.mark.parametrize("release, expected", [
     ("6.1.0-18-amd64", (6, 1)), ("5.4.0", (5, 4)), ("4.19.0-26-cloud-amd64", (4, 19)), ("weird", None),
 ])
 def test_kernel_version(release, expected):
-    assert ipvs.kernel_version(release) == expected
+    assert ipvs_desired.kernel_version(release) == expected
 
 
 # ----------------------------------------------------------------------------------------------- netlink
@@ -546,7 +548,7 @@ def _nla(kind: int, payload: bytes) -> bytes:
     return struct.pack("HH", length, kind) + payload + b"\0" * ((4 - length % 4) % 4)
 
 
-def kernel_service(addr: str, proto: int, port: int, sched: str = "rr", flags: int = ipvs.FLAG_HASHED,
+def kernel_service(addr: str, proto: int, port: int, sched: str = "rr", flags: int = ipvs_names.FLAG_HASHED,
                    timeout: int = 0) -> bytes:
     """An IPVS_CMD_ATTR_SERVICE the way ip_vs_genl_fill_service writes it (16-byte address)."""
     return b"".join([
@@ -559,7 +561,7 @@ def kernel_service(addr: str, proto: int, port: int, sched: str = "rr", flags: i
 def kernel_dest(addr: str, port: int, weight: int = 1, active: int = 0, inactive: int = 0) -> bytes:
     return b"".join([
         _nla(1, socket.inet_aton(addr) + b"\0" * 12), _nla(2, struct.pack(">H", port)),
-        _nla(3, struct.pack("I", ipvs.FWD_MASQ)), _nla(4, struct.pack("I", weight)),
+        _nla(3, struct.pack("I", ipvs_names.FWD_MASQ)), _nla(4, struct.pack("I", weight)),
         _nla(5, struct.pack("I", 0)), _nla(6, struct.pack("I", 0)), _nla(7, struct.pack("I", active)),
         _nla(8, struct.pack("I", inactive)), _nla(9, struct.pack("I", 0)),
         _nla(11, struct.pack("H", socket.AF_INET))])
@@ -574,10 +576,10 @@ def genl_msg(*attrs: tuple[int, bytes]) -> genl.ipvsmsg:
 
 def test_parse_service_from_a_kernel_dump():
     got = ipvs.parse_service(genl_msg((1, kernel_service("10.96.0.10", 17, 53, flags=0x3, timeout=10800))))
-    assert got == ipvs.AppliedService(A("10.96.0.10"), "UDP", 53, "rr", ipvs.FLAG_PERSISTENT, 10800)
+    assert got == ipvs.AppliedService(A("10.96.0.10"), "UDP", 53, "rr", ipvs_names.FLAG_PERSISTENT, 10800)
     assert got.key == (A("10.96.0.10"), "UDP", 53)
-    assert got.matches(ipvs.VirtualServer(A("10.96.0.10"), "UDP", 53, flags=1, timeout=10800))
-    assert not got.matches(ipvs.VirtualServer(A("10.96.0.10"), "UDP", 53))  # Test_syncService case 1
+    assert got.matches(ipvs_desired.VirtualServer(A("10.96.0.10"), "UDP", 53, flags=1, timeout=10800))
+    assert not got.matches(ipvs_desired.VirtualServer(A("10.96.0.10"), "UDP", 53))  # Test_syncService case 1
 
 
 def test_parse_dest_from_a_kernel_dump():
@@ -587,17 +589,17 @@ def test_parse_dest_from_a_kernel_dump():
 
 def test_requests_as_kube_proxy_sends_them():
     """toIPVSService: AF_INET with netmask 255.255.255.255, flags with a full mask; toIPVSDestination: NAT."""
-    vs = ipvs.VirtualServer(A("10.96.0.1"), "TCP", 443, flags=ipvs.FLAG_PERSISTENT, timeout=10800)
+    vs = ipvs_desired.VirtualServer(A("10.96.0.1"), "TCP", 443, flags=ipvs_names.FLAG_PERSISTENT, timeout=10800)
     attrs = dict(ipvs._service_msg(vs).dump_nla()["attrs"])
     assert attrs["IPVS_SVC_ATTR_ADDR"] == "10.96.0.1" and attrs["IPVS_SVC_ATTR_AF"] == socket.AF_INET
     assert (attrs["IPVS_SVC_ATTR_PROTOCOL"], attrs["IPVS_SVC_ATTR_PORT"]) == (socket.IPPROTO_TCP, 443)
     assert attrs["IPVS_SVC_ATTR_NETMASK"] == "255.255.255.255"
     assert (attrs["IPVS_SVC_ATTR_SCHED_NAME"], attrs["IPVS_SVC_ATTR_TIMEOUT"]) == ("rr", 10800)
     assert attrs["IPVS_SVC_ATTR_FLAGS"] == {"flags": 1, "mask": 0xFFFFFFFF}
-    dest = dict(ipvs._dest_msg(ipvs.RealServer(A("10.244.1.2"), 8443)).dump_nla()["attrs"])
+    dest = dict(ipvs._dest_msg(ipvs_desired.RealServer(A("10.244.1.2"), 8443)).dump_nla()["attrs"])
     assert (dest["IPVS_DEST_ATTR_ADDR"], dest["IPVS_DEST_ATTR_PORT"], dest["IPVS_DEST_ATTR_WEIGHT"]) == \
         ("10.244.1.2", 8443, 1)
-    assert dest["IPVS_DEST_ATTR_FWD_METHOD"] == ipvs.FWD_MASQ == 0  # masquerading, not pyroute2's default (DR)
+    assert dest["IPVS_DEST_ATTR_FWD_METHOD"] == ipvs_names.FWD_MASQ == 0  # masquerading, not pyroute2's default (DR)
     # the kernel insists on these for a new destination (ip_vs_genl_parse_dest, full_entry)
     assert {"IPVS_DEST_ATTR_U_THRESH", "IPVS_DEST_ATTR_L_THRESH"} <= set(dest)
 
@@ -612,7 +614,7 @@ class FakeIPVS:
 
     @staticmethod
     def _key(svc) -> tuple:
-        return (A(svc["addr"]), ipvs.PROTOCOL_NAMES[svc["protocol"]], svc["port"])
+        return (A(svc["addr"]), ipvs_names.PROTOCOL_NAMES[svc["protocol"]], svc["port"])
 
     def add(self, addr, proto, port, sched="rr", flags=0, timeout=0, dests=()):
         key = (A(addr), proto, port)
@@ -621,8 +623,8 @@ class FakeIPVS:
 
     def service(self, command, service=None):
         if command == "dump":
-            return [genl_msg((1, kernel_service(str(k[0]), ipvs.PROTOCOL_NUMBERS[k[1]], k[2], v["sched"],
-                                                v["flags"] | ipvs.FLAG_HASHED, v["timeout"])))
+            return [genl_msg((1, kernel_service(str(k[0]), ipvs_names.PROTOCOL_NUMBERS[k[1]], k[2], v["sched"],
+                                                v["flags"] | ipvs_names.FLAG_HASHED, v["timeout"])))
                     for k, v in self.services.items()]
         key = self._key(service)
         self.calls.append(("service", command, key))
@@ -637,7 +639,7 @@ class FakeIPVS:
     def dest(self, command, service, dest=None):
         key = self._key(service)
         if command == "dump":
-            return [genl_msg((1, kernel_service(str(key[0]), ipvs.PROTOCOL_NUMBERS[key[1]], key[2])),
+            return [genl_msg((1, kernel_service(str(key[0]), ipvs_names.PROTOCOL_NUMBERS[key[1]], key[2])),
                              (2, kernel_dest(str(ip), port, *vals)))
                     for (ip, port), vals in self.dests[key].items()]
         rkey = (A(dest["addr"]), dest["port"])
@@ -667,8 +669,8 @@ def test_sync_updates_a_changed_service_and_leaves_an_equal_one():
     fake = FakeIPVS()
     fake.add("1.2.3.4", "TCP", 80)
     fake.add("1.2.3.4", "TCP", 8080, sched="wlc")
-    same = ipvs.VirtualServer(A("1.2.3.4"), "TCP", 80)
-    changed = ipvs.VirtualServer(A("1.2.3.4"), "TCP", 8080, flags=ipvs.FLAG_PERSISTENT, timeout=10800)
+    same = ipvs_desired.VirtualServer(A("1.2.3.4"), "TCP", 80)
+    changed = ipvs_desired.VirtualServer(A("1.2.3.4"), "TCP", 8080, flags=ipvs_names.FLAG_PERSISTENT, timeout=10800)
     applied = ipvs.applied_services(fake)
     ipvs.sync_service(fake, same, applied[same.key])
     ipvs.sync_service(fake, changed, applied[changed.key])
@@ -680,9 +682,9 @@ def test_sync_endpoint_removes_drains_and_restores():
     fake = FakeIPVS()
     fake.add("10.96.0.1", "TCP", 80, dests=[("10.244.0.1", 80), ("10.244.0.2", 80, 1, 3, 0),
                                             ("10.244.0.3", 80, 0, 0, 1), ("10.244.0.4", 80, 0, 0, 0)])
-    vs = ipvs.VirtualServer(A("10.96.0.1"), "TCP", 80, real_servers=(
-        ipvs.RealServer(A("10.244.0.1"), 80), ipvs.RealServer(A("10.244.0.4"), 80),
-        ipvs.RealServer(A("10.244.0.5"), 80)))
+    vs = ipvs_desired.VirtualServer(A("10.96.0.1"), "TCP", 80, real_servers=(
+        ipvs_desired.RealServer(A("10.244.0.1"), 80), ipvs_desired.RealServer(A("10.244.0.4"), 80),
+        ipvs_desired.RealServer(A("10.244.0.5"), 80)))
     ipvs.sync_endpoint(fake, vs)
     assert fake.dests[vs.key] == {
         (A("10.244.0.1"), 80): [1, 0, 0],  # unchanged
@@ -691,7 +693,7 @@ def test_sync_endpoint_removes_drains_and_restores():
         (A("10.244.0.4"), 80): [1, 0, 0],  # wanted again: weight restored
         (A("10.244.0.5"), 80): [1, 0, 0],  # new
     }
-    udp = ipvs.VirtualServer(A("10.96.0.10"), "UDP", 53)
+    udp = ipvs_desired.VirtualServer(A("10.96.0.10"), "UDP", 53)
     fake.add("10.96.0.10", "UDP", 53, dests=[("10.244.0.9", 53, 1, 0, 4)])
     ipvs.sync_endpoint(fake, udp)
     assert fake.dests[udp.key] == {}  # UDP real servers go at once
@@ -752,7 +754,7 @@ def _jumps_both_tables(text: str, name: str) -> list[tuple[str, str]]:
 
 @pytest.mark.parametrize("c", upstream_ipvs.CASES, ids=[c["test"] for c in upstream_ipvs.CASES])
 def test_upstream_ipvs_proxier_case(c):
-    d = ipvs.desired(_upstream_state(c), node_addresses=[A(a) for a in c["node_addresses"]])
+    d = ipvs_desired.desired(_upstream_state(c), node_addresses=[A(a) for a in c["node_addresses"]])
     table = {str(vs): rs(vs) for vs in d.virtual_servers}
     if "ipvs" in c:  # reflect.DeepEqual of the fake IPVS: every virtual server, scheduler rr, no flags
         assert table == c["ipvs"]
@@ -772,7 +774,7 @@ def test_upstream_ipvs_proxier_case(c):
 
 
 def test_upstream_create_and_link_kube_chain():
-    text = ipvs.desired(state()).iptables
+    text = ipvs_desired.desired(state()).iptables
     lines = text.splitlines(keepends=True)
     f = lines.index("*filter\n")
     assert "".join(line for line in lines[:f] if line.startswith(":")) == upstream_ipvs.NAT_CHAINS
@@ -781,15 +783,15 @@ def test_upstream_create_and_link_kube_chain():
 
 @pytest.mark.parametrize("random_fully, expected", upstream_ipvs.MASQUERADE_RANDOM_FULLY)
 def test_upstream_masquerade_rule(random_fully, expected):
-    d = ipvs.desired(state(), options=ipvs.Options(random_fully=random_fully))
-    masq = [r for r in chain(d.iptables, "nat", ipvs.KUBE_POSTROUTING) if "-j MASQUERADE" in r]
+    d = ipvs_desired.desired(state(), options=ipvs_names.Options(random_fully=random_fully))
+    masq = [r for r in chain(d.iptables, "nat", ipvs_names.KUBE_POSTROUTING) if "-j MASQUERADE" in r]
     assert len(masq) == 1 and ("--random-fully" in masq[0]) is expected
 
 
 def test_upstream_dismiss_localhost_rule_exist():
     target, source = upstream_ipvs.DISMISS_LOCALHOST
-    assert chain(ipvs.desired(state()).iptables, "nat", ipvs.KUBE_SERVICES)[0] == f"-A KUBE-SERVICES -s {source} " \
-                                                                                   f"-j {target}"
+    first = chain(ipvs_desired.desired(state()).iptables, "nat", ipvs_names.KUBE_SERVICES)[0]
+    assert first == f"-A KUBE-SERVICES -s {source} -j {target}"
 
 
 @pytest.mark.parametrize("old, new", upstream_ipvs.SYNC_SERVICE_CASES)
@@ -798,8 +800,9 @@ def test_upstream_sync_service(old, new):
     FLAG_HASHED (the kernel sets it on every service), so it is left out of the desired flags."""
     fake = FakeIPVS()
     if old is not None:
-        fake.add("1.2.3.4", old[0], old[1], sched=old[2], flags=old[3] & ~ipvs.FLAG_HASHED)
-    want = ipvs.VirtualServer(A("1.2.3.4"), new[0], new[1], scheduler=new[2], flags=new[3] & ~ipvs.FLAG_HASHED)
+        fake.add("1.2.3.4", old[0], old[1], sched=old[2], flags=old[3] & ~ipvs_names.FLAG_HASHED)
+    want = ipvs_desired.VirtualServer(A("1.2.3.4"), new[0], new[1], scheduler=new[2],
+                                      flags=new[3] & ~ipvs_names.FLAG_HASHED)
     ipvs.sync_service(fake, want, ipvs.applied_services(fake).get(want.key))
     applied = ipvs.applied_services(fake)
     assert list(applied) == [want.key] and applied[want.key].matches(want)
@@ -809,7 +812,8 @@ def test_upstream_sync_endpoint_updates_weights_on_restart():
     """Test_syncEndpoint_updateWeightsOnRestart: a real server left at weight 0 gets weight 1 back."""
     fake = FakeIPVS()
     fake.add("10.20.30.41", "TCP", 80, dests=[("10.180.0.1", 80, 0, 0, 0)])
-    vs = ipvs.VirtualServer(A("10.20.30.41"), "TCP", 80, real_servers=(ipvs.RealServer(A("10.180.0.1"), 80),))
+    vs = ipvs_desired.VirtualServer(A("10.20.30.41"), "TCP", 80,
+                                    real_servers=(ipvs_desired.RealServer(A("10.180.0.1"), 80),))
     ipvs.sync_endpoint(fake, vs)
     assert fake.dests[vs.key] == {(A("10.180.0.1"), 80): [1, 0, 0]}
 

@@ -25,6 +25,7 @@ from ipaddress import IPv4Network as N
 import pytest
 
 from emu.addons.kubeproxy import nftables as nft
+from emu.addons.kubeproxy import nftables_sync as nft_sync
 from emu.addons.kubeproxy.model import Endpoint, NodeProxyState, ServicePort
 
 NODE = "test-node"
@@ -370,7 +371,7 @@ OVERALL_EXPECTED = textwrap.dedent("""\
 
 
 def ruleset(services=(), masquerade_all: bool = False, **kw) -> dict:
-    return replay(nft.sync_text(fake_state(services, masquerade_all), **kw))
+    return replay(nft_sync.sync_text(fake_state(services, masquerade_all), **kw))
 
 
 def rules_of(state: dict, chain: str) -> list[str]:
@@ -490,7 +491,7 @@ def test_sync_repeated_expectation_two_clusterip_services():
 # ------------------------------------------------------------------------------ transaction shape
 
 def test_transaction_order_follows_setup_then_services_then_stale():
-    text = nft.sync_text(fake_state(OVERALL_SERVICES), {"service-OLDOLDOL-ns9/gone/tcp/p80"})
+    text = nft_sync.sync_text(fake_state(OVERALL_SERVICES), {"service-OLDOLDOL-ns9/gone/tcp/p80"})
     lines = text.splitlines()
     assert lines[0] == 'add table ip kube-proxy { comment "rules for kube-proxy" ; }'
     # first sync: add+delete each base chain, then re-create and flush it with its hook
@@ -521,19 +522,19 @@ def test_transaction_order_follows_setup_then_services_then_stale():
 
 def test_later_full_sync_skips_base_chain_recreation_and_reloads_cleanly():
     state = fake_state(OVERALL_SERVICES)
-    later = nft.sync_text(state, nft.managed_names(state), first_sync=False)
+    later = nft_sync.sync_text(state, nft_sync.managed_names(state), first_sync=False)
     assert "delete chain ip kube-proxy filter-input" not in later
-    assert_same_ruleset(replay(nft.sync_text(state), later), upstream(BASE_RULES + OVERALL_EXPECTED))
+    assert_same_ruleset(replay(nft_sync.sync_text(state), later), upstream(BASE_RULES + OVERALL_EXPECTED))
 
 
 def test_no_masquerade_mark_other_than_0x4000():
-    text = nft.sync_text(fake_state(OVERALL_SERVICES))
+    text = nft_sync.sync_text(fake_state(OVERALL_SERVICES))
     assert set(re.findall(r"0x[0-9a-f]+", text)) == {"0x4000"}
 
 
 def test_cleanup_text_tolerates_a_missing_table():
     assert nft.cleanup_text() == "add table ip kube-proxy\ndelete table ip kube-proxy\n"
-    r = Replay().apply(nft.sync_text(fake_state(OVERALL_SERVICES))).apply(nft.cleanup_text())
+    r = Replay().apply(nft_sync.sync_text(fake_state(OVERALL_SERVICES))).apply(nft.cleanup_text())
     assert not r.table and not r.chains
     Replay().apply(nft.cleanup_text())  # nothing there: still fine
 
@@ -647,7 +648,7 @@ def test_external_traffic_policy_local_with_a_local_endpoint():
                                     f"1 : goto {nft.endpoint_chain(s, local)} }}")
     assert elements(st, "no-endpoint-services") == set() and elements(st, "no-endpoint-nodeports") == set()
     assert elements(st, "service-nodeports") == {f"tcp . 3001 : goto {ext}"}
-    assert "30000" not in nft.sync_text(fake_state([(s, (remote, local))]))  # no health-check rule in nft mode
+    assert "30000" not in nft_sync.sync_text(fake_state([(s, (remote, local))]))  # no health-check rule in nft mode
 
 
 def test_masquerade_all_marks_every_clusterip_connection():
@@ -687,7 +688,7 @@ def test_udp_and_sctp_dnat():
 def test_several_service_cidrs_and_nodeport_ips():
     state = NodeProxyState(NODE, (A("192.168.0.2"), A("192.168.1.2")), N("10.0.0.0/8"),
                            (N("172.30.0.0/16"), N("172.31.0.0/16")))
-    st = replay(nft.sync_text(state))
+    st = replay(nft_sync.sync_text(state))
     assert rules_of(st, "cluster-ips-check")[1] == \
         'ip daddr { 172.30.0.0/16,172.31.0.0/16 } drop comment "Drop traffic to unallocated ClusterIPs"'
     assert elements(st, "nodeport-ips") == {"192.168.0.2"}  # the primary node IP only
@@ -699,45 +700,46 @@ def test_stale_chains_and_affinity_sets_are_removed():
     state1 = fake_state(OVERALL_SERVICES)
     gone = {"ns4", "ns5"}
     state2 = dataclasses.replace(state1, services=tuple(x for x in OVERALL_SERVICES if x[0].namespace not in gone))
-    existing = nft.managed_names(state1) | {b.name for b in nft.BASE_CHAINS}
-    text = nft.sync_text(state2, existing, first_sync=False)
-    stale = sorted(n for n in nft.managed_names(state1) - nft.managed_names(state2) if not n.startswith("affinity-"))
-    assert stale == nft.stale_names(state2, existing)
+    existing = nft_sync.managed_names(state1) | {b.name for b in nft.BASE_CHAINS}
+    text = nft_sync.sync_text(state2, existing, first_sync=False)
+    stale = sorted(n for n in nft_sync.managed_names(state1) - nft_sync.managed_names(state2)
+                   if not n.startswith("affinity-"))
+    assert stale == nft_sync.stale_names(state2, existing)
     assert {n.split("/")[0].split("-", 2)[-1] for n in stale} == gone
     tail = text.splitlines()[-(2 * len(stale) + 1):]
     assert tail == ([f"flush chain ip kube-proxy {n}" for n in stale]
                     + ["delete set ip kube-proxy affinity-GTK6MW7G-ns5/svc5/tcp/p80__10.180.0.3/80"]
                     + [f"delete chain ip kube-proxy {n}" for n in stale])
     # replayed on top of the first sync, nothing of ns4/ns5 is left and the result equals a fresh sync
-    assert_same_ruleset(replay(nft.sync_text(state1), text), replay(nft.sync_text(state2)))
+    assert_same_ruleset(replay(nft_sync.sync_text(state1), text), replay(nft_sync.sync_text(state2)))
 
 
 def test_deferred_stale_deletion_flushes_now_and_deletes_later():
     svc2 = sp("ns2", "svc2", "172.30.0.42", port_name="p8080", port=8080)
     state1 = fake_state([(sp("ns1", "svc1", "172.30.0.41"), (ep("10.0.1.1"),)), (svc2, (ep("10.0.2.1", 8080),))])
     state2 = dataclasses.replace(state1, services=state1.services[:1])
-    text = nft.sync_text(state2, nft.managed_names(state1), defer_stale_deletion=True)
+    text = nft_sync.sync_text(state2, nft_sync.managed_names(state1), defer_stale_deletion=True)
     assert "delete chain" not in text.split("flush map ip kube-proxy service-nodeports")[1]
-    st = replay(nft.sync_text(state1), text)
+    st = replay(nft_sync.sync_text(state1), text)
     # TestSyncProxyRulesRepeated: "its chains will be flushed, but not immediately deleted"
     assert st["rules"]["service-MHHHYRWA-ns2/svc2/tcp/p8080"] == []
     assert st["rules"]["endpoint-7RVP4LUQ-ns2/svc2/tcp/p8080__10.0.2.1/8080"] == []
-    later = nft.delete_chains_text(nft.stale_names(state2, nft.managed_names(state1)))
+    later = nft.delete_chains_text(nft_sync.stale_names(state2, nft_sync.managed_names(state1)))
     assert later == ("delete chain ip kube-proxy endpoint-7RVP4LUQ-ns2/svc2/tcp/p8080__10.0.2.1/8080\n"
                      "delete chain ip kube-proxy service-MHHHYRWA-ns2/svc2/tcp/p8080\n")
-    assert_same_ruleset(replay(nft.sync_text(state1), text, later), replay(nft.sync_text(state2)))
+    assert_same_ruleset(replay(nft_sync.sync_text(state1), text, later), replay(nft_sync.sync_text(state2)))
 
 
 def test_existing_names_that_are_still_wanted_or_not_ours_are_left_alone():
     state = fake_state(OVERALL_SERVICES)
-    existing = nft.managed_names(state) | {"filter-input", "services", "cluster-ips"}
-    text = nft.sync_text(state, existing)
+    existing = nft_sync.managed_names(state) | {"filter-input", "services", "cluster-ips"}
+    text = nft_sync.sync_text(state, existing)
     assert "delete" not in text.split("flush map ip kube-proxy service-nodeports")[1]
-    assert nft.sync_text(state, None) == nft.sync_text(state, set())
+    assert nft_sync.sync_text(state, None) == nft_sync.sync_text(state, set())
 
 
 def test_managed_names():
-    names = nft.managed_names(fake_state(OVERALL_SERVICES))
+    names = nft_sync.managed_names(fake_state(OVERALL_SERVICES))
     assert "affinity-GTK6MW7G-ns5/svc5/tcp/p80__10.180.0.3/80" in names
     assert "firewall-HVFWP5L3-ns5/svc5/tcp/p80" in names
     assert "external-42NFTM6N-ns2/svc2/tcp/p80" in names
@@ -774,10 +776,10 @@ def test_listed_names_parses_nft_list_output():
 
 def test_replay_refuses_what_the_kernel_refuses():
     with pytest.raises(ReplayError, match="busy"):
-        Replay().apply(nft.sync_text(fake_state(OVERALL_SERVICES))).apply(
+        Replay().apply(nft_sync.sync_text(fake_state(OVERALL_SERVICES))).apply(
             "delete chain ip kube-proxy service-ULMVA6XW-ns1/svc1/tcp/p80")
     with pytest.raises(ReplayError, match="no such chain"):
         Replay().apply("add table ip kube-proxy\nadd rule ip kube-proxy nowhere accept")
     with pytest.raises(ReplayError, match="cannot change"):
-        Replay().apply(nft.sync_text(fake_state(()))).apply(
+        Replay().apply(nft_sync.sync_text(fake_state(()))).apply(
             "add chain ip kube-proxy filter-input { type filter hook input priority -110 ; }")

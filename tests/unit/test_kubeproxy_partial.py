@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 
 from emu.addons.kubeproxy import nftables as nft
+from emu.addons.kubeproxy import nftables_sync as nft_sync
 from emu.addons.kubeproxy.model import Endpoint, NodeProxyState, ServicePort
 
 IP = ipaddress.IPv4Address
@@ -26,16 +27,16 @@ B2 = (B[0], (Endpoint(IP("10.244.1.4"), 80, "node-2"),))
 
 def test_only_changed_services_are_rewritten():
     old, new = state(A, B), state(A, B2)
-    text = nft.sync_text(new, nft.managed_names(old), first_sync=False, previous=old)
+    text = nft_sync.sync_text(new, nft_sync.managed_names(old), first_sync=False, previous=old)
     a_chain, b_chain = nft.service_chain(A[0]), nft.service_chain(B[0])
     assert f"flush chain ip kube-proxy {a_chain}" not in text  # A unchanged: chain left as is
     assert f"flush chain ip kube-proxy {b_chain}" in text  # B's endpoints changed
     assert f"goto {a_chain}" in text  # but A's map element is re-added after the map flush
     assert f"delete chain ip kube-proxy {nft.endpoint_chain(B[0], B[1][0])}" in text  # stale endpoint chain
-    assert nft.managed_names(new) == (nft.managed_names(old) - {nft.endpoint_chain(B[0], B[1][0])}) | {
+    assert nft_sync.managed_names(new) == (nft_sync.managed_names(old) - {nft.endpoint_chain(B[0], B[1][0])}) | {
         nft.endpoint_chain(B2[0], B2[1][0])}
 
 
 def test_without_previous_everything_is_rewritten():
-    text = nft.sync_text(state(A, B), set(), first_sync=False)
+    text = nft_sync.sync_text(state(A, B), set(), first_sync=False)
     assert f"flush chain ip kube-proxy {nft.service_chain(A[0])}" in text

@@ -4,35 +4,39 @@ naming the file, the object and the field.
 Every place a string from a topology or manifest is written into a command, a rule or a file, and what guards it
 (file:function -> sink -> guard):
 
-- emu/apply/links.py:_write_sysctls -> /proc/sys/<key> path and the value written to it; emu/plan/render.py (dry-run text
-  `ip netns exec NS sysctl -qw KEY=VALUE`) -> emu/model/nodesettings.py:parse (KEY: dotted words, no '/', no empty
+- emu/apply/links.py:_write_sysctls -> /proc/sys/<key> path and the value written to it; emu/plan/render.py (dry-run
+  text `ip netns exec NS sysctl -qw KEY=VALUE`) -> emu/model/nodesettings.py:parse (KEY: dotted words, no '/', no empty
   component, so no `..`; VALUE: digits, letters, space, `-_.:,`, at most 256; kernel_problem: the key exists on this
   kernel and is writable in a node namespace).
 - emu/model/names.py:pod_netns / node_netns -> /run/netns/<name>, /etc/netns/<name>/resolv.conf (emu/addons/dns/addon.py
-  write_resolv_confs), `ip netns exec` in dry-run text -> emu/model/documents.py DNS_LABEL / DNS_SUBDOMAIN (anchored with
-  \\Z: `$` let "web\\n" through) for namespaces, pods and nodes; emu/model/loader.py:_check_pods (netns name at most
+  write_resolv_confs), `ip netns exec` in dry-run text -> emu/model/documents.py DNS_LABEL / DNS_SUBDOMAIN (anchored
+  with \\Z: `$` let "web\\n" through) for namespaces, pods and nodes; emu/model/pods.py:check (netns name at most
   NAME_MAX bytes); cluster names: emu/model/names.py:cluster_name_error (the lead's).
 - emu/addons/dns/resolvconf.py:DNSConfig.render -> the pod's resolv.conf (`search`, `nameserver`, `options` lines) ->
-  resolvconf.validate (nameservers are IP addresses, searches DNS subdomains, option names and values printable
-  with no whitespace).
-- emu/addons/dns/addon.py:write_zone -> server.json (JSON) -> emu/addons/dns/server.py connects to each forward upstream ->
-  emu/addons/dns/corefile.py:_check_upstream (an IP address or /etc/resolv.conf: no host file read as a resolv.conf, no
-  name resolved on the machine), _server (port 1-65535); ConfigMap name and data keys: dns/addon.py:check_configmap.
+  emu/addons/dns/validation.py:validate (nameservers are IP addresses, searches DNS subdomains, option names and values
+  printable with no whitespace).
+- emu/addons/dns/addon.py:write_zone -> server.json (JSON) -> emu/addons/dns/server.py connects to each forward upstream
+  -> emu/addons/dns/corefile.py:_check_upstream (an IP address or /etc/resolv.conf: no host file read as a resolv.conf,
+  no name resolved on the machine), _server (port 1-65535); ConfigMap name and data keys:
+  dns/documents.py:check_configmap.
 - emu/addons/kubeproxy/iptables.py, nftables.py, ipvs.py -> `-m comment --comment "ns/svc:port ..."` and nft comments,
   chain names hashed from them -> Service names and port names are DNS labels (emu/model/services.py:parse_service,
-  _ports), namespaces DNS labels (topology._parse_namespace + check_namespaced).
-- emu/addons/netpol/rules.py:comment -> `-m comment --comment "ns/policy ..."` -> policy names DNS subdomains, namespaces
-  DNS labels (emu/addons/netpol/parse.py:parse_policy), and comment() itself drops quotes and control characters.
-- emu/addons/multus/addon.py:wire / emu/network/cni/runtime.py:cache_path -> interface names (netlink IFLA_IFNAME, CNI_IFNAME, the
-  result cache file `<net>-<id>-<ifname>`) -> multus.ifname_problem (Linux dev_valid_name); a NAD config's name
-  (the cache file's `<net>`) -> multus.parse_nad with cni.runtime.NETWORK_NAME (libcni ValidateNetworkName).
+  _ports), namespaces DNS labels (emu/model/pods.py:parse_namespace + check_namespaced).
+- emu/addons/netpol/rules.py:comment -> `-m comment --comment "ns/policy ..."` -> policy names DNS subdomains,
+  namespaces DNS labels (emu/addons/netpol/parse.py:parse_policy), and comment() itself drops quotes and control
+  characters.
+- emu/addons/multus/wire.py:wire / emu/network/cni/runtime.py:cache_path -> interface names (netlink IFLA_IFNAME,
+  CNI_IFNAME, the result cache file `<net>-<id>-<ifname>`) -> multus.nad.ifname_problem (Linux dev_valid_name); a NAD
+  config's name (the cache file's `<net>`) -> multus.nad.parse_nad with cni.netconf.NETWORK_NAME (libcni
+  ValidateNetworkName).
 - emu/network/cni/runtime.py:find_plugin -> the plugin binary executed -> NetConfList.from_dict: a plugin type is a file
   name (NETWORK_NAME: no '/', no leading '.'); conflist name -> NETWORK_NAME; the conflist is read with
   yamlsafe.read_text (a regular file, bounded).
-- emu/network/cni/runtime.py CNI_ARGS `K8S_POD_NAMESPACE=..;K8S_POD_NAME=..` -> DNS label / subdomain names (no ';', '=').
+- emu/network/cni/runtime.py CNI_ARGS `K8S_POD_NAMESPACE=..;K8S_POD_NAME=..` -> DNS label / subdomain names (no ';',
+  '=').
 - pod annotations: bandwidth -> tc (emu/model/quantity.py:bandwidth_bps), emu.dev/ips and emu.dev/mac -> runtimeConfig
-  (emu/network/cni/capabilities.py), k8s.v1.cni.cncf.io/networks -> multus.parse_requests; labels -> JSON records and
-  selectors only (documents.parse_labels: the API server's key and value syntax).
+  (emu/network/cni/capabilities.py), k8s.v1.cni.cncf.io/networks -> multus.nad.parse_requests; labels -> JSON records
+  and selectors only (documents.parse_labels: the API server's key and value syntax).
 - nginx.conf, the external host's /etc/hosts, TLS files (emu/addons/ingress/*): the ingress helper's, covered by
   tests/integration/test_ingress_safety.py.
 """

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from emu.alloc import ipam
-from emu.addons.multus import addon as multus
+from emu.addons.multus import allocate as multus_alloc, nad as multus_nad
 from emu.model import loader as topology
 from emu.errors import ValidationError
 
@@ -84,7 +84,7 @@ def test_nad_problems_name_file_document_object_and_field(config, field, words):
     ('[{"name": "a", "namespace": "x", "interface": "mv0"}, {"name": "b"}]', [("x/a", "mv0"), ("default/b", "net2")]),
 ])
 def test_annotation_forms(value, expected):
-    assert [(r.nad, r.ifname) for r in multus.resolve("default", value)] == expected
+    assert [(r.nad, r.ifname) for r in multus_nad.resolve("default", value)] == expected
 
 
 def test_unknown_nad_is_a_problem():
@@ -95,7 +95,7 @@ def test_unknown_nad_is_a_problem():
 def test_host_local_round_robin_skips_the_gateway_and_exhaustion_names_pod_and_nad():
     t = load(CLUSTER + nad(GOOD) + pod("p1", "macvlan-conf") + pod("p2", "macvlan-conf"))
     a = ipam.allocate(t, ipam.Allocations.empty())
-    assert [multus.attachments(a.secondary, k)[0].ip.compressed for k in ("default/p1", "default/p2")] == \
+    assert [multus_alloc.attachments(a.secondary, k)[0].ip.compressed for k in ("default/p1", "default/p2")] == \
         ["192.168.1.200", "192.168.1.202"]
     again = ipam.Allocations.from_json(json.loads(json.dumps(a.to_json())))
     assert again.secondary == a.secondary
@@ -134,17 +134,17 @@ def element(**kw) -> str:
     return json.dumps([{"name": "mv", **kw}])
 
 
-def secondary(text: str, key: str = "default/p") -> list[multus.Attachment]:
+def secondary(text: str, key: str = "default/p") -> list[multus_alloc.Attachment]:
     t = load(text)
-    return multus.attachments(ipam.allocate(t, ipam.Allocations.empty()).secondary, key)
+    return multus_alloc.attachments(ipam.allocate(t, ipam.Allocations.empty()).secondary, key)
 
 
 def test_selection_element_carries_ips_and_mac_and_interface():
-    (r,) = multus.resolve("default", '[{"name": "macvlan-conf", "namespace": "x", "interface": "net1", '
+    (r,) = multus_nad.resolve("default", '[{"name": "macvlan-conf", "namespace": "x", "interface": "net1", '
                                      '"ips": ["192.168.1.205/24"], "mac": "c2:b0:57:49:47:f1"}]')
     assert (r.nad, r.ifname, r.ips, r.mac) == ("x/macvlan-conf", "net1", ("192.168.1.205/24",), "c2:b0:57:49:47:f1")
     # Multus reads the JSON form whenever the value holds any of [ { " (strings.ContainsAny), not only a leading [
-    assert multus.parse_requests("default", '{"name": "a"}')[1] == [
+    assert multus_nad.parse_requests("default", '{"name": "a"}')[1] == [
         ("", 'the JSON form must be a list of network selection elements ([{"name": ..., "interface": ..., '
              '"ips": [...], "mac": ...}])')]
 
@@ -170,7 +170,7 @@ def test_bare_ips_and_all_go_mac_forms_are_accepted_as_multus_accepts_them():
     for mac in ("c2:b0:57:49:47:f1", "C2-B0-57-49-47-F1", "c2b0.5749.47f1", "02:00:5e:10:00:00:00:01"):
         t = load(CNI_CLUSTER + nad_caps(HOST_LOCAL) + pod("p", element(ips=["192.168.1.205", "fd00::5/64"], mac=mac)))
         (p,) = [p for p in t.pods if p.key == "default/p"]
-        (r,) = multus.resolve("default", p.annotations["k8s.v1.cni.cncf.io/networks"])
+        (r,) = multus_nad.resolve("default", p.annotations["k8s.v1.cni.cncf.io/networks"])
         assert (r.nad, r.ifname, r.ips, r.mac) == ("default/mv", "net1", ("192.168.1.205", "fd00::5/64"), mac)
 
 
@@ -205,7 +205,7 @@ def test_host_local_gateway_defaults_to_the_first_address_and_cannot_be_asked_fo
     conf = {**HOST_LOCAL, "rangeStart": "192.168.1.1", "rangeEnd": "192.168.1.3"}
     t = load(CLUSTER + nad_caps(conf) + pod("p", "mv"))
     assert str(t.attachments[0].gateway) == "192.168.1.1"  # host-local: "If the gateway is nil, claim .1"
-    assert str(multus.attachments(ipam.allocate(t, ipam.Allocations.empty()).secondary, "default/p")[0].ip) == \
+    assert str(multus_alloc.attachments(ipam.allocate(t, ipam.Allocations.empty()).secondary, "default/p")[0].ip) == \
         "192.168.1.2"
     (msg,) = refused(CLUSTER + nad_caps(conf, {"ips": True}) + pod("p", element(ips=["192.168.1.1"])))
     assert "host-local: requested ip 192.168.1.1 is subnet's gateway" in msg

@@ -7,7 +7,7 @@ import click
 
 from emu.alloc import ipam
 from emu.apply import neighbours
-from emu.plan import planner
+from emu.cluster import planner
 from emu.model import loader as topology
 from emu.errors import ClusterError
 
@@ -105,6 +105,7 @@ def test_emu_matrix_warns_before_its_first_probe_counting_the_other_clusters(mon
 
     from emu.cli import commands as cli
     from emu.observe import probing
+    from emu.report import matrix as matrix_report
     from emu.apply import state
     from emu.cluster import lifecycle as clusters
 
@@ -121,7 +122,7 @@ def test_emu_matrix_warns_before_its_first_probe_counting_the_other_clusters(mon
         return {}
 
     monkeypatch.setattr(probing, "matrix", fake_matrix)
-    monkeypatch.setattr(probing, "matrix_text", lambda res: "")
+    monkeypatch.setattr(matrix_report, "matrix_text", lambda res: "")
     monkeypatch.setattr(probing, "matrix_failed", lambda res: False)
     out = CliRunner().invoke(cli.main, ["matrix"]).output
     assert sent == ["mine"]

@@ -190,12 +190,14 @@ def test_equal_inputs_make_equal_rules_up_to_the_version():
 
 
 def test_dry_run_script_for_a_plan():
-    from emu.plan import planner
+    from emu.addons.netpol import desired
+    from emu.cluster import planner
+    from emu.plan import content
 
     topo = topology.load_documents(str(MODEL), manifests_over_model(ALLOW_XB))
     alloc = ipam.allocate(topo, ipam.Allocations.empty())
-    text = restore.dry_run(topo, alloc, planner.build(topo, alloc))
+    text = "\n".join(content.render(desired.desired(topo, alloc, planner.build(topo, alloc))))
     assert text.count("ipset restore -exist <<'EOF'") == 3
     assert "ip netns exec netpol-model.node-1 iptables-nft-restore --noflush -w <<'EOF'\n*filter\n" in text
     bare = topology.load(str(MODEL))
-    assert restore.dry_run(bare, ipam.allocate(bare, ipam.Allocations.empty()), planner.build(bare, alloc)) == ""
+    assert desired.desired(bare, ipam.allocate(bare, ipam.Allocations.empty()), planner.build(bare, alloc)) == ()

@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import pytest
 
+from emu.cluster import dryrun
 from emu.cluster import lifecycle as cluster
 from emu.network.flannel import nodes as flannel
 from emu.alloc import ipam
 from emu.model import nodesettings
-from emu.plan import planner
+from emu.cluster import planner
 from emu.model import loader as topology
 from emu.errors import ValidationError
 from tests.conftest import TOPOLOGIES
@@ -44,7 +45,8 @@ def test_defaults_and_overrides_merge():
     assert ("eth0", 9000) in n2.mtu and ("net.ipv4.tcp_fin_timeout", "10") in n2.sysctls
     assert next(link for link in n2.links if link.name == "flannel.1").mtu == 8950
     assert plan.pod("default/b").host_link.mtu == 8950 and plan.pod("default/a").host_link.mtu == 1450
-    assert "FLANNEL_MTU=8950" in next(n for n in plan.nodes if n.name == "node-2").subnet_env
+    n2_files = dict(next(n for n in plan.nodes if n.name == "node-2").files)
+    assert "FLANNEL_MTU=8950" in n2_files["run/flannel/subnet.env"]
 
 
 def test_machine_wide_net_core_sysctls_are_recorded_never_applied():
@@ -78,9 +80,6 @@ def test_problems_name_the_field(spec, field, words):
 
 
 def test_dry_run_quotes_a_sysctl_value_with_a_space_as_one_argument(tmp_path):
-    from emu.plan import render
-
     f = tmp_path / "t.yaml"
     f.write_text(HEAD + "  nodes: 1\n  nodeSettings:\n    sysctls: {net.ipv4.ip_local_port_range: '32768 60999'}\n")
-    _, _, plan = cluster.plan_file(str(f))
-    assert "sysctl -qw 'net.ipv4.ip_local_port_range=32768 60999'" in render.script(plan)
+    assert "sysctl -qw 'net.ipv4.ip_local_port_range=32768 60999'" in dryrun.script(str(f))

@@ -23,7 +23,8 @@ import pytest
 
 from emu.alloc import ipam
 from emu.model import names
-from emu.plan import planner, render
+from emu.cluster import planner
+from emu.plan import render
 from emu.model import loader as topology
 
 IP = ipaddress.ip_address
@@ -37,6 +38,15 @@ def build(backend: str = "vxlan", mtu: int = 1500):
         text += f"---\nkind: Pod\nmetadata: {{name: web-{i}}}\nspec: {{containers: [{{name: c}}]}}\n"
     t = topology.load("t.yaml", text=text)
     return planner.build(t, ipam.allocate(t, ipam.Allocations.empty()))
+
+
+def script(plan):
+    """`emu up --dry-run` of a flannel plan: the cluster's namespaces, then each pod's veth and namespace."""
+    return render.script(plan, [line for p in plan.pods for line in render.pod_commands(p)])
+
+
+def subnet_env(info):
+    return dict(info.files)["run/flannel/subnet.env"]
 
 
 def node(plan, name):
@@ -82,7 +92,7 @@ def test_host_gw_routes_via_node_ips_and_full_mtu():
 def test_pod_mtu_is_what_flannel_hands_to_cni(backend, mtu, pod_mtu):
     plan = build(backend, mtu)
     assert {p.host_link.mtu for p in plan.pods} == {pod_mtu}
-    assert f"FLANNEL_MTU={pod_mtu}\n" in plan.nodes[0].subnet_env
+    assert f"FLANNEL_MTU={pod_mtu}\n" in subnet_env(plan.nodes[0])
 
 
 def test_pod_side_as_the_bridge_plugin_wires_it():
@@ -116,8 +126,8 @@ def test_flannel_masquerade_and_forward_rules():
 
 
 def test_subnet_env_as_flanneld_writes_it():
-    assert build().nodes[2].subnet_env == ("FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.2.1/24\n"
-                                           "FLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n")
+    assert build().nodes[2].files == (("run/flannel/subnet.env", "FLANNEL_NETWORK=10.244.0.0/16\n"
+                                       "FLANNEL_SUBNET=10.244.2.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n"),)
 
 
 def test_underlay_joins_every_node_and_the_external_host():
@@ -131,7 +141,7 @@ def test_underlay_joins_every_node_and_the_external_host():
 
 
 def test_dry_run_script_reads_like_the_commands_a_person_would_type():
-    s = render.script(build())
+    s = script(build())
     assert "ip -n demo.node-1 link add flannel.1 address" in s
     assert "type vxlan id 1 local 172.18.0.2 dev eth0 dstport 8472 nolearning" in s
     assert "ip -n demo.node-1 route add 10.244.1.0/24 via 10.244.1.0 dev flannel.1 onlink" in s
@@ -153,7 +163,7 @@ def test_cni0_carries_a_fixed_address_so_it_never_follows_its_ports():
     assert node(build(), "node-2").links[-1].mac == macs["node-2"]  # the same on every build of the plan
     assert node(build("host-gw"), "node-2").links[-1].mac == macs["node-2"]  # the backend does not change it
     assert macs["node-1"] != names.vtep_mac("demo", "node-1")
-    s = render.script(plan)
+    s = script(plan)
     assert f"ip -n demo.node-1 link add cni0 address {macs['node-1']} mtu 1450 type bridge" in s
 
 

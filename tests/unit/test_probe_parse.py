@@ -1,4 +1,4 @@
-"""Pure helpers of emu.observe.probe (and the agent answers they parse): no sockets, no root."""
+"""Pure helpers of emu.observe.verdicts, probe and pmtu (and the agent answers they parse): no sockets, no root."""
 from __future__ import annotations
 
 import errno
@@ -10,7 +10,8 @@ import pytest
 from scapy.layers.inet import ICMP, IP, ICMPerror, IPerror
 from scapy.packet import Raw
 
-from emu.observe import agent, probe
+from emu.cluster.agent import protocol
+from emu.observe import pmtu, probe, verdicts
 
 
 def _ee(err: int, origin: int, type_: int, code: int, info: int, sender: str | None) -> bytes:
@@ -24,14 +25,14 @@ def _ee(err: int, origin: int, type_: int, code: int, info: int, sender: str | N
 
 
 def test_frag_needed_from_a_router() -> None:
-    e = probe.parse_extended_err(_ee(errno.EMSGSIZE, probe.SO_EE_ORIGIN_ICMP, 3, 4, 1450, "10.244.1.0"))
+    e = verdicts.parse_extended_err(_ee(errno.EMSGSIZE, verdicts.SO_EE_ORIGIN_ICMP, 3, 4, 1450, "10.244.1.0"))
     assert (e.errno, e.type, e.code, e.info, e.sender) == (errno.EMSGSIZE, 3, 4, 1450, "10.244.1.0")
     assert e.verdict == "frag-needed" and not e.local
     assert e.to_icmp() == {"type": 3, "code": 4, "sender": "10.244.1.0", "mtu": 1450}
 
 
 def test_local_emsgsize_has_no_sender_address() -> None:
-    e = probe.parse_extended_err(_ee(errno.EMSGSIZE, probe.SO_EE_ORIGIN_LOCAL, 0, 0, 1500, None))
+    e = verdicts.parse_extended_err(_ee(errno.EMSGSIZE, verdicts.SO_EE_ORIGIN_LOCAL, 0, 0, 1500, None))
     assert e.local and e.sender is None and e.verdict == "frag-needed"
     assert e.to_icmp() == {"type": 3, "code": 4, "sender": "local", "mtu": 1500}
 
@@ -40,12 +41,12 @@ def test_local_emsgsize_has_no_sender_address() -> None:
                                                   (3, 0, "unreachable"), (3, 13, "unreachable"),
                                                   (11, 0, "unreachable"), (12, 0, "error")])
 def test_icmp_errors_map_to_verdicts(type_: int, code: int, verdict: str) -> None:
-    e = probe.parse_extended_err(_ee(errno.EHOSTUNREACH, probe.SO_EE_ORIGIN_ICMP, type_, code, 0, "10.0.0.1"))
+    e = verdicts.parse_extended_err(_ee(errno.EHOSTUNREACH, verdicts.SO_EE_ORIGIN_ICMP, type_, code, 0, "10.0.0.1"))
     assert e.verdict == verdict and e.to_icmp()["mtu"] is None and e.to_icmp()["sender"] == "10.0.0.1"
 
 
 def test_a_short_control_message_still_decodes_without_a_sender() -> None:
-    e = probe.parse_extended_err(struct.pack("=IBBBBII", errno.ECONNREFUSED, 2, 3, 3, 0, 0, 0))
+    e = verdicts.parse_extended_err(struct.pack("=IBBBBII", errno.ECONNREFUSED, 2, 3, 3, 0, 0, 0))
     assert e.sender is None and e.verdict == "refused"
 
 
@@ -53,65 +54,65 @@ def test_a_short_control_message_still_decodes_without_a_sender() -> None:
                                           (errno.ENETUNREACH, "unreachable"), (errno.EMSGSIZE, "frag-needed"),
                                           (errno.ETIMEDOUT, "timeout"), (errno.EPERM, "error")])
 def test_errno_verdicts(err: int, verdict: str) -> None:
-    assert probe.errno_verdict(err) == verdict
+    assert verdicts.errno_verdict(err) == verdict
 
 
 # --- answers ----------------------------------------------------------------------------------------------------------
 
-EP = agent.Endpoint("ns", "default/web-0", "node-1", "10.244.1.2", ((80, "TCP"), (80, "UDP")))
+EP = protocol.Endpoint("ns", "default/web-0", "node-1", "10.244.1.2", ((80, "TCP"), (80, "UDP")))
 
 
 def test_http_json_answer_round_trip() -> None:
-    raw = agent.tcp_reply(probe.TCP_REQUEST, EP, 80, ("10.244.1.2", 80), ("10.244.2.3", 40000))
+    raw = protocol.tcp_reply(probe.TCP_REQUEST, EP, 80, ("10.244.1.2", 80), ("10.244.2.3", 40000))
     assert raw.startswith(b"HTTP/1.1 200 OK\r\n") and b"Connection: close" in raw
-    obj = probe.parse_answer(raw)
+    obj = verdicts.parse_answer(raw)
     assert obj.pop("request")["method"] == "GET"
     assert obj == {"owner": "default/web-0", "node": "node-1", "ip": "10.244.1.2", "local_ip": "10.244.1.2",
                    "port": 80, "protocol": "TCP", "client_ip": "10.244.2.3", "client_port": 40000}
-    assert probe.who_answered(obj) == "default/web-0"
+    assert verdicts.who_answered(obj) == "default/web-0"
 
 
 def test_content_length_matches_the_body() -> None:
-    raw = agent.tcp_reply(b"GET /emu HTTP/1.1\r\nHost: a\r\n\r\n", EP, 80, ("1.1.1.1", 80), ("2.2.2.2", 1))
+    raw = protocol.tcp_reply(b"GET /emu HTTP/1.1\r\nHost: a\r\n\r\n", EP, 80, ("1.1.1.1", 80), ("2.2.2.2", 1))
     head, _, body = raw.partition(b"\r\n\r\n")
     assert f"Content-Length: {len(body)}".encode() in head
 
 
 def test_http_answers_show_the_request_as_it_arrived() -> None:
-    raw = agent.tcp_reply(b"GET /a/b?x=1 HTTP/1.1\r\nHost: web.example\r\nX-Forwarded-For: 1.2.3.4\r\n\r\n", EP, 80,
+    raw = protocol.tcp_reply(b"GET /a/b?x=1 HTTP/1.1\r\nHost: web.example\r\nX-Forwarded-For: 1.2.3.4\r\n\r\n", EP, 80,
                           ("1.1.1.1", 80), ("2.2.2.2", 1))
-    req = probe.parse_answer(raw)["request"]
+    req = verdicts.parse_answer(raw)["request"]
     assert req == {"method": "GET", "uri": "/a/b?x=1", "headers": {"host": "web.example", "x-forwarded-for": "1.2.3.4"}}
 
 
 def test_netexec_paths_and_plain_lines() -> None:
     local, client = ("10.244.1.2", 80), ("10.244.2.3", 5)
-    assert agent.tcp_reply(b"GET /hostname HTTP/1.0\r\n\r\n", EP, 80, local, client).endswith(b"\r\n\r\nweb-0")
-    assert agent.tcp_reply(b"GET /clientip HTTP/1.0\r\n\r\n", EP, 80, local, client).endswith(b"10.244.2.3:5")
-    line = agent.tcp_reply(b"hello\n", EP, 80, local, client)
-    assert line.endswith(b"\n") and probe.parse_answer(line)["client_port"] == 5  # type: ignore[index]
-    assert agent.tcp_reply(b"HEAD / HTTP/1.0\r\n\r\n", EP, 80, local, client).endswith(b"\r\n\r\n")
+    assert protocol.tcp_reply(b"GET /hostname HTTP/1.0\r\n\r\n", EP, 80, local, client).endswith(b"\r\n\r\nweb-0")
+    assert protocol.tcp_reply(b"GET /clientip HTTP/1.0\r\n\r\n", EP, 80, local, client).endswith(b"10.244.2.3:5")
+    line = protocol.tcp_reply(b"hello\n", EP, 80, local, client)
+    assert line.endswith(b"\n") and verdicts.parse_answer(line)["client_port"] == 5  # type: ignore[index]
+    assert protocol.tcp_reply(b"HEAD / HTTP/1.0\r\n\r\n", EP, 80, local, client).endswith(b"\r\n\r\n")
 
 
 def test_udp_answers() -> None:
     local, client = ("10.244.1.2", 80), ("10.244.2.3", 5)
-    assert agent.udp_reply(b"hostname", EP, 80, local, client) == b"web-0"
-    assert agent.udp_reply(b"clientip\n", EP, 80, local, client) == b"10.244.2.3:5"
-    obj = probe.parse_answer(agent.udp_reply(b"x" * 4000, EP, 80, local, client))
+    assert protocol.udp_reply(b"hostname", EP, 80, local, client) == b"web-0"
+    assert protocol.udp_reply(b"clientip\n", EP, 80, local, client) == b"10.244.2.3:5"
+    obj = verdicts.parse_answer(protocol.udp_reply(b"x" * 4000, EP, 80, local, client))
     assert obj is not None and obj["bytes"] == 4000 and obj["protocol"] == "UDP"
 
 
 @pytest.mark.parametrize("data", [b"", b"web-0", b"HTTP/1.1 200 OK\r\n\r\nweb-0", b"HTTP/1.1 200 OK\r\n", b"[1, 2]"])
 def test_anything_else_is_not_an_agent_answer(data: bytes) -> None:
-    assert probe.parse_answer(data) is None
+    assert verdicts.parse_answer(data) is None
 
 
 def test_when_a_request_is_complete() -> None:
-    assert not agent.request_complete(b"GET / HTTP/1.1\r\nHost: x\r\n")
-    assert agent.request_complete(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-    assert not agent.request_complete(b"hello")
-    assert agent.request_complete(b"hello\n")
-    assert agent.request_complete(b"x" * agent.REQUEST_MAX)
+    assert not protocol.request_complete(b"GET / HTTP/1.1\r\nHost: x\r\n")
+    assert protocol.request_complete(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert not protocol.request_complete(b"hello")
+    assert protocol.request_complete(b"hello\n")
+    assert protocol.request_complete(b"x" * protocol.REQUEST_MAX)
 
 
 def test_endpoint_parsing_reports_bad_entries_and_port_clashes() -> None:
@@ -119,7 +120,7 @@ def test_endpoint_parsing_reports_bad_entries_and_port_clashes() -> None:
     clash = {**good, "owner": "d/b"}
     odd = {**good, "netns": "b", "ports": [{"port": 1, "protocol": "DCCP"}, {"port": 2, "protocol": "UDP"},
                                            {"port": 3, "protocol": "SCTP"}]}
-    wanted, count, errors = agent.parse_endpoints([good, {"owner": "x"}, clash, odd])
+    wanted, count, errors = protocol.parse_endpoints([good, {"owner": "x"}, clash, odd])
     assert list(wanted) == [("a", "TCP", 80), ("b", "UDP", 2), ("b", "SCTP", 3)]
     assert wanted[("a", "TCP", 80)].owner == "d/a"
     assert count == 3 and len(errors) == 3
@@ -127,28 +128,28 @@ def test_endpoint_parsing_reports_bad_entries_and_port_clashes() -> None:
 
 
 def test_payloads() -> None:
-    assert probe.payload(None) == probe.UDP_DEFAULT_PAYLOAD not in (b"hostname", b"clientip")
-    assert len(probe.payload(4000)) == 4000 and probe.payload(0) == b""
+    assert verdicts.payload(None) == verdicts.UDP_DEFAULT_PAYLOAD not in (b"hostname", b"clientip")
+    assert len(verdicts.payload(4000)) == 4000 and verdicts.payload(0) == b""
 
 
 # --- ICMP dissection --------------------------------------------------------------------------------------------------
 
 
 def _echo_bytes(ident: int, seq: int) -> bytes:
-    return probe.echo_request(ident, seq, 56)
+    return verdicts.echo_request(ident, seq, 56)
 
 
 def test_echo_request_is_a_valid_icmp_echo() -> None:
     pkt = ICMP(_echo_bytes(0x1234, 7))
     assert (pkt.type, pkt.id, pkt.seq, len(pkt.payload)) == (8, 0x1234, 7, 56)
-    assert pkt.chksum == ICMP(bytes(ICMP(type=8, id=0x1234, seq=7) / Raw(probe.payload(56)))).chksum
+    assert pkt.chksum == ICMP(bytes(ICMP(type=8, id=0x1234, seq=7) / Raw(verdicts.payload(56)))).chksum
 
 
 def test_our_echo_reply_and_someone_elses() -> None:
     reply = bytes(IP(src="10.0.0.2", dst="10.0.0.1") / ICMP(type=0, id=5, seq=1) / Raw(b"x" * 8))
-    assert probe.classify_icmp_packet(reply, 5, 1) == {"kind": "reply", "src": "10.0.0.2"}
-    assert probe.classify_icmp_packet(reply, 5, 2) is None
-    assert probe.classify_icmp_packet(reply, 6, 1) is None
+    assert verdicts.classify_icmp_packet(reply, 5, 1) == {"kind": "reply", "src": "10.0.0.2"}
+    assert verdicts.classify_icmp_packet(reply, 5, 2) is None
+    assert verdicts.classify_icmp_packet(reply, 6, 1) is None
 
 
 def _error(type_: int, code: int, ident: int, seq: int, mtu: int = 0) -> bytes:
@@ -157,26 +158,26 @@ def _error(type_: int, code: int, ident: int, seq: int, mtu: int = 0) -> bytes:
 
 
 def test_frag_needed_quoting_our_echo() -> None:
-    assert probe.classify_icmp_packet(_error(3, 4, 9, 3, mtu=1450), 9, 3) == {
+    assert verdicts.classify_icmp_packet(_error(3, 4, 9, 3, mtu=1450), 9, 3) == {
         "kind": "error", "type": 3, "code": 4, "sender": "10.0.0.254", "mtu": 1450}
 
 
 def test_errors_about_other_packets_are_not_ours() -> None:
-    assert probe.classify_icmp_packet(_error(3, 4, 9, 3, mtu=1450), 9, 4) is None
-    assert probe.classify_icmp_packet(_error(3, 1, 8, 3), 9, 3) is None
+    assert verdicts.classify_icmp_packet(_error(3, 4, 9, 3, mtu=1450), 9, 4) is None
+    assert verdicts.classify_icmp_packet(_error(3, 1, 8, 3), 9, 3) is None
 
 
 def test_host_unreachable_quoting_our_echo() -> None:
-    assert probe.classify_icmp_packet(_error(3, 1, 9, 3), 9, 3)["mtu"] is None  # type: ignore[index]
-    assert probe.quotes_our_echo(_echo_bytes(9, 3)[:8], 9, 3)
-    assert not probe.quotes_our_echo(b"\x08\x00", 9, 3)
+    assert verdicts.classify_icmp_packet(_error(3, 1, 9, 3), 9, 3)["mtu"] is None  # type: ignore[index]
+    assert verdicts.quotes_our_echo(_echo_bytes(9, 3)[:8], 9, 3)
+    assert not verdicts.quotes_our_echo(b"\x08\x00", 9, 3)
 
 
 # --- results and the path-MTU search ----------------------------------------------------------------------------------
 
 
-def _r(verdict: str, icmp: dict | None = None) -> probe.ProbeResult:  # type: ignore[type-arg]
-    return probe.ProbeResult(ok=verdict == "connected", verdict=verdict, proto="icmp", src_netns="a",
+def _r(verdict: str, icmp: dict | None = None) -> verdicts.ProbeResult:  # type: ignore[type-arg]
+    return verdicts.ProbeResult(ok=verdict == "connected", verdict=verdict, proto="icmp", src_netns="a",
                              dst_ip="1.1.1.1", dst_port=None, icmp=icmp)
 
 
@@ -188,9 +189,9 @@ def test_probe_result_is_frozen_and_serialisable() -> None:
     assert not hasattr(r, "__dict__")  # slots
 
 
-def _run_search(start: int, answer: dict[int, probe.ProbeResult], passes_up_to: int = 0) -> probe._PmtuSearch:
+def _run_search(start: int, answer: dict[int, verdicts.ProbeResult], passes_up_to: int = 0) -> pmtu._PmtuSearch:
     """Simulate pmtu(): `answer` for given MTUs, else a reply up to `passes_up_to` and silence above it."""
-    s = probe._PmtuSearch(start)
+    s = pmtu._PmtuSearch(start)
     while (mtu := s.next_mtu()) is not None:
         s.record(mtu, answer.get(mtu, _r("connected" if mtu <= passes_up_to else "timeout")))
     return s

@@ -7,7 +7,7 @@ import ipaddress
 import pytest
 
 from emu.alloc import endpoints, ipam
-from emu.plan import planner
+from emu.cluster import planner
 from emu.model import loader as topology
 from emu.errors import ValidationError
 from emu.addons.kubeproxy import inputs

@@ -176,3 +176,29 @@ def test_up_refuses_a_state_directory_too_deep_for_the_agents_socket(tmp_path, m
     with pytest.raises(ClusterError, match="choose a shorter EMU_STATE_DIR"):
         clusters.preflight(plan, topo)
     assert not os.path.exists(tmp_path / ("d" * 90))  # refused before anything was made
+
+
+def test_a_record_of_an_older_emu_keeps_what_it_names(root):
+    """A cluster made before components had one entry each is still removed whole by `down` after an upgrade."""
+    import json
+    d = state.cluster_dir("old")
+    os.makedirs(d)
+    with open(os.path.join(d, state.RECORD_FILE), "w") as f:
+        json.dump({"name": "old", "topology_file": "t.yaml", "status": "up", "netns": ["old.node-1"],
+                   "agent_pid": 11, "dns_pid": 22, "ingress_pid": 33,
+                   "etc_files": ["/etc/netns/old.node-1/resolv.conf", "/etc/netns/old.external/hosts"]}, f)
+    rec = state.load("old")
+    assert (rec.pid("agent"), rec.pid("dns"), rec.pid("ingress-nginx")) == (11, 22, 33)
+    assert rec.files("dns") == ["/etc/netns/old.node-1/resolv.conf"]
+    assert rec.files("ingress-nginx") == ["/etc/netns/old.external/hosts"]
+    assert rec.netns == ["old.node-1"] and rec.status == "up"
+
+
+def test_each_component_has_one_entry_in_the_record(root):
+    rec = state.Record("c", "t.yaml")
+    rec.set_pid("dns", 5)
+    rec.set_files("dns", ["/etc/netns/c.n/resolv.conf", "/etc/netns/c.n/resolv.conf"])
+    rec.set_pid("dns", None)
+    assert rec.components == {"dns": {"files": ["/etc/netns/c.n/resolv.conf"]}} and rec.pid("dns") is None
+    rec.components["agent"] = {"pid": "7; rm -rf /"}  # a hand-edited record: not a pid
+    assert rec.pid("agent") is None

@@ -6,6 +6,7 @@ import textwrap
 import pytest
 
 from emu.model import loader as topology
+from emu.model import pods as model_pods
 from emu.errors import ValidationError
 from emu.model.types import Backend, Protocol
 
@@ -100,7 +101,7 @@ def test_deployment_pods_are_named_like_the_replicaset_controller_names_them():
     for p in t.pods:
         prefix, suffix = p.name.rsplit("-", 1)
         assert prefix == f"web-{h}" and len(suffix) == 5
-        assert set(h + suffix) <= set(topology.SAFE_ALPHANUMS)
+        assert set(h + suffix) <= set(model_pods.SAFE_ALPHANUMS)
         assert p.owner == f"ReplicaSet/web-{h}"
     assert load(text).pods == t.pods  # stable across loads
 

@@ -237,10 +237,10 @@ class EmuRun:
 
     def agent_mb(self) -> tuple[float | None, list[str]]:
         """VmRSS of the cluster's agent, and a problem if there is not exactly one.  The agent is found as `emu down`
-        recognises it: a process of this cluster (owned.processes) running `-m emu.observe.agent`.  Also notes every process
+        recognises it: a process of this cluster (owned.processes) running `-m emu.cluster.agent`.  Also notes every process
         of the cluster, so that `cleanup` can check each is gone after `down`."""
         self.seen = owned.processes(self.name, self.state_dir)
-        agents = [p for p in self.seen if "emu.observe.agent" in p.argv]
+        agents = [p for p in self.seen if "emu.cluster.agent" in p.argv]
         if len(agents) != 1:
             return None, [f"expected one agent process after up, found {len(agents)}"]
         return rss_mb(agents[0].pid), []
@@ -562,7 +562,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if not args.floor_only:
         try:
-            import emu.observe.agent  # noqa: F401 - `up` starts it
+            import emu.cluster.agent  # noqa: F401 - `up` starts it
             import emu.observe.probe  # noqa: F401
             import emu.cluster.lifecycle  # noqa: F401
         except ImportError as e:

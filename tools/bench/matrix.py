@@ -27,6 +27,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 import owned  # noqa: E402
+from emu.cluster import converge  # noqa: E402
 from emu.cluster import lifecycle as clusters  # noqa: E402
 from emu.apply import neighbours
 from emu.observe import probing
@@ -88,7 +89,7 @@ def run_size(pods: int, timeout: float, workers: int, tmp: str, problems: list[s
     with owned.cluster(name, state.cluster_dir(name), clusters.down, problems):
         clusters.up(path, name)
         t0 = time.monotonic()
-        clusters.apply_file(name, pol)
+        converge.apply_file(name, pol)
         sync = time.monotonic() - t0
         cl = clusters.open_cluster(name)
         risk = neighbours.for_matrix(cl.plan)

@@ -138,7 +138,7 @@ class NodeProxyState:
 
 
 class SyncError(EmuError):
-    """A node's proxier state could not be written (any mode; emu.addons.kubeproxy.sync and .ipvs raise it)."""
+    """A node's proxier state could not be written (any mode; emu.addons.kubeproxy.proxiers and .ipvs raise it)."""
 
 
 @dataclass(frozen=True)

@@ -8,17 +8,9 @@ version's and deletes them (`-X`), atomically: the kernel never sees half a rule
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from emu.addons.netpol import names
-from emu.addons.netpol.resolve import NodeInput
-from emu.addons.netpol.resolve import node_inputs as resolve_inputs
-from emu.addons.netpol.rules import IPSet, NodeRules, generate
-
-if TYPE_CHECKING:
-    from emu.alloc.ipam import Allocations
-    from emu.model.types import Topology
-    from emu.plan.objects import ClusterPlan
+from emu.addons.netpol.rules import IPSet, NodeRules
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,24 +89,3 @@ def _entry(e: str) -> str:
 
 def destroy_text(stale: set[str] | frozenset[str]) -> str:
     return "".join(f"destroy {n}\n" for n in sorted(stale))
-
-
-def script(inputs: dict[str, NodeInput], node_netns: dict[str, str], backend: str, version: str = "0") -> str:
-    """What a first sync runs on every node, as shell commands (for `emu up --dry-run`): `ipset restore` and
-    `iptables-restore --noflush` fed by here-documents, inside each node's namespace."""
-    out = []
-    empty = Current(frozenset(), (), frozenset())
-    for node, inp in inputs.items():
-        nr = generate(inp, version)
-        ns = node_netns[node]
-        out.append(f"# kube-router network policy controller on {node}")
-        out.append(f"ip netns exec {ns} ipset restore -exist <<'EOF'\n{ipset_text(nr.ipsets)}EOF")
-        out.append(f"ip netns exec {ns} iptables-{backend}-restore --noflush -w <<'EOF'\n"
-                   f"{iptables_text(nr, empty)}EOF")
-    return "\n".join(out) + ("\n" if out else "")
-
-
-def dry_run(topology: "Topology", allocations: "Allocations", plan: "ClusterPlan") -> str:
-    """`script` for a whole cluster plan ("" without NetworkPolicies): what `emu up --dry-run` can print."""
-    return script(resolve_inputs(topology, allocations), {n.name: n.netns for n in plan.nodes},
-                  topology.cluster.iptables_backend)

@@ -16,18 +16,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-from emu.apply import netns, state
-from emu.errors import EmuError
+from emu.addons.base import Running
 from emu.addons.netpol import resolve, restore, rules
-
-if TYPE_CHECKING:
-    from emu.cluster.lifecycle import Cluster
+from emu.apply import state, tools
+from emu.errors import EmuError
 
 
 class SyncError(EmuError):
@@ -45,7 +41,7 @@ class SyncResult:
 
 def _run(ns: str, argv: list[str], stdin: str | None = None) -> str:
     """Run a tool inside the node's namespace; its stdout, or SyncError naming the node, the tool and stderr."""
-    r = netns.run_in(ns, lambda: subprocess.run(argv, input=stdin, capture_output=True, text=True))
+    r = tools.run(ns, argv, stdin)
     if r.returncode != 0:
         raise SyncError(f"{' '.join(argv[:2])} in {ns} failed: {r.stderr.strip()[:2000]}")
     return r.stdout
@@ -83,7 +79,7 @@ def cleanup_node(ns: str, node: str, backend: str) -> SyncResult:
     return SyncResult(node, "cleanup", time.monotonic() - t0)
 
 
-def sync_cluster(cl: "Cluster") -> list[SyncResult]:
+def sync_cluster(cl: Running) -> list[SyncResult]:
     """Bring every node in line with the model: a full sync where the node's input differs from the one its last
     successful sync recorded (every node the first time), a cleanup of every node that has our state when the
     last policy went away, nothing when there never were policies.  A sync that failed is retried next time."""
@@ -120,7 +116,7 @@ def index_path(rec: state.Record, node: str) -> str:
     return os.path.join(rec.dir, "nodes", node, "netpol.json")
 
 
-def _write_index(cl: "Cluster", node: str, nr: rules.NodeRules, fingerprint: str) -> None:
+def _write_index(cl: Running, node: str, nr: rules.NodeRules, fingerprint: str) -> None:
     """After a successful sync: what each chain and set of the node is for (pod, policy and direction, rule), for
     `emu trace` and humans (chain names are hashes), and the fingerprint of the input it was made from."""
     state.write_file(cl.record, f"nodes/{node}/netpol.json",
@@ -135,7 +131,7 @@ def _recorded_digest(rec: state.Record, node: str) -> str | None:
         return None
 
 
-def _forget_index(cl: "Cluster", node: str) -> None:
+def _forget_index(cl: Running, node: str) -> None:
     try:
         os.unlink(index_path(cl.record, node))
     except FileNotFoundError:

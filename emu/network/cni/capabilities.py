@@ -25,7 +25,7 @@ from typing import Any, Iterable
 from emu.model import quantity
 from emu.model.documents import Collector, Document
 from emu.errors import Problem
-from emu.network.cni.runtime import NetConfList
+from emu.network.cni.netconf import NetConfList
 
 IPS_ANNOTATION = "emu.dev/ips"  # runtimeConfig.ips for eth0: "10.244.0.50/24" or a JSON list / comma list
 MAC_ANNOTATION = "emu.dev/mac"  # runtimeConfig.mac for eth0: "c2:b0:57:49:47:01"

@@ -12,6 +12,7 @@ from emu.apply import state
 from emu.cli.errors import cluster_name as cluster_name_check
 from emu.errors import EmuError
 from emu.network.cni import pods, runtime
+from emu.network.cni.network import CNI
 
 
 def _fail(e: EmuError) -> None:
@@ -26,7 +27,7 @@ def _why_none(name: str) -> str:
         topo = clusters.open_cluster(name).topology
     except EmuError:
         return ""
-    if pods.is_cni(topo.cluster):
+    if topo.cluster.cni.plugin == CNI.name:
         return ""
     return (f": it is wired by emu's built-in {topo.cluster.cni.plugin} (cni.plugin: {topo.cluster.cni.plugin}), "
             "which runs no plugin binary; `emu up --dry-run FILE` prints each pod's wiring, and cni.plugin: cni "

@@ -17,7 +17,7 @@ from typing import Any
 
 from emu.model import yamlsafe
 from emu.errors import ValidationError
-from emu.network.cni.runtime import NetConfList
+from emu.network.cni.netconf import NetConfList
 
 MAX_CONFLIST_BYTES = 1024 * 1024  # a CNI network configuration is a few hundred bytes
 

@@ -59,17 +59,6 @@ def calls(topo: Topology, plan: ClusterPlan, state_dir: str) -> tuple[PluginCall
     return tuple(out)
 
 
-def for_plan(topo: Topology, plan: ClusterPlan) -> ClusterPlan:
-    """`plan` carrying the plugin calls (for `up --dry-run`), with the state directory `up` would use."""
-    from dataclasses import replace
-
-    from emu.apply import state
-
-    if not pods.is_cni(topo.cluster):
-        return plan
-    return replace(plan, cni_calls=calls(topo, plan, state.cluster_dir(topo.cluster.name)))
-
-
 def render(cs: tuple[PluginCall, ...]) -> list[str]:
     """Shell lines: per pod a fresh $CONTAINER_ID, then one `echo STDIN | ip netns exec NODE env CNI_... PLUGIN`
     per call."""

@@ -1,7 +1,7 @@
 """A node of a `plugin: cni` cluster before any plugin runs.
 
-nodeConfig flannel: exactly what flanneld programs (emu.network.flannel.nodes: flannel.1 or host-gw routes, neighbours, FDB,
-FLANNEL-* rules, subnet.env) but no cni0: the bridge plugin creates it on the node's first pod.
+nodeConfig flannel: exactly what flanneld programs (emu.network.flannel.nodes: flannel.1 or host-gw routes,
+neighbours, FDB, FLANNEL-* rules, subnet.env) but no cni0: the bridge plugin creates it on the node's first pod.
 nodeConfig none: only the node's eth0 on the underlay, its default route to the external host and forwarding;
 routes between nodes are left to the plugins (or nothing, for a single-node cluster)."""
 from __future__ import annotations

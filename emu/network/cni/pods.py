@@ -24,10 +24,9 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from emu.alloc import ipam
-from emu.addons.multus import addon as multus
+from emu.addons.multus import wire as multus
 from emu.model import names
 from emu.apply import netns
-from emu.plan import planner
 from emu.alloc.ipam import Allocations, Assignment
 from emu.model.types import ClusterSpec, Pod, Topology
 from emu.plan.objects import ClusterPlan, PodPlan
@@ -39,10 +38,6 @@ from emu.network.cni.runtime import (CNIError, NetConfList, Runtime, RuntimeConf
 
 POD_IFNAME = "eth0"
 MAX_NODE_WORKERS = 8
-
-
-def is_cni(c: ClusterSpec) -> bool:
-    return c.cni.plugin == "cni"
 
 
 def cni_dir(state_dir: str) -> str:
@@ -176,10 +171,10 @@ def _add_one(c: ClusterSpec, state_dir: str, pp: PodPlan,
 
 def attach(state_dir: str, topo: Topology, alloc: Allocations, plan: ClusterPlan, keys: list[str],
            progress: Callable[[str, int, int], None] = lambda *a: None
-           ) -> tuple[Allocations, ClusterPlan, list[Attached]]:
-    """ADD every pod in `keys`; returns the allocations with the plugins' addresses, the plan built from them,
-    and per pod what was attached.  On a failure the failed pod is torn down and CNIError raised (the pods added
-    before it stay recorded, so `down` or the caller's rollback removes them)."""
+           ) -> tuple[Allocations, list[Attached]]:
+    """ADD every pod in `keys`; returns the allocations with the plugins' addresses (the caller builds the plan
+    again from them) and per pod what was attached.  On a failure the failed pod is torn down and CNIError raised
+    (the pods added before it stay recorded, so `down` or the caller's rollback removes them)."""
     c = topo.cluster
     nets = {n: node_network(c, state_dir, n) for n in c.nodes}
     by_node: dict[str, list[PodPlan]] = {}
@@ -216,7 +211,7 @@ def attach(state_dir: str, topo: Topology, alloc: Allocations, plan: ClusterPlan
         if a.secondary:  # the plugins' addresses replace the prediction
             secondary = multus.record_cni(secondary, a.key, list(a.secondary))
     alloc = Allocations(new_pods, dict(alloc.last_reserved), alloc.services, secondary)
-    return alloc, planner.build(topo, alloc), done
+    return alloc, done
 
 
 def _del_attachment(state_dir: str, path: str, att: dict[str, Any]) -> list[str]:

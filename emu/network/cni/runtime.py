@@ -2,7 +2,8 @@
 
 Pure part: the environment (`CNI_COMMAND`, `CNI_CONTAINERID`, `CNI_NETNS`, `CNI_IFNAME`, `CNI_ARGS`, `CNI_PATH`),
 each plugin's stdin (libcni's buildOneConfig: the list's `name` and `cniVersion`, `prevResult`, and `runtimeConfig`
-holding only the capabilities the plugin declares), result parsing and version comparison.
+holding only the capabilities the plugin declares), result parsing and version comparison.  The network
+configuration list itself (NetConfList) is pure data in emu.network.cni.netconf.
 
 Exec part: `Runtime` runs the plugins of a list for ADD (in order, each result the next one's prevResult), DEL (in
 reverse, every plugin gets the cached result as prevResult from 0.4.0 on), CHECK (0.4.0+, cached result), VERSION,
@@ -16,7 +17,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import re
 import subprocess
 import threading
 import time
@@ -25,8 +25,8 @@ from typing import Any
 
 from emu.apply import netns
 from emu.errors import EmuError
+from emu.network.cni.netconf import NETWORK_NAME, NetConfList  # noqa: F401 (NETWORK_NAME: for importers)
 
-DEFAULT_BIN_DIRS = ("/usr/lib/cni", "/opt/cni/bin")
 PLUGIN_PATH_ENV = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 TIMEOUT = 60.0
 
@@ -48,51 +48,6 @@ def version_tuple(v: str) -> tuple[int, ...]:
 
 def version_at_least(v: str, minimum: str) -> bool:
     return version_tuple(v) >= version_tuple(minimum)
-
-
-# libcni (pkg/utils ValidateNetworkName, cniReg): `^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$`; \Z: no trailing newline either
-NETWORK_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.\-]*\Z")
-
-@dataclass(frozen=True)
-class NetConfList:
-    """A network configuration list (a single .conf becomes a one-plugin list, as libcni's ConfListFromConf)."""
-
-    name: str
-    cni_version: str
-    plugins: tuple[dict[str, Any], ...]
-    disable_check: bool = False
-    raw: dict[str, Any] = field(default_factory=dict, compare=False)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "NetConfList":
-        if not isinstance(d, dict):
-            raise ValueError("a network configuration must be a JSON object")
-        if "plugins" not in d:  # a single network configuration (.conf)
-            if "type" not in d:
-                raise ValueError("a .conf needs a \"type\" (or use a .conflist with \"plugins\")")
-            d = {"cniVersion": d.get("cniVersion", "0.3.1"), "name": d.get("name"),
-                 "plugins": [{k: v for k, v in d.items() if k not in ("name", "cniVersion")}]}
-        name, plugins = d.get("name"), d.get("plugins")
-        if not isinstance(name, str) or not name:
-            raise ValueError("\"name\" is missing")
-        if not NETWORK_NAME.match(name):  # it names files: the result cache <net>-<id>-<ifname>, host-local's dir
-            raise ValueError(f"\"name\" {name!r} must be letters, digits, '_', '.' and '-', starting with a letter "
-                             f"or digit (libcni's ValidateNetworkName)")
-        if not isinstance(plugins, list) or not plugins:
-            raise ValueError("\"plugins\" must be a non-empty list")
-        for i, p in enumerate(plugins):
-            if not isinstance(p, dict) or not isinstance(p.get("type"), str) or not p["type"]:
-                raise ValueError(f"plugins[{i}] needs a \"type\"")
-            if not NETWORK_NAME.match(p["type"]):  # a file name looked up in CNI_PATH: no '/', no '..'
-                raise ValueError(f"plugins[{i}].type {p['type']!r} is not a plugin file name")
-        return cls(name, str(d.get("cniVersion", "0.3.1")), tuple(plugins), bool(d.get("disableCheck", False)), d)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"cniVersion": self.cni_version, "name": self.name, "plugins": list(self.plugins),
-                **({"disableCheck": True} if self.disable_check else {})}
-
-    def to_bytes(self) -> bytes:
-        return json.dumps(self.to_dict(), sort_keys=True).encode()
 
 
 @dataclass(frozen=True)

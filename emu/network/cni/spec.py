@@ -4,7 +4,8 @@
       plugin: cni
       conflist: cni/ptp.conflist     # a .conflist or .conf, relative to the topology file; optional with
                                      # nodeConfig flannel (then flannel's delegate: bridge + host-local + portmap)
-      binDir: [/usr/lib/cni]         # where plugin binaries are looked up (CNI_PATH), default /usr/lib/cni, /opt/cni/bin
+      binDir: [/usr/lib/cni]         # where plugin binaries are looked up (CNI_PATH); default: /usr/lib/cni and
+                                     # /opt/cni/bin
       nodeConfig: flannel            # flannel: emu plays flanneld (backend vxlan | host-gw); none: eth0 only
       backend: vxlan
 """
@@ -15,7 +16,7 @@ from typing import Any
 from emu.model.documents import Collector, Document
 from emu.model.types import Backend, CNISpec
 from emu.network.cni import config
-from emu.network.cni.runtime import DEFAULT_BIN_DIRS
+from emu.network.cni.netconf import DEFAULT_BIN_DIRS
 
 FIELDS = ("plugin", "conflist", "binDir", "nodeConfig", "backend")  # emu.model.schema reports any other
 NODE_CONFIGS = ("flannel", "none")

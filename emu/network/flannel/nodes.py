@@ -14,7 +14,8 @@ import ipaddress
 from emu.network import bridge as cnibridge
 from emu.model import names
 from emu.alloc.ipam import external_ip, gateway
-from emu.model.types import Backend, ClusterSpec, ProxyMode
+from emu.addons.kubeproxy import modes as proxier_modes
+from emu.model.types import Backend, ClusterSpec
 from emu.plan.objects import Address, Fdb, IptablesTable, Link, Neighbour, NetnsPlan, Route, Vxlan
 
 VXLAN_DEV = "flannel.1"
@@ -88,10 +89,9 @@ def peer_entries(c: ClusterSpec, node: str, subnets: dict[str, ipaddress.IPv4Net
 def node_sysctls(c: ClusterSpec, node: str | None = None) -> tuple[tuple[str, str], ...]:
     """Forwarding (flanneld and the bridge plugin's isGateway), bridged traffic through iptables (kubeadm's
     preflight requires it: without it replies from a same-node endpoint skip the Service's reverse NAT), and
-    route_localnet, which kube-proxy's iptables mode sets for localhost NodePorts."""
+    what the proxier needs (route_localnet, which kube-proxy's iptables mode sets for localhost NodePorts)."""
     out = [("net.ipv4.ip_forward", "1"), ("net.bridge.bridge-nf-call-iptables", "1")]
-    if c.proxy.mode is ProxyMode.IPTABLES:
-        out.append(("net.ipv4.conf.all.route_localnet", "1"))
+    out += proxier_modes.for_mode(c.proxy.mode).node_sysctls
     return tuple(out) + (c.node_sysctls(node) if node is not None else ())  # the node's own settings last
 
 

@@ -18,9 +18,7 @@ from emu.apply import netns
 from emu.observe import readback as observe
 from emu.apply.links import Sockets
 from emu.cluster.daemons import Daemon
-from emu.addons.kubeproxy import iptables as ipt
-from emu.addons.kubeproxy import nftables as nft
-from emu.addons.kubeproxy import sync as kpsync
+from emu.addons.kubeproxy import proxiers
 from emu.addons.kubeproxy.model import NodeProxyState
 from emu.model.types import ProxyMode
 from emu.observe.readback import Observed
@@ -103,26 +101,20 @@ class LiveKernel:
         return out
 
     def ruleset(self, ns: str, mode: ProxyMode, backend: str) -> str | None:
-        argv = ["nft", "list", "table", "ip", nft.TABLE] if mode is ProxyMode.NFTABLES else [f"iptables-{backend}-save"]
         if not netns.exists(ns):
             return None
-        r = _run(ns, argv)
-        return r.stdout if r.returncode == 0 else None
+        return proxiers.for_mode(mode).read_back(ns, backend)
 
     def render(self, state: NodeProxyState, mode: ProxyMode, backend: str) -> str:
+        proxier = proxiers.for_mode(mode)
         scratch = f"emu-doctor-{os.getpid()}-{secrets.token_hex(3)}"
         netns.create(scratch)
         try:
-            if mode is ProxyMode.NFTABLES:
-                load = _run(scratch, ["nft", "-f", "-"], nft.sync_text(state))
-                dump = ["nft", "list", "table", "ip", nft.TABLE]
-            else:  # what sync_node writes on a first sync: the jump rules, then the full restore
-                text = kpsync.first_sync_jumps() + ipt.restore_text(state, {"nat": set(), "filter": set()})
-                load = _run(scratch, [f"iptables-{backend}-restore", "--noflush", "-w"], text)
-                dump = [f"iptables-{backend}-save"]
-            if load.returncode != 0:
-                raise RuntimeError(f"loading the desired rules of {state.node} failed: {load.stderr.strip()[:500]}")
-            return _run(scratch, dump).stdout
+            for load in proxier.spec.render(state, backend):  # what its sync writes on a first sync
+                r = _run(scratch, list(load.argv), load.stdin)
+                if r.returncode != 0:
+                    raise RuntimeError(f"loading the desired rules of {state.node} failed: {r.stderr.strip()[:500]}")
+            return proxier.read_back(scratch, backend) or ""
         finally:
             netns.remove(scratch)
 
@@ -175,7 +167,7 @@ def _df_echo(cl: "Cluster", src: Any, dst: Any, p: Probe, timeout: float) -> dic
     learned from an earlier frag-needed (a fixed MTU would otherwise look broken until that cache expires)."""
     from emu.observe import probe, targets
 
-    r = probe._echo(src.netns, dst.ip, p.size or 0, probe.IP_PMTUDISC_PROBE, timeout, None, 1).to_dict()
+    r = probe.echo(src.netns, dst.ip, p.size or 0, probe.IP_PMTUDISC_PROBE, timeout, None, 1).to_dict()
     if r.get("answered_by"):
         r["answered_by"] = targets.who(cl, r["answered_by"]) or r["answered_by"]
     icmp = r.get("icmp")

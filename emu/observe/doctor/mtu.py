@@ -9,15 +9,18 @@ another node must fit every MTU the kernel enforces on its way:
     -> far host veth (bridged) -> receiver eth0
 
 A hop smaller than the sender's eth0 is where large packets are dropped or fragmented: that hop is named.
-The DF probe (an ICMP echo that fills the sender's MTU) shows what the dataplane really does with one."""
+The DF probe (an ICMP echo that fills the sender's MTU) shows what the dataplane really does with one.  The pod
+network names its own part of the path (emu.network.base.MtuPath: flannel.1 and the VXLAN overhead, cni0), and
+whether the pods are its plan's at all (`cni.plugin: cni`: the plugins choose their MTUs)."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from emu.network.flannel.nodes import VXLAN_OVERHEAD
-from emu.model.types import Backend, ClusterSpec
+from emu.model.types import ClusterSpec
+from emu.network import table as networks
+from emu.network.base import MtuPath
 from emu.observe.readback import Observed
 from emu.plan.objects import ClusterPlan, NetnsPlan, PodPlan
 from emu.observe.doctor import findings as f
@@ -40,14 +43,14 @@ class LinkMtu:
     why: str
 
 
-def _why(ns: NetnsPlan, dev: str, kind: str | None, spec: ClusterSpec) -> str:
+def _why(ns: NetnsPlan, dev: str, kind: str | None, spec: ClusterSpec, mp: MtuPath) -> str:
     if ns.role == "node":
         node = ns.owner
-        if kind == "vxlan":
-            return f"node MTU {spec.node_mtu(node)} - {VXLAN_OVERHEAD} VXLAN overhead"
+        if kind is not None and dev in mp.tunnel:
+            return f"node MTU {spec.node_mtu(node)} - {mp.overhead} {mp.encap} overhead"
         if dev == "eth0":
             return "the node's MTU" + (" (nodeSettings)" if spec.node_mtu(node) != spec.mtu else " (spec.mtu)")
-        return f"FLANNEL_MTU of {node}"
+        return f"{mp.pod_mtu} of {node}"
     if ns.role == "underlay":
         return "the underlay MTU (spec.mtu)" if kind == "bridge" or dev == "to-external" else \
             "the MTU of the node it faces"
@@ -57,18 +60,20 @@ def _why(ns: NetnsPlan, dev: str, kind: str | None, spec: ClusterSpec) -> str:
 def planned(plan: ClusterPlan, spec: ClusterSpec, with_pods: bool = True) -> list[LinkMtu]:
     """Every interface MTU the plan sets: the infrastructure's links, veth peers arriving in a namespace (a node's
     eth0), and each pod's veth pair (the host end in its node, eth0 in the pod)."""
+    mp = networks.for_cluster(spec).mtu_path(spec)
     out = []
     for ns in plan.infra:
         subj = subject(ns)
         for link in ns.links:
             if link.mtu:
-                out.append(LinkMtu(subj, ns.name, link.name, link.name, link.mtu, _why(ns, link.name, link.kind, spec)))
+                out.append(LinkMtu(subj, ns.name, link.name, link.name, link.mtu,
+                                   _why(ns, link.name, link.kind, spec, mp)))
         for dev, value in ns.mtu:
-            out.append(LinkMtu(subj, ns.name, dev, dev, value, _why(ns, dev, None, spec)))
+            out.append(LinkMtu(subj, ns.name, dev, dev, value, _why(ns, dev, None, spec, mp)))
     for p in plan.pods:
         if p.host_network or not with_pods:
             continue
-        why = f"FLANNEL_MTU of {p.node}"
+        why = f"{mp.pod_mtu} of {p.node}"
         if p.host_link.mtu:
             out.append(LinkMtu(p.key, p.node_netns, p.host_link.name, f"{p.host_link.name} (host end of {p.key})",
                                p.host_link.mtu, why))
@@ -88,6 +93,7 @@ class Hop:
     label: str
     mtu: int
     overhead: int = 0  # bytes of encapsulation the packet carries here
+    encap: str = ""  # which ("VXLAN")
 
     @property
     def effective(self) -> int:
@@ -95,7 +101,7 @@ class Hop:
         return self.mtu - self.overhead
 
     def text(self) -> str:
-        extra = f" - {self.overhead} VXLAN = {self.effective}" if self.overhead else ""
+        extra = f" - {self.overhead} {self.encap} = {self.effective}" if self.overhead else ""
         return f"{self.label}: {self.mtu}{extra}"
 
 
@@ -140,17 +146,17 @@ def path(plan: ClusterPlan, spec: ClusterSpec, observed: Mapping[str, Observed |
     _, p = max(senders, key=lambda t: t[0])
     _, q = min(receivers, key=lambda t: t[0])
     nx, ny = nodes[x].netns, nodes[y].netns
-    vxlan = spec.cni.backend is Backend.VXLAN
-    oh = VXLAN_OVERHEAD if vxlan else 0
+    mp = networks.for_cluster(spec).mtu_path(spec)
+    oh = mp.overhead
     wanted: list[tuple[str, str | None, str, int]] = [
         (f"{p.key} eth0", p.netns.name, p.host_link.peer or "eth0", 0),
         (f"node/{x} {p.host_link.name} (host end of {p.key})", nx, p.host_link.name, 0),
-        *([(f"node/{x} flannel.1", nx, "flannel.1", 0)] if vxlan else []),
+        *((f"node/{x} {dev}", nx, dev, 0) for dev in mp.tunnel),
         (f"node/{x} eth0", nx, "eth0", oh),
         (f"underlay {ports.get(nx)}", underlay.name, ports.get(nx) or "", oh),
         (f"underlay {ports.get(ny)}", underlay.name, ports.get(ny) or "", oh),
         (f"node/{y} eth0", ny, "eth0", oh),
-        (f"node/{y} cni0", ny, "cni0", 0),
+        *((f"node/{y} {dev}", ny, dev, 0) for dev in mp.receive),
         (f"node/{y} {q.host_link.name} (host end of {q.key})", ny, q.host_link.name, 0),
         (f"{q.key} eth0", q.netns.name, q.host_link.peer or "eth0", 0),
     ]
@@ -158,7 +164,7 @@ def path(plan: ClusterPlan, spec: ClusterSpec, observed: Mapping[str, Observed |
     for label, ns, dev, overhead in wanted:
         m = _mtu(observed, ns or "", dev)
         if m is not None:
-            hops.append(Hop(label, m, overhead))
+            hops.append(Hop(label, m, overhead, mp.encap))
     return Path(x, y, p.key, tuple(hops))
 
 
@@ -212,12 +218,14 @@ def _path_finding(pth: Path, probe: tuple[Probe, Mapping[str, Any]] | None) -> F
 
 
 def check(plan: ClusterPlan, spec: ClusterSpec, observed: Mapping[str, Observed | None],
-          probes: Sequence[tuple[Probe, Mapping[str, Any]]] = (), cni_plugin: bool = False) -> list[Finding]:
-    """Link MTUs against the plan, then one finding per ordered node pair whose nodes both have pods."""
-    out = _link_findings(planned(plan, spec, with_pods=not cni_plugin), observed)
-    if cni_plugin:
-        out.append(f.skip(CHECK, "paths", "pods are wired by the CNI plugins (cni.plugin: cni): their MTUs are the "
-                                          "plugins' to set; pod paths are not analysed"))
+          probes: Sequence[tuple[Probe, Mapping[str, Any]]] = ()) -> list[Finding]:
+    """Link MTUs against the plan, then one finding per ordered node pair whose nodes both have pods (unless the
+    pod network's pods are not its plan's: then their links and paths are left out)."""
+    unplanned = networks.for_cluster(spec).unplanned_pods
+    out = _link_findings(planned(plan, spec, with_pods=unplanned is None), observed)
+    if unplanned is not None:
+        out.append(f.skip(CHECK, "paths", f"{unplanned}: their MTUs are the plugins' to set; pod paths are not "
+                                          "analysed"))
         return out
     by_pair = {(p.src_node, p.dst_node): (p, r) for p, r in probes}
     nodes = [n.name for n in plan.nodes]

@@ -9,8 +9,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from emu.addons.kubeproxy import inputs
-from emu.model.types import ProxyMode
+from emu.addons.kubeproxy import inputs, modes
+from emu.network import table as networks
 from emu.observe.readback import Observed
 from emu.observe.doctor import checks, mtu, pairs, rulesets, state
 from emu.observe.doctor import findings as f
@@ -52,8 +52,9 @@ class _Ctx:
     _observed: Mapping[str, Observed | None] | None = field(default=None)
 
     @property
-    def cni_plugin(self) -> bool:
-        return self.cl.topology.cluster.cni.plugin == "cni"
+    def unplanned_pods(self) -> str | None:
+        """Why the pods are not the plan's (the pod network says: cni.plugin cni), or None."""
+        return networks.for_cluster(self.cl.topology.cluster).unplanned_pods
 
     def observed(self) -> Mapping[str, Observed | None]:
         if self._observed is None:
@@ -79,13 +80,13 @@ class _Ctx:
 
 
 def _routes(ctx: _Ctx) -> list[Finding]:
-    return state.check(ctx.cl.plan, ctx.observed(), ctx.cni_plugin)
+    return state.check(ctx.cl.plan, ctx.observed(), ctx.unplanned_pods)
 
 
 def _mtu(ctx: _Ctx) -> list[Finding]:
     cl, observed = ctx.cl, ctx.observed()
     results: list[tuple[Probe, dict[str, Any]]] = []
-    if not ctx.cni_plugin:
+    if ctx.unplanned_pods is None:
         pod_mtu = {}
         for p in cl.plan.pods:
             got = observed.get(p.netns.name)
@@ -97,7 +98,7 @@ def _mtu(ctx: _Ctx) -> list[Finding]:
         small = [dataclasses.replace(p, size=pairs.SMALL_ECHO, df=False) for p, _ in failed]
         for (_, r), answer in zip(failed, ctx.send("mtu", small)):
             r["small"] = answer  # lost whatever its size (no route), or only when large (a black hole)?
-    return mtu.check(cl.plan, cl.topology.cluster, observed, results, ctx.cni_plugin)
+    return mtu.check(cl.plan, cl.topology.cluster, observed, results)
 
 
 def _pod_to_pod(ctx: _Ctx) -> list[Finding]:
@@ -162,9 +163,10 @@ def _kube_proxy(ctx: _Ctx) -> list[Finding]:
     cl = ctx.cl
     c = cl.topology.cluster
     mode, backend = c.proxy.mode, c.iptables_backend
-    if mode is ProxyMode.IPVS:
-        return [f.skip("kube-proxy", "nodes", "ipvs mode: virtual servers and ipsets are not compared yet "
-                                              "(emu rules node/NAME shows the iptables part)")]
+    proxier = modes.for_mode(mode)
+    if proxier.compared_as is None:
+        return [f.skip("kube-proxy", "nodes", proxier.not_compared)]
+    diff = {"nft": rulesets.diff_nft, "iptables-save": rulesets.diff_iptables}[proxier.compared_as]
     states = inputs.node_states(cl.topology, cl.allocations)
     out = []
     for i, n in enumerate(cl.plan.nodes, start=1):
@@ -174,13 +176,11 @@ def _kube_proxy(ctx: _Ctx) -> list[Finding]:
             out.append(f.fail("kube-proxy", f"node/{n.name}", str(e)))
             continue
         live = ctx.kernel.ruleset(n.netns, mode, backend)
-        what = "table ip kube-proxy" if mode is ProxyMode.NFTABLES else f"the output of iptables-{backend}-save"
+        what = proxier.listing_what.format(backend=backend)
         if live is None:
             out.append(rulesets.missing_table(n.name, mode.value, what, desired))
         else:
-            d = rulesets.diff_nft(desired, live) if mode is ProxyMode.NFTABLES else \
-                rulesets.diff_iptables(desired, live)
-            out.append(rulesets.finding(n.name, mode.value, d))
+            out.append(rulesets.finding(n.name, mode.value, diff(desired, live)))
         ctx.progress("kube-proxy", i, len(cl.plan.nodes))
     return out
 

@@ -75,7 +75,7 @@ class Want:
 
     plan: NetnsPlan
     host_links: tuple[tuple[Link, str], ...] = ()
-    strict: bool = True  # report unexpected entries (off where real plugins add their own: cni.plugin cni)
+    strict: bool = True  # report unexpected entries (off where the pods are not the plan's: cni.plugin cni)
 
     @property
     def links(self) -> tuple[Link, ...]:
@@ -86,16 +86,16 @@ class Want:
         return {link.name for link in self.links} | set(self.plan.up) | {d for d, _ in self.plan.mtu}
 
 
-def wants(plan: ClusterPlan, cni_plugin: bool = False) -> list[Want]:
-    """One Want per namespace emu made: the infrastructure, then every pod with a namespace of its own.  With
-    `cni.plugin: cni` the plugins wire the pods (their interfaces are theirs to choose): pods are left out and
-    nodes are held only to what the plan puts there."""
+def wants(plan: ClusterPlan, pods_planned: bool = True) -> list[Want]:
+    """One Want per namespace emu made: the infrastructure, then every pod with a namespace of its own.  Where the
+    pods are not the plan's (`cni.plugin: cni`: the plugins wire them and choose their interfaces), pods are left
+    out and nodes are held only to what the plan puts there."""
     host: dict[str, list[tuple[Link, str]]] = {}
     for p in plan.pods:
-        if not p.host_network and not cni_plugin:
+        if not p.host_network and pods_planned:
             host.setdefault(p.node_netns, []).append((p.host_link, p.key))
-    out = [Want(ns, tuple(host.get(ns.name, ())), strict=not cni_plugin) for ns in plan.infra]
-    if not cni_plugin:
+    out = [Want(ns, tuple(host.get(ns.name, ())), strict=pods_planned) for ns in plan.infra]
+    if pods_planned:
         out += [Want(p.netns) for p in plan.pods if not p.host_network]
     return out
 
@@ -207,10 +207,12 @@ def _summary(want: Want) -> str:
     return ", ".join(parts)
 
 
-def check(plan: ClusterPlan, observed: Mapping[str, Observed | None], cni_plugin: bool = False) -> list[Finding]:
-    """One finding per namespace: ok, fail (something missing or wrong), warn (only unexpected entries)."""
+def check(plan: ClusterPlan, observed: Mapping[str, Observed | None], unplanned: str | None = None
+          ) -> list[Finding]:
+    """One finding per namespace: ok, fail (something missing or wrong), warn (only unexpected entries).
+    `unplanned`: why the pods are not the plan's (the pod network's `unplanned_pods`), when they are not."""
     out = []
-    for w in wants(plan, cni_plugin):
+    for w in wants(plan, unplanned is None):
         ns = w.plan
         subj = subject(ns)
         got = observed.get(ns.name)
@@ -228,7 +230,7 @@ def check(plan: ClusterPlan, observed: Mapping[str, Observed | None], cni_plugin
         else:
             out.append(f.warn(CHECK, subj, f"netns {ns.name}: {lines[0]}" +
                               (f" (and {len(lines) - 1} more)" if len(lines) > 1 else ""), lines))
-    if cni_plugin:
-        out.append(f.skip(CHECK, "pods", "pods are wired by the CNI plugins (cni.plugin: cni); their namespaces "
-                                         "are the plugins' to shape and are not compared"))
+    if unplanned is not None:
+        out.append(f.skip(CHECK, "pods", f"{unplanned}; their namespaces are the plugins' to shape and are not "
+                                         "compared"))
     return out

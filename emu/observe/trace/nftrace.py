@@ -30,7 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from emu.apply import netns
+from emu.apply import netns, tools
 
 NETLINK_NETFILTER = 12
 NFNLGRP_NFTRACE = 9
@@ -186,8 +186,7 @@ def table_script(m: FlowMatch, name: str) -> str:
 
 def _nft(ns: str, argv: list[str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     """Run nft inside a namespace (the child inherits the calling thread's namespace)."""
-    return netns.run_in(ns, lambda: subprocess.run(["nft", *argv], input=stdin, capture_output=True, text=True,
-                                                   timeout=20))
+    return tools.run(ns, ["nft", *argv], stdin, timeout=20)
 
 
 def _listen() -> socket.socket:

@@ -7,10 +7,9 @@ tables that appear in its events.
 from __future__ import annotations
 
 import re
-import subprocess
 from dataclasses import dataclass
 
-from emu.apply import netns
+from emu.apply import tools
 
 IPTABLES_TABLES = ("filter", "nat", "mangle", "raw", "security")
 _HANDLE = re.compile(r"^(?P<text>.*?)\s*# handle (?P<handle>\d+)$")
@@ -63,7 +62,7 @@ def parse_iptables_save(text: str) -> dict[tuple[str, str], list[str]]:
 
 
 def _run(ns: str, argv: list[str]) -> str:
-    r = netns.run_in(ns, lambda: subprocess.run(argv, capture_output=True, text=True, timeout=30))
+    r = tools.run(ns, argv, timeout=30)
     return r.stdout if r.returncode == 0 else ""
 
 

@@ -15,8 +15,8 @@ from typing import Any
 
 from emu.observe import probe, probing, targets
 from emu.cluster.lifecycle import Cluster
+from emu.addons.kubeproxy import modes
 from emu.errors import EmuError
-from emu.model.types import ProxyMode
 from emu.observe.trace import assemble, diagnose, flow, nftrace, ruletext
 from emu.observe.trace.capture import Captured, Taps
 from emu.observe.trace.correlate import FlowPacket, Seed, correlate
@@ -59,7 +59,7 @@ def _rule_trace_plan(cl: Cluster) -> tuple[bool, list[str]]:
     """Whether the nodes' rules can be traced, and what to tell the user about it."""
     c = cl.topology.cluster
     if c.iptables_backend == "legacy":
-        if c.proxy.mode is ProxyMode.IPTABLES:
+        if modes.for_mode(c.proxy.mode).service_rules_in_iptables:  # kube-proxy's own rules are the ones lost
             return False, ["rule tracing needs the nft iptables backend (this cluster has iptablesBackend: legacy): "
                            "the packet path is shown without rules"]
         return True, ["flannel's rules use iptables-legacy here and are not traced (only nftables rules are)"]
@@ -138,7 +138,7 @@ def report(cl: Cluster, raw: Raw, routes: bool = True) -> dict[str, Any]:
     """The trace as data (see emu.observe.trace.assemble for the shape of each packet)."""
     t_start = time.monotonic()
     ctx = assemble.Context(flow.labels(cl), flow.roles(cl), raw.ifnames, _rule_texts(cl, raw.traversals), raw.t0,
-                           ipvs=cl.topology.cluster.proxy.mode is ProxyMode.IPVS)
+                           ipvs=modes.for_mode(cl.topology.cluster.proxy.mode).nat_outside_netfilter)
     assemble.attach(raw.packets, raw.traversals, ctx)
     with Router() as router:
         ctx.router = router if routes else None

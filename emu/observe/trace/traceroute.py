@@ -16,21 +16,21 @@ import time
 from typing import Any
 
 from emu.apply import netns
-from emu.observe import probe, probing, targets
+from emu.observe import probe, probing, targets, verdicts
 from emu.cluster.lifecycle import Cluster
 from emu.errors import EmuError
 
 IP_TTL = 2
 
 
-def _errqueue(s: socket.socket) -> probe.ExtendedErr | None:
+def _errqueue(s: socket.socket) -> verdicts.ExtendedErr | None:
     try:
         quoted, anc, _flags, _addr = s.recvmsg(2048, 1024, socket.MSG_ERRQUEUE | socket.MSG_DONTWAIT)
     except OSError:
         return None
     for level, kind, data in anc:
         if level == socket.IPPROTO_IP and kind == probe.IP_RECVERR:
-            return probe.parse_extended_err(data, quoted)
+            return verdicts.parse_extended_err(data, quoted)
     return None
 
 
@@ -39,11 +39,11 @@ def _hop(ttl: int, t0: float, addr: str | None, kind: str, reached: bool, **kw: 
             "rtt_ms": round((time.monotonic() - t0) * 1000, 3), **kw}
 
 
-def _from_error(ttl: int, t0: float, err: probe.ExtendedErr, dst_ip: str) -> dict[str, Any]:
-    if err.origin == probe.SO_EE_ORIGIN_ICMP:
-        if err.type == probe.ICMP_TIME_EXCEEDED:
+def _from_error(ttl: int, t0: float, err: verdicts.ExtendedErr, dst_ip: str) -> dict[str, Any]:
+    if err.origin == verdicts.SO_EE_ORIGIN_ICMP:
+        if err.type == verdicts.ICMP_TIME_EXCEEDED:
             return _hop(ttl, t0, err.sender, "time-exceeded", False)
-        reached = err.sender == dst_ip or err.code == probe.ICMP_PORT_UNREACH
+        reached = err.sender == dst_ip or err.code == verdicts.ICMP_PORT_UNREACH
         return _hop(ttl, t0, err.sender, f"unreachable (ICMP 3/{err.code})", reached, final=True)
     return _hop(ttl, t0, None, f"local error: {errno.errorcode.get(err.errno, err.errno)}", False, final=True)
 
@@ -64,7 +64,7 @@ def _send(s: socket.socket, proto: str, ip: str, port: int, echo: bytes | None) 
         s.connect_ex((ip, port))  # EINPROGRESS: the SYN is on its way
     elif proto == "udp":
         s.connect((ip, port))
-        s.send(probe.payload(None))
+        s.send(verdicts.payload(None))
     else:
         assert echo is not None
         s.connect((ip, 0))
@@ -75,8 +75,8 @@ def _check(s: socket.socket, proto: str, ttl: int, t0: float, ip: str, ident: in
     """What one socket's event means: a router (time exceeded), the destination, or nothing yet."""
     err = _errqueue(s)
     if err is not None:
-        if proto == "icmp" and err.origin == probe.SO_EE_ORIGIN_ICMP and \
-                not probe.quotes_our_echo(err.quoted, ident, ttl):
+        if proto == "icmp" and err.origin == verdicts.SO_EE_ORIGIN_ICMP and \
+                not verdicts.quotes_our_echo(err.quoted, ident, ttl):
             return None
         return _from_error(ttl, t0, err, ip)
     if proto == "tcp":
@@ -95,12 +95,12 @@ def _check(s: socket.socket, proto: str, ttl: int, t0: float, ip: str, ident: in
         return None  # an error whose details are on the error queue (read next time)
     if proto == "udp":
         return _hop(ttl, t0, ip, "answered", True)
-    found = probe.classify_icmp_packet(data, ident, ttl)
+    found = verdicts.classify_icmp_packet(data, ident, ttl)
     if not found:
         return None
     if found["kind"] == "reply":
         return _hop(ttl, t0, found["src"], "echo-reply", True)
-    if found["type"] == probe.ICMP_TIME_EXCEEDED:
+    if found["type"] == verdicts.ICMP_TIME_EXCEEDED:
         return _hop(ttl, t0, found["sender"], "time-exceeded", False)
     return _hop(ttl, t0, found["sender"], f"unreachable (ICMP {found['type']}/{found['code']})",
                 found["sender"] == ip, final=True)
@@ -120,7 +120,7 @@ def traceroute(cl: Cluster, src: str, dst: str, proto: str = "udp", port: int | 
     if proto != "icmp" and port is None:
         port = probing._default_port(cl, d_t, proto)
     ident = probe.next_ident()
-    echoes = [probe.echo_request(ident, ttl, 56) for ttl in range(1, max_hops + 1)] if proto == "icmp" else []
+    echoes = [verdicts.echo_request(ident, ttl, 56) for ttl in range(1, max_hops + 1)] if proto == "icmp" else []
     socks = _open(s_t.netns, proto, max_hops)
     found: dict[int, dict[str, Any]] = {}
     try:

@@ -1,22 +1,24 @@
-"""Builds the plan of a whole cluster from the model and the IPAM allocations (pure: no kernel access)."""
+"""Builds the plan of a whole cluster from the model and the IPAM allocations: the underlay and the external host
+(emu.plan.underlay), then the cluster's pod network (emu.network.table, picked by `spec.cni.plugin`) plans each node
+and each pod; hostNetwork pods share their node's namespace (emu.plan.hostnet).  Pure: no kernel access."""
 from __future__ import annotations
 
 import ipaddress
 
-from emu.network import bridge as cnibridge
-from emu.alloc import endpoints
-from emu.network.flannel import nodes as flannel
-from emu.plan import hostnet
-from emu.model import names
-from emu.plan import underlay
+from emu.alloc import endpoints, ipam
 from emu.alloc.ipam import Allocations, node_ips, node_subnets
+from emu.model import loader
+from emu.model.documents import Document
 from emu.model.types import Topology
-from emu.plan.objects import ClusterPlan, NodeInfo, Route
+from emu.network import table
+from emu.plan import hostnet, underlay
+from emu.plan.objects import ClusterPlan, Route
 
 
 def build(topo: Topology, alloc: Allocations) -> ClusterPlan:
     """The whole desired state of a cluster."""
     c = topo.cluster
+    net = table.for_cluster(c)
     subnets, ips = node_subnets(c), node_ips(c)
     pods_by_node: dict[str, int] = {n: 0 for n in c.nodes}
     pods = []
@@ -26,15 +28,9 @@ def build(topo: Topology, alloc: Allocations) -> ClusterPlan:
             pods.append(hostnet.pod_plan(c, p, a))
             continue
         pods_by_node[a.node] += 1
-        pods.append(cnibridge.pod_plan(c, p, a, subnets[a.node], flannel.mtu(c, a.node)))
-    if c.cni.plugin == "cni":  # real plugins wire the pods (emu.network.cni): the nodes hold no cni0 until they run
-        from emu.network.cni import nodes as cni_nodes
-        node_plans = [cni_nodes.node_plan(c, n, subnets, ips) for n in c.nodes]
-    else:
-        node_plans = [flannel.node_plan(c, n, subnets, ips, has_pods=pods_by_node[n] > 0) for n in c.nodes]
-    infos = tuple(NodeInfo(n, names.node_netns(c.name, n), ips[n], subnets[n],
-                           names.vtep_mac(c.name, n) if c.cni.backend.value == "vxlan" else None,
-                           flannel.subnet_env(c, subnets[n], n)) for n in c.nodes)
+        pods.append(net.pod_plan(c, p, a, subnets[a.node]))
+    node_plans = [net.node_plan(c, n, subnets, ips, pods_by_node[n] > 0) for n in c.nodes]
+    infos = tuple(net.node_info(c, n, subnets, ips) for n in c.nodes)
     infra = (underlay.underlay_plan(c), underlay.external_plan(c, lb_routes(topo, alloc)), *node_plans)
     return ClusterPlan(c.name, infra, tuple(pods), infos)
 
@@ -57,3 +53,17 @@ def lb_routes(topo: Topology, alloc: Allocations) -> tuple[Route, ...]:
             out.append(Route(ipaddress.IPv4Network(f"{a.load_balancer_ip}/32"), "eth0",
                              nexthops=tuple(ips[n] for n in nodes)))
     return tuple(out)
+
+
+def plan_documents(path: str, name: str | None) -> tuple[Topology, Allocations, ClusterPlan, list[Document]]:
+    """Model, IPAM and plan of a topology file, and the documents `up` records: pure, no root needed."""
+    docs = loader.read_documents(path)
+    topo = loader.load_documents(path, docs, name)
+    alloc = ipam.allocate(topo, Allocations.empty())
+    return topo, alloc, build(topo, alloc), docs
+
+
+def plan_file(path: str, name: str | None = None) -> tuple[Topology, Allocations, ClusterPlan]:
+    """Model, IPAM and plan for a topology file (`emu up --dry-run`)."""
+    topo, alloc, plan, _ = plan_documents(path, name)
+    return topo, alloc, plan

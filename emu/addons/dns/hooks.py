@@ -1,0 +1,34 @@
+"""Cluster DNS as an Addon: kubelet's resolv.conf for every pod and node, and, with the coredns ConfigMap, the
+cluster DNS server (one daemon playing every coredns pod: emu.addons.dns.server).
+
+It reads the coredns ConfigMap (the Corefile) and the Services, pods and EndpointSlices its records come from.  Up
+writes the resolv.conf files (named in the record first) and starts the server; a change rewrites the zone, which
+the server re-reads; down stops the server and removes the files the record names.
+"""
+from __future__ import annotations
+
+from emu.addons.base import Addon, Daemon, Running
+from emu.addons.dns import addon, desired
+from emu.apply.state import Record
+from emu.plan.content import Daemon as RunDaemon
+from emu.plan.content import Section
+
+
+def _sync(new: Running, old: Running) -> None:
+    addon.sync(new)  # new records (the DNS server re-reads its zone), resolv.conf of new pods
+
+
+def _expected(rec: Record) -> bool:
+    return rec.pid(addon.NAME) is not None
+
+
+def _dry_run(cl: Running) -> list[Section]:
+    objs = desired.desired(cl)
+    server = any(isinstance(o, RunDaemon) for o in objs)
+    return [("cluster DNS: the resolv.conf of every node and pod" + (", the DNS server's files and the server"
+                                                                     if server else ""), objs)] if objs else []
+
+
+DNS = Addon(addon.NAME, kinds=("ConfigMap", "Service", "Pod", "EndpointSlice"), start=addon.start, sync=_sync,
+            stop=addon.stop, daemon=Daemon("cluster DNS (the coredns pods)", addon.pids, _expected, addon.start),
+            dry_run=_dry_run)
