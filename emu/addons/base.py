@@ -1,11 +1,12 @@
 """The Addon seam: a cluster component (kube-proxy, NetworkPolicy enforcement, DNS, Ingress, Multus) as a table of
 verbs, the way a CNI plugin is a table of ADD/DEL/CHECK and felix registers a manager per kind of state.
 
-An addon declares what it reads (`kinds`), what it checks before anything is built (`preflight`), what it does
-when a cluster comes up (`start`), when its objects change (`sync`), before pods it serves leave (`pods_leaving`)
-and when the cluster goes (`stop`), which daemon of it the record owns (`daemon`), and what it would do, as plan
-objects (`dry_run`).  `emu.addons.table.ADDONS` lists them in one literal tuple; the cluster's lifecycle is a loop
-over that tuple (up in order, down in reverse), so adding a component is its folder plus one line there.
+An addon declares what it reads (`kinds`), the objects its installer adds (`documents`), what it checks before
+anything is built (`preflight`), what it does when a cluster comes up (`start`), when its objects change (`sync`),
+before pods it serves leave (`pods_leaving`) and when the cluster goes (`stop`), which daemon of it the record owns
+(`daemon`), and what it would do, as plan objects (`dry_run`).  `emu.addons.table.ADDONS` lists them in one literal
+tuple; the cluster's lifecycle is a loop over that tuple (up in order, down in reverse), so adding a component is
+its folder plus one line there.
 
 The hooks take the running cluster through the `Running` protocol (record, model, allocations, plan): an addon
 never imports the cluster layer that calls it.
@@ -18,6 +19,7 @@ from typing import Protocol
 
 from emu.alloc.ipam import Allocations
 from emu.apply.state import Record
+from emu.model.kinds import DocumentSource
 from emu.model.types import Topology
 from emu.plan.content import Section
 from emu.plan.objects import ClusterPlan
@@ -64,6 +66,9 @@ def _no_sections(*_: object) -> list[Section]:
 class Addon:
     name: str  # its entry in the record, and the name `emu status` and `emu doctor` give its daemon
     kinds: tuple[str, ...] = ()  # the manifest kinds it reads
+    # the objects its installer adds to a topology's manifests (kubeadm's CoreDNS, ingress-nginx's manifest), as the
+    # model reads them: each source sees the manifests and what the addons before it added
+    documents: DocumentSource | None = None
     preflight: Callable[[Topology], None] = _nothing  # a ClusterError (one line) before anything is built
     start: Callable[[Running], None] = _nothing  # up: once every pod answers
     sync: Callable[[Running, Running], None] = _nothing  # emu apply / delete / mark: (new, old)

@@ -11,9 +11,10 @@ from collections.abc import Callable
 
 from pyroute2 import IPRoute
 
-from emu.apply import netns, nlbatch, tools
+from emu.apply import drivers, netns, nlbatch
 from emu.errors import ApplyError
 from emu.apply.nlbatch import Batch
+from emu.plan.content import Ruleset
 from emu.plan.objects import IptablesTable, Link, NetnsPlan, PodPlan, restore_text
 
 
@@ -175,11 +176,12 @@ def enter(ns: NetnsPlan) -> socket.socket:
 
 
 def iptables_restore(ns: str, tables: Iterable[IptablesTable], cmd: str = "iptables-restore") -> None:
-    """One `iptables-restore --noflush` per namespace and sync, run by a thread inside the namespace."""
+    """One `iptables-restore --noflush` per namespace and sync, run by a thread inside the namespace: a ruleset,
+    applied by its driver (emu.apply.drivers)."""
     text = restore_text(tables)
     if text.strip() == "":
         return
-    tools.check(ns, [cmd, "--noflush", "-w"], text)
+    drivers.apply([Ruleset(ns, ns, f"{cmd} --noflush -w", text)])
 
 
 def apply_infra(plans: Iterable[NetnsPlan], s: Sockets, ix: Indexes) -> None:

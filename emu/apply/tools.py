@@ -7,9 +7,23 @@ them (a shell a user opens in a pod, `emu exec`) goes through emu.observe.podexe
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Sequence
 
 from emu.apply import netns
 from emu.errors import ApplyError
+
+
+class ToolFailed(ApplyError):
+    """A tool that exited non-zero, as one line: the tool, the namespace, its stderr (its stdout when stderr is
+    empty).  The run's parts stay readable for a caller that words its own error (a sync names its node)."""
+
+    def __init__(self, ns: str, argv: Sequence[str], result: subprocess.CompletedProcess[str]):
+        self.netns = ns
+        self.argv = tuple(argv)
+        self.returncode = result.returncode
+        self.stdout = result.stdout or ""
+        self.stderr = result.stderr or ""
+        super().__init__(f"{self.argv[0]} in {ns} failed: {(self.stderr or self.stdout).strip()}")
 
 
 def run(ns: str, argv: list[str], stdin: str | None = None,
@@ -20,9 +34,16 @@ def run(ns: str, argv: list[str], stdin: str | None = None,
 
 
 def check(ns: str, argv: list[str], stdin: str | None = None, timeout: float | None = None,
-          error: type[Exception] = ApplyError) -> str:
-    """The tool's standard output; `error` (one line: the tool, the namespace, its stderr) when it fails."""
+          error: type[Exception] | None = None) -> str:
+    """The tool's standard output; ToolFailed (or `error` with the same one line) when it fails."""
     r = run(ns, argv, stdin, timeout)
     if r.returncode != 0:
-        raise error(f"{argv[0]} in {ns} failed: {(r.stderr or r.stdout).strip()}")
+        failed = ToolFailed(ns, argv, r)
+        raise failed if error is None else error(str(failed))
     return r.stdout
+
+
+def output(ns: str, argv: list[str], stdin: str | None = None, timeout: float | None = None) -> str | None:
+    """The tool's standard output, or None when it failed (a listing of a table that does not exist yet)."""
+    r = run(ns, argv, stdin, timeout)
+    return r.stdout if r.returncode == 0 else None

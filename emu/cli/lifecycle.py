@@ -16,6 +16,7 @@ from emu.cli.errors import run as _run
 from emu.cli.options import CLUSTER, OUTPUT, progress
 from emu.cluster import daemons
 from emu.cluster import lifecycle as clusters
+from emu.network import table as networks
 from emu.cluster import converge, dryrun
 from emu.errors import EmuError
 from emu.report import output as report
@@ -24,7 +25,7 @@ from emu.report import output as report
 @click.command()
 @click.argument("file", metavar="FILE|NAME")
 @click.option("--name", callback=_cluster_name, help="Cluster name (default: the Cluster's metadata.name).")
-@click.option("--dry-run", is_flag=True, help="Print the commands the plan amounts to; change nothing.")
+@click.option("--dry-run", is_flag=True, help="Print the whole plan as the commands and files up would run and write; change nothing.")
 @click.option("--repair", is_flag=True, help="NAME is a running cluster: restart its daemons that died (agent, DNS "
                                              "server, ingress nginx).")
 @OUTPUT
@@ -56,8 +57,8 @@ def up(file: str, name: str | None, dry_run: bool, repair: bool, output: str) ->
         click.echo(report.to_json({**_status(cl), "seconds": round(elapsed, 3), "warnings": warnings}))
         return
     c = cl.topology.cluster
-    click.echo(f"cluster {cl.name} is up: {len(c.nodes)} nodes, {len(cl.plan.pods)} pods, flannel "
-               f"{c.cni.backend.value} "
+    click.echo(f"cluster {cl.name} is up: {len(c.nodes)} nodes, {len(cl.plan.pods)} pods, "
+               f"{networks.for_cluster(c).summary(c)} "
                f"(pod MTU {next((p.host_link.mtu for p in cl.plan.pods if not p.host_network), '-')}), "
                f"in {elapsed:.2f}s")
     click.echo(report.table(["NODE", "INTERNAL-IP", "POD-CIDR", "PODS"],

@@ -28,6 +28,7 @@ from emu.cluster.planner import plan_documents, plan_file  # noqa: F401 (plan_fi
 from emu.cluster.workload import Progress, _quiet
 from emu.errors import ClusterError
 from emu.model import loader as topology
+from emu.model import schema
 from emu.model.types import Topology
 from emu.network import table as networks
 from emu.network.base import Wiring
@@ -58,9 +59,10 @@ def open_cluster(name: str) -> Cluster:
 
 
 def topology_from(rec: state.Record, stored: list[dict[str, Any]]) -> Topology:
-    docs = [topology.Document(d["file"], d["index"], d["body"]) for d in stored]
-    spec = topology.cluster_spec(docs[0], rec.name)
-    topo = topology.build(rec.topology_file, spec, docs[1:])
+    docs = [topology.Document(d["file"], d["index"], d["body"], tuple(schema.unknown_fields(d["body"])))
+            for d in stored]  # strict fields for manifests `emu apply` adds, as `up` read its own
+    spec = planner.cluster_spec(docs[0], rec.name)
+    topo = planner.build_topology(rec.topology_file, spec, docs[1:])
     if not rec.pod_conditions:
         return topo
     pods = tuple(dataclasses.replace(p, **rec.pod_conditions[p.key]) if p.key in rec.pod_conditions else p

@@ -7,9 +7,11 @@ import ipaddress
 
 from emu.alloc import endpoints, ipam
 from emu.alloc.ipam import Allocations, node_ips, node_subnets
+from emu.addons.table import ADDONS
 from emu.model import loader
+from emu.model.kinds import Plugins
 from emu.model.documents import Document
-from emu.model.types import Topology
+from emu.model.types import ClusterSpec, Topology
 from emu.network import table
 from emu.plan import hostnet, underlay
 from emu.plan.objects import ClusterPlan, Route
@@ -55,10 +57,37 @@ def lb_routes(topo: Topology, alloc: Allocations) -> tuple[Route, ...]:
     return tuple(out)
 
 
+# What the seams plug into the model: each network's spec.cni parser, each addon's document source (in table order).
+PLUGINS = Plugins(tuple(n.spec for n in table.NETWORKS), tuple(a.documents for a in ADDONS if a.documents))
+
+
+def load(path: str, name: str | None = None, text: str | None = None) -> Topology:
+    """A topology file read and validated with the cluster's networks and addons (emu.model.loader.load)."""
+    return loader.load(path, name, text, plugins=PLUGINS)
+
+
+def load_documents(path: str, docs: list[Document], name: str | None = None) -> Topology:
+    return loader.load_documents(path, docs, name, plugins=PLUGINS)
+
+
+def cluster_spec(doc: Document, name: str | None = None) -> ClusterSpec:
+    return loader.cluster_spec(doc, name, PLUGINS)
+
+
+def build_topology(path: str, cluster: ClusterSpec, docs: list[Document]) -> Topology:
+    """The manifests `docs` validated for `cluster` (`emu apply` builds the merged set this way)."""
+    return loader.build(path, cluster, docs, plugins=PLUGINS)
+
+
+def added_documents(path: str, docs: list[Document], cluster: ClusterSpec) -> list[Document]:
+    """The objects the addons add to the manifests (CoreDNS's, ingress-nginx's), as the loader adds them."""
+    return loader.added_documents(path, docs, cluster, plugins=PLUGINS)
+
+
 def plan_documents(path: str, name: str | None) -> tuple[Topology, Allocations, ClusterPlan, list[Document]]:
     """Model, IPAM and plan of a topology file, and the documents `up` records: pure, no root needed."""
     docs = loader.read_documents(path)
-    topo = loader.load_documents(path, docs, name)
+    topo = load_documents(path, docs, name)
     alloc = ipam.allocate(topo, Allocations.empty())
     return topo, alloc, build(topo, alloc), docs
 

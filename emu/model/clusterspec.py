@@ -7,10 +7,10 @@ import ipaddress
 from typing import Any
 
 from emu.errors import ValidationError
-from emu.model import names, nodesettings, schema
+from emu.model import names, nodesettings
 from emu.model.documents import DNS_LABEL, Collector, Document
-from emu.model.types import Backend, ProxyMode, ProxySpec, ClusterSpec, CNISpec
-from emu.network.cni import spec as cni_spec
+from emu.model.kinds import Plugins
+from emu.model.types import ProxyMode, ProxySpec, ClusterSpec, CNISpec
 
 CLUSTER_API = "emu.dev/v1alpha1"
 RESERVED_NODE_NAMES = ("underlay", "external")  # namespaces of the emulated infrastructure
@@ -30,16 +30,16 @@ CLUSTER_DEFAULTS: dict[str, Any] = {
 }
 
 
-def cluster_spec(doc: Document, name: str | None = None) -> ClusterSpec:
+def cluster_spec(doc: Document, name: str | None, plugins: Plugins) -> ClusterSpec:
     """The Cluster document's spec; raises ValidationError with every problem in it."""
     c = Collector()
-    spec = parse_cluster(doc, c, name)
+    spec = parse_cluster(doc, c, name, plugins)
     if c.problems:
         raise ValidationError(c.problems)
     return spec
 
 
-def parse_cluster(doc: Document, c: Collector, name_override: str | None = None) -> ClusterSpec:
+def parse_cluster(doc: Document, c: Collector, name_override: str | None, plugins: Plugins) -> ClusterSpec:
     f, body = doc.file, doc.body
     obj = f"Cluster {doc.meta.get('name', '<unnamed>')}"
     if body.get("apiVersion") != CLUSTER_API:
@@ -68,7 +68,7 @@ def parse_cluster(doc: Document, c: Collector, name_override: str | None = None)
     if not isinstance(mtu, int) or isinstance(mtu, bool) or not 1280 <= mtu <= 9000:
         c.add(doc, f, obj, "spec.mtu", f"must be an integer from 1280 to 9000, got {mtu!r}")
         mtu = 1500
-    cni = _parse_cni(s["cni"], doc, c, obj)
+    cni = _parse_cni(s["cni"], doc, c, obj, plugins)
     proxy = _parse_proxy(s["proxy"], doc, c, obj)
     pool = _parse_net(s["loadBalancerPool"], doc, c, obj, "spec.loadBalancerPool") \
         if s["loadBalancerPool"] is not None else None
@@ -191,22 +191,26 @@ def _parse_net(v: Any, doc: Document, c: Collector, obj: str, fld: str) -> ipadd
     return net
 
 
-def _parse_cni(v: Any, doc: Document, c: Collector, obj: str) -> CNISpec:
+def _parse_cni(v: Any, doc: Document, c: Collector, obj: str, plugins: Plugins) -> CNISpec:
+    """`spec.cni`, read by the network `plugin` names (`plugins.networks`: each network's own fields and parser, from
+    its folder's spec.py); a field only other networks take is named as theirs, one no network takes is unknown (as
+    the API server's strict decoding words it), and an unknown plugin's fields are read as the default network's."""
+    default = plugins.network(CLUSTER_DEFAULTS["cni"]["plugin"])
+    assert default is not None  # the Cluster's default network is one emu has
     if not isinstance(v, dict):
         c.add(doc, doc.file, obj, "spec.cni", "must be a mapping with plugin and backend")
-        return CNISpec()
-    plugin = v.get("plugin", "flannel")
-    if plugin == "cni":  # real plugin binaries: emu.network.cni
-        return cni_spec.parse(v, doc, c, obj)
+        return default.parse({}, doc, c, obj)
+    plugin = v.get("plugin", default.name)
+    known = plugins.network(plugin)
+    net = known or default
     for key in v:
-        if key not in ("plugin", "backend") and key in schema.CLUSTER_SPEC["cni"]:  # others: emu.model.schema's
-            c.add(doc, doc.file, obj, f"spec.cni.{key}", "only valid with plugin cni (plugin flannel takes backend)")
-    if plugin != "flannel":
-        c.add(doc, doc.file, obj, "spec.cni.plugin", f"plugin {plugin!r} is not implemented (known: flannel, cni)")
-    backend = v.get("backend", "vxlan")
-    try:
-        b = Backend(backend)
-    except ValueError:
-        c.add(doc, doc.file, obj, "spec.cni.backend", f"backend {backend!r} is not one of vxlan, host-gw")
-        b = Backend.VXLAN
-    return CNISpec("flannel", b)
+        theirs = [s.name for s in plugins.networks if key in s.fields]
+        if key != "plugin" and not theirs:
+            c.add(doc, doc.file, doc.label(), f"spec.cni.{key}", f'unknown field "spec.cni.{key}"')
+        if key != "plugin" and key not in net.fields and theirs:
+            c.add(doc, doc.file, obj, f"spec.cni.{key}",
+                  f"only valid with plugin {' or '.join(theirs)} (plugin {net.name} takes {', '.join(net.fields)})")
+    if known is None:
+        c.add(doc, doc.file, obj, "spec.cni.plugin",
+              f"plugin {plugin!r} is not implemented (known: {', '.join(s.name for s in plugins.networks)})")
+    return net.parse(v, doc, c, obj)

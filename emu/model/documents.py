@@ -36,13 +36,12 @@ class Document:
 
     @property
     def meta(self) -> dict[str, Any]:
-        m = self.body.get("metadata")
-        return m if isinstance(m, dict) else {}
+        return metadata(self.body)
 
     def label(self) -> str:
         ns = self.meta.get("namespace")
         name = self.meta.get("name", "<unnamed>")
-        return f"{self.kind or '<no kind>'} {ns + '/' if ns else ''}{name}"
+        return f"{self.kind or '<no kind>'} {ns + '/' if isinstance(ns, str) and ns else ''}{name}"
 
 
 @dataclass
@@ -57,6 +56,26 @@ class Collector:
         self.problems.append(Problem(file, doc.index if doc else None, printable(obj), printable(fld), printable(msg)))
 
 
+def metadata(body: dict[str, Any]) -> dict[str, Any]:
+    """An object's metadata, {} when it has none (or one that is not a mapping: read_documents refuses those)."""
+    m = body.get("metadata")
+    return m if isinstance(m, dict) else {}
+
+
+def check_envelope(doc: Document, c: Collector) -> None:
+    """What the API server's decoder refuses before any kind's validation runs: a `metadata` that is not an
+    ObjectMeta (a mapping), or a `metadata.namespace` that is not a string (`json: cannot unmarshal ... of type
+    string`).  Whatever finds an object by namespace and name (the addons' documents, `emu apply`'s merge) relies on
+    both."""
+    m = doc.body.get("metadata")
+    if m is not None and not isinstance(m, dict):
+        c.add(doc, doc.file, doc.label(), "metadata", "must be a mapping")
+        return
+    ns = doc.meta.get("namespace")
+    if ns is not None and not isinstance(ns, str):
+        c.add(doc, doc.file, doc.label(), "metadata.namespace", f"must be a string, got {ns!r}")
+
+
 def read_documents(path: str, text: str | None = None) -> list[Document]:
     """Parse a multi-document YAML file; empty documents are skipped but keep their numbering.
 
@@ -65,17 +84,23 @@ def read_documents(path: str, text: str | None = None) -> list[Document]:
     and no mapping with a key twice (emu.model.yamlsafe.load_all); then every object is checked against its kind's
     fields (emu.model.schema), as `kubectl apply`'s default strict field validation does.  Every problem is one line
     naming the file (and the document, object and field where there is one); raises ValidationError, except for
-    unknown fields: each Document carries its own, and the kind's parser reports them with its other problems."""
+    unknown fields: each Document carries its own, and the kind's parser reports them with its other problems.  A
+    document whose metadata the decoder would refuse (check_envelope) fails the read, every such one named."""
     if text is None:
         text = yamlsafe.read_text(path)
     raw = yamlsafe.load_all(path, text)
     docs = []
+    c = Collector()
     for i, body in enumerate(raw, start=1):
         if body is None:
             continue
         if not isinstance(body, dict):
             raise ValidationError([Problem(path, i, "", "", "a document must be a mapping (an object with kind)")])
-        docs.append(Document(path, i, body, tuple(schema.unknown_fields(body))))
+        doc = Document(path, i, body, tuple(schema.unknown_fields(body)))
+        check_envelope(doc, c)
+        docs.append(doc)
+    if c.problems:
+        raise ValidationError(c.problems)
     return docs
 
 

@@ -4,8 +4,11 @@ document is read (`check`, in table order), as the API server and its admission 
 kind is one entry here: its parser lives in its own folder (emu/addons/<x>/), its view and describe, keyed by the
 same kind, in the report layer.  Strict field validation reads the kind's schema (emu.model.schema) by the same name.
 
-DOCUMENT_SOURCES are the objects emu adds to a topology's manifests, as the addons' installers would create them
-(kubeadm's CoreDNS, ingress-nginx's manifest): each source sees the manifests and what the sources before it added."""
+What the model reads beyond the kinds comes from the seams, handed in by the composition layer (emu.cluster.planner)
+as `Plugins`: each pod network's `spec.cni` parser (its folder's spec.py, named by its PodNetwork in
+emu.network.table) and each addon's document source (the objects its installer adds to a topology's manifests, as
+kubeadm's CoreDNS and ingress-nginx's manifest: emu.addons.table).  The model never imports those tables: they hold
+kernel code."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
@@ -16,9 +19,8 @@ from emu.errors import EmuError
 from emu.model import pods, services
 from emu.model.documents import Collector, Document
 from emu.model.manifests import Manifests
-from emu.model.types import ClusterSpec
+from emu.model.types import ClusterSpec, NetworkSpec
 from emu.addons.dns import documents as dns_documents
-from emu.addons.ingress import documents as ingress_documents
 from emu.addons.ingress import parse as ingress_parse
 from emu.addons.multus import nad
 from emu.addons.netpol import parse as netpol_parse
@@ -127,15 +129,17 @@ KINDS = tuple(BY_KIND[k] for k in ("Service", "Pod", "NetworkPolicy", "Node", "I
                                    "Event"))
 
 
-def _coredns(path: str, docs: Sequence[Document], cluster: ClusterSpec) -> list[Document]:
-    return dns_documents.addon_documents(path, list(docs), cluster.service_cidr)
+@dataclass(frozen=True, slots=True)
+class Plugins:
+    """What the seams plug into the model: the pod networks' `spec.cni` parsers, in the networks' table order (the
+    first is the default network), and the addons' document sources, in the addons' table order."""
 
+    networks: tuple[NetworkSpec, ...]
+    sources: tuple[DocumentSource, ...] = ()
 
-def _ingress_nginx(path: str, docs: Sequence[Document], cluster: ClusterSpec) -> list[Document]:
-    return ingress_documents.addon_documents(path, list(docs), cluster.load_balancer_pool is not None)
-
-
-DOCUMENT_SOURCES: tuple[DocumentSource, ...] = (_coredns, _ingress_nginx)
+    def network(self, plugin: object) -> NetworkSpec | None:
+        """The network `spec.cni.plugin` names, if emu has it."""
+        return next((s for s in self.networks if s.name == plugin), None)
 
 
 class UnknownKind(EmuError):

@@ -88,7 +88,11 @@ def _parse_ports(containers: Any, doc: Document, c: Collector, fld: str) -> tupl
         if not isinstance(ctr, dict):
             c.add(doc, doc.file, doc.label(), f"{fld}[{ci}]", "must be a mapping")
             continue
-        for pi, p in enumerate(ctr.get("ports") or []):
+        raw = ctr.get("ports") or []
+        if not isinstance(raw, list):
+            c.add(doc, doc.file, doc.label(), f"{fld}[{ci}].ports", "must be a list")
+            continue
+        for pi, p in enumerate(raw):
             pf = f"{fld}[{ci}].ports[{pi}]"
             port = _parse_port(p, doc, c, pf)
             if port is None:
@@ -149,8 +153,16 @@ def expand_deployment(doc: Document, c: Collector, taken: set[str] | None = None
         c.add(doc, doc.file, obj, "spec.replicas", f"must be a non-negative integer, got {replicas!r}")
         return []
     template = spec["template"]
-    tlabels = (template.get("metadata") or {}).get("labels") or {}
-    selector = (spec.get("selector") or {}).get("matchLabels")
+    tmeta = template.get("metadata") or {}
+    if not isinstance(tmeta, dict):
+        c.add(doc, doc.file, obj, "spec.template.metadata", "must be a mapping")
+        return []
+    tlabels = tmeta.get("labels") or {}
+    if not isinstance(tlabels, dict):
+        c.add(doc, doc.file, obj, "spec.template.metadata.labels", "labels must be a mapping")
+        return []
+    selector = spec.get("selector")
+    selector = selector.get("matchLabels") if isinstance(selector, dict) else None
     if not isinstance(selector, dict) or not selector:
         c.add(doc, doc.file, obj, "spec.selector.matchLabels", "a Deployment needs a selector")
         return []
@@ -207,9 +219,20 @@ def pod_template_hash(template: dict[str, Any]) -> str:
     shape and alphabet (e.g. "7d4b9c8f5d") and is stable for a template, but is not byte-identical to a real cluster's.
     """
     h = 0x811C9DC5
-    for b in json.dumps(template, sort_keys=True, separators=(",", ":")).encode():
+    for b in json.dumps(_json_keys(template), sort_keys=True, separators=(",", ":"), default=str).encode():
         h = ((h ^ b) * 0x01000193) & 0xFFFFFFFF
     return safe_encode(str(h))
+
+
+def _json_keys(v: Any) -> Any:
+    """v with every mapping key a string, as sigs.k8s.io/yaml turns a YAML key into a JSON one (a template with a
+    key like `7:` is refused by strict field validation, but is hashed before the problems are raised).  A value
+    JSON has no type for (a YAML timestamp, !!binary) is hashed as its text, as goyaml would read it."""
+    if isinstance(v, dict):
+        return {k if isinstance(k, str) else json.dumps(k, default=str): _json_keys(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_json_keys(x) for x in v]
+    return v
 
 
 def random_suffix(namespace: str, rs: str, i: int, attempt: int = 0) -> str:

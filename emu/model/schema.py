@@ -13,17 +13,18 @@ json field names of the upstream types, nested where the type is a struct:
 - k8s.io/api networking/v1/types.go: NetworkPolicy (+ peers, ports, IPBlock), Ingress, IngressClass
 - k8s.io/api discovery/v1/types.go: EndpointSlice
 - k8s-network-plumbing-wg multi-net-spec: NetworkAttachmentDefinition (spec.config)
-- emu's own Cluster (emu.dev/v1alpha1): the fields emu.model.clusterspec, emu.model.nodesettings and
-  emu.network.cni.spec read.
+- emu's own Cluster (emu.dev/v1alpha1): the fields emu.model.clusterspec and emu.model.nodesettings read, and
+  under `spec.cni` those of the pod networks (checked with the network's own spec: emu.model.clusterspec).
 
 A field is ANY when its value is free-form (maps of labels, quantities, IntOrString, RawExtension) or a deep
 struct emu does not model (affinity, volume sources other than the common ones): its keys are not checked.
 Differences: values are not type-checked here (each kind's parser does that); the Cluster's `spec.cni` accepts the
-fields of both plugins (emu.model.clusterspec reports one given to the wrong plugin).
+fields of every plugin (emu.model.clusterspec reports one given to the wrong plugin).
 """
 from __future__ import annotations
 
 from typing import Any, Mapping, Union
+
 
 ANY = None  # any value; keys below it are not checked
 Field = Union[None, Mapping[str, "Field"], list]  # list: [schema of each item]
@@ -162,12 +163,12 @@ SLICE_ENDPOINT: Mapping[str, Field] = {
     "targetRef": OBJECT_REFERENCE, "deprecatedTopology": ANY, "nodeName": ANY, "zone": ANY,
     "hints": {"forZones": [{"name": ANY}], "forNodes": [{"name": ANY}]},
 }
-# emu's own kind (emu.model.clusterspec CLUSTER_DEFAULTS, emu.model.nodesettings, emu.network.cni.spec)
+# emu's own kind (emu.model.clusterspec CLUSTER_DEFAULTS, emu.model.nodesettings, each network's spec.cni fields)
 NODE_SETTINGS = {"mtu": ANY, "sysctls": ANY}
 CLUSTER_SPEC: Mapping[str, Field] = {
     "nodes": [{"name": ANY, **NODE_SETTINGS}],  # a count, or names and {name, mtu, sysctls} entries
     "nodeSettings": NODE_SETTINGS,
-    "cni": {"plugin": ANY, "backend": ANY, "conflist": ANY, "binDir": ANY, "nodeConfig": ANY},
+    "cni": ANY,  # each pod network's own fields: emu.model.clusterspec checks them against the network's spec
     "proxy": {"mode": ANY, "masqueradeAll": ANY},
     **{k: ANY for k in ("podCIDR", "serviceCIDR", "nodeCIDRMaskSize", "nodeNetwork", "mtu", "loadBalancerPool",
                         "iptablesBackend", "externalClients")},

@@ -73,9 +73,41 @@ def _ports(spec: dict[str, Any], stype: str, doc: Document, c: Collector) -> tup
     return tuple(out)
 
 
+def _listed(v: Any, doc: Document, c: Collector, fld: str, what: str) -> list[Any]:
+    """v as a list ([] when absent); anything else is one problem."""
+    if v is None:
+        return []
+    if not isinstance(v, list):
+        c.add(doc, doc.file, doc.label(), fld, f"must be a list of {what}")
+        return []
+    return v
+
+
+def _mappings(v: Any, doc: Document, c: Collector, fld: str, what: str) -> list[tuple[int, dict[str, Any]]]:
+    """(index, item) for each item of the list v that is a mapping; the others, and a v that is not a list, are
+    one problem each."""
+    out = []
+    for i, x in enumerate(_listed(v, doc, c, fld, f"mappings with {what}")):
+        if isinstance(x, dict):
+            out.append((i, x))
+        else:
+            c.add(doc, doc.file, doc.label(), f"{fld}[{i}]", f"must be a mapping with {what}")
+    return out
+
+
+def _mapping(v: Any, doc: Document, c: Collector, fld: str) -> dict[str, Any]:
+    """v as a mapping ({} when absent, or when it is not one: one problem)."""
+    if v is None:
+        return {}
+    if not isinstance(v, dict):
+        c.add(doc, doc.file, doc.label(), fld, "must be a mapping")
+        return {}
+    return v
+
+
 def _ips(v: Any, doc: Document, c: Collector, fld: str) -> tuple[ipaddress.IPv4Address, ...]:
     out = []
-    for i, x in enumerate(v or []):
+    for i, x in enumerate(_listed(v, doc, c, fld, "IPv4 addresses")):
         try:
             out.append(ipaddress.IPv4Address(str(x)))
         except ValueError:
@@ -85,7 +117,7 @@ def _ips(v: Any, doc: Document, c: Collector, fld: str) -> tuple[ipaddress.IPv4A
 
 def _nets(v: Any, doc: Document, c: Collector, fld: str) -> tuple[ipaddress.IPv4Network, ...]:
     out = []
-    for i, x in enumerate(v or []):
+    for i, x in enumerate(_listed(v, doc, c, fld, "IPv4 CIDRs")):
         try:
             out.append(ipaddress.IPv4Network(str(x), strict=False))
         except ValueError:
@@ -118,8 +150,12 @@ def parse_service(doc: Document, c: Collector) -> Service | None:
         except ValueError:
             c.add(doc, doc.file, doc.label(), "spec.clusterIP", f"{cluster_ip!r} is not an IPv4 address or None")
             cluster_ip = None
-    if stype == "ExternalName" and not spec.get("externalName"):
+    external_name = spec.get("externalName")
+    if stype == "ExternalName" and not external_name:
         c.add(doc, doc.file, doc.label(), "spec.externalName", "required for type ExternalName")
+    elif external_name is not None and not isinstance(external_name, str):
+        c.add(doc, doc.file, doc.label(), "spec.externalName", f"must be a string, got {external_name!r}")
+        external_name = None
     if stype not in ("ExternalName",) and not ports and cluster_ip != "None":
         c.add(doc, doc.file, doc.label(), "spec.ports", "a Service needs at least one port")
     etp = spec.get("externalTrafficPolicy", "Cluster")
@@ -133,7 +169,9 @@ def parse_service(doc: Document, c: Collector) -> Service | None:
     affinity = spec.get("sessionAffinity", "None")
     if affinity not in ("None", "ClientIP"):
         c.add(doc, doc.file, doc.label(), "spec.sessionAffinity", f"{affinity!r} is not one of None, ClientIP")
-    timeout = (((spec.get("sessionAffinityConfig") or {}).get("clientIP") or {}).get("timeoutSeconds", 10800))
+    affinity_config = _mapping(spec.get("sessionAffinityConfig"), doc, c, "spec.sessionAffinityConfig")
+    client_ip = _mapping(affinity_config.get("clientIP"), doc, c, "spec.sessionAffinityConfig.clientIP")
+    timeout = client_ip.get("timeoutSeconds", 10800)
     if not isinstance(timeout, int) or not 1 <= timeout <= 86400:
         c.add(doc, doc.file, doc.label(), "spec.sessionAffinityConfig.clientIP.timeoutSeconds",
               f"must be from 1 to 86400, got {timeout!r}")
@@ -143,13 +181,20 @@ def parse_service(doc: Document, c: Collector) -> Service | None:
         c.add(doc, doc.file, doc.label(), "spec.healthCheckNodePort",
               "may only be set for a LoadBalancer with externalTrafficPolicy Local")
         hc = None
+    elif hc is not None and (not isinstance(hc, int) or isinstance(hc, bool)
+                             or not NODE_PORT_RANGE[0] <= hc <= NODE_PORT_RANGE[1]):
+        c.add(doc, doc.file, doc.label(), "spec.healthCheckNodePort",
+              f"{hc!r} is not in the node port range {NODE_PORT_RANGE[0]}-{NODE_PORT_RANGE[1]}")
+        hc = None
+    external = _ips(spec.get("externalIPs"), doc, c, "spec.externalIPs")
     lb_ip = spec.get("loadBalancerIP")
+    lb = _ips([lb_ip], doc, c, "spec.loadBalancerIP") if lb_ip else ()  # not an address: reported, None
     return Service(
         ns, name, stype, ports, dict(selector) if selector else None,
         cluster_ip if cluster_ip not in ("",) else None,
-        _ips(spec.get("externalIPs"), doc, c, "spec.externalIPs"), spec.get("externalName"),
+        external, external_name,
         affinity == "ClientIP", timeout, etp == "Local", itp == "Local", hc,
-        _ips([lb_ip], doc, c, "spec.loadBalancerIP")[0] if lb_ip else None,
+        lb[0] if lb else None,
         _nets(spec.get("loadBalancerSourceRanges"), doc, c, "spec.loadBalancerSourceRanges"),
         bool(spec.get("publishNotReadyAddresses", False)),
         parse_labels(meta.get("labels"), doc, c, "metadata.labels"), doc.index)
@@ -165,21 +210,25 @@ def parse_slice(doc: Document, c: Collector) -> EndpointSlice | None:
         return None
     if doc.kind == "Endpoints":
         return _from_endpoints(doc, c, ns, name)
-    service = (meta.get("labels") or {}).get(SERVICE_NAME_LABEL)
+    labels = meta.get("labels") or {}
+    if not isinstance(labels, dict):
+        c.add(doc, doc.file, doc.label(), "metadata.labels", "labels must be a mapping")
+        return None
+    service = labels.get(SERVICE_NAME_LABEL)
     if not service:
         c.add(doc, doc.file, doc.label(), f"metadata.labels.{SERVICE_NAME_LABEL}", "names the Service; required")
         return None
     eps = []
-    for i, e in enumerate(doc.body.get("endpoints") or []):
-        cond = e.get("conditions") or {}
+    for i, e in _mappings(doc.body.get("endpoints"), doc, c, "endpoints", "addresses"):
+        cond = _mapping(e.get("conditions"), doc, c, f"endpoints[{i}].conditions")
         ready = cond.get("ready", True) is not False
-        target = e.get("targetRef") or {}
+        target = _mapping(e.get("targetRef"), doc, c, f"endpoints[{i}].targetRef")
         for ip in _ips(e.get("addresses"), doc, c, f"endpoints[{i}].addresses"):
             eps.append(SliceEndpoint(ip, ready, cond.get("serving", ready) is not False,
                                      bool(cond.get("terminating", False)), e.get("nodeName"),
                                      f"{target.get('namespace', ns)}/{target['name']}" if target.get("name") else None))
     ports = []
-    for i, p in enumerate(doc.body.get("ports") or []):
+    for i, p in _mappings(doc.body.get("ports"), doc, c, "ports", "port"):
         proto = _protocol(p.get("protocol"), doc, c, f"ports[{i}].protocol")
         if not _port_number(p.get("port")) or proto is None:
             c.add(doc, doc.file, doc.label(), f"ports[{i}].port", f"must be a port number, got {p.get('port')!r}")
@@ -190,12 +239,12 @@ def parse_slice(doc: Document, c: Collector) -> EndpointSlice | None:
 
 def _from_endpoints(doc: Document, c: Collector, ns: str, name: str) -> EndpointSlice:
     eps, ports = [], []
-    for si, subset in enumerate(doc.body.get("subsets") or []):
+    for si, subset in _mappings(doc.body.get("subsets"), doc, c, "subsets", "addresses and ports"):
         for key, ready in (("addresses", True), ("notReadyAddresses", False)):
-            for ai, a in enumerate(subset.get(key) or []):
+            for ai, a in _mappings(subset.get(key), doc, c, f"subsets[{si}].{key}", "ip"):
                 for ip in _ips([a.get("ip")], doc, c, f"subsets[{si}].{key}[{ai}].ip"):
                     eps.append(SliceEndpoint(ip, ready, ready, False, a.get("nodeName")))
-        for pi, p in enumerate(subset.get("ports") or []):
+        for pi, p in _mappings(subset.get("ports"), doc, c, f"subsets[{si}].ports", "port"):
             proto = _protocol(p.get("protocol"), doc, c, f"subsets[{si}].ports[{pi}].protocol")
             if _port_number(p.get("port")) and proto is not None:
                 ports.append(SlicePort(p["port"], proto, p.get("name") or ""))

@@ -4,10 +4,11 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import TYPE_CHECKING, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 if TYPE_CHECKING:
     from emu.addons.multus.nad import Nad
+    from emu.model.documents import Collector, Document
     from emu.model.nodesettings import NodeSettings
     from emu.addons.netpol.model import NetworkPolicy
     from emu.addons.ingress.model import Ingress, IngressClass, Secret
@@ -35,11 +36,23 @@ class Protocol(str, Enum):
 
 @dataclass(frozen=True, slots=True)
 class CNISpec:
-    plugin: str = "flannel"  # flannel (built-in wiring) | cni (real plugin binaries: emu.network.cni)
-    backend: Backend = Backend.VXLAN
-    conflist: str | None = None  # plugin cni: absolute path of the .conflist/.conf (None: flannel's delegate)
-    bin_dir: tuple[str, ...] = ()  # plugin cni: CNI_PATH
-    node_config: str = "flannel"  # plugin cni: flannel (emu plays flanneld) | none
+    """`spec.cni`: the pod network that wires the cluster (`plugin`: flannel, cni, ...).  Each network subclasses it
+    in its own folder with its own fields (emu.network.flannel.spec.FlannelSpec: backend), and its NetworkSpec
+    parses them."""
+
+    plugin: str
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkSpec:
+    """What the model knows of a pod network: the `spec.cni.plugin` that picks it, the other fields of `spec.cni` it
+    takes (in the order its messages name them), and how it reads them: `parse(spec.cni, document, collector,
+    object)` reports each problem as one line and returns the network's CNISpec.  Each PodNetwork of
+    emu.network.table names its own; the composition layer hands them to the loader (emu.model.kinds.Plugins)."""
+
+    name: str
+    fields: tuple[str, ...]
+    parse: Callable[[Mapping[str, Any], "Document", "Collector", str], CNISpec]
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,9 +17,14 @@ kind of state, and it keeps felix's split between what is pure and what touches 
 - doctor: `unplanned_pods` (why the kernel's pod wiring is not the plan's, when it is not: doctor then leaves pods
   out) and `mtu_path` (the devices and encapsulation between two pods on different nodes).
 
-emu.network.table lists the networks in one literal tuple; a new dataplane (Calico with BIRD and IPIP or VXLAN and
-routed pods, an eBPF dataplane) is its folder under emu/network/ and one line there.  The hooks take plain data and
-the cluster's record, never the cluster layer that calls them.
+A network's own `spec.cni` fields are the model's: its folder's spec.py (`LAYER = "model"`) subclasses CNISpec with
+them and parses them into it (a NetworkSpec, the PodNetwork's `spec`), so the loader validates a topology without
+loading any kernel code.
+
+emu.network.table lists the networks in one literal tuple, and the composition layer hands their NetworkSpecs to
+the loader (emu.cluster.planner.PLUGINS); a new dataplane (Calico with BIRD and IPIP or VXLAN and routed pods, an eBPF
+dataplane) is its folder under emu/network/ and one line there.  The hooks take plain data and the cluster's record, never the cluster layer
+that calls them.
 """
 from __future__ import annotations
 
@@ -31,7 +36,7 @@ from typing import Any
 from emu.alloc.ipam import Allocations, Assignment
 from emu.apply.links import Indexes, Sockets
 from emu.apply.state import Record
-from emu.model.types import ClusterSpec, Pod, Topology
+from emu.model.types import ClusterSpec, NetworkSpec, Pod, Topology
 from emu.plan.objects import ClusterPlan, NetnsPlan, NodeInfo, PodPlan
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total), as emu.cluster.lifecycle reports it
@@ -85,7 +90,7 @@ def _no_errors(*_: object) -> list[str]:
 
 @dataclass(frozen=True, slots=True)
 class PodNetwork:
-    name: str  # the `spec.cni.plugin` that picks it
+    spec: NetworkSpec  # its `spec.cni`: the plugin name that picks it, its fields and their parser (its spec.py)
     summary: Callable[[ClusterSpec], str]  # how `emu up` and `emu demo` name it ("flannel vxlan")
     pod_mtu: Callable[[ClusterSpec, str | None], int]  # a node's pod MTU (None: the cluster's spec.mtu)
     node_plan: Callable[[ClusterSpec, str, Subnets, NodeIPs, bool], NetnsPlan]  # bool: the node has pods
@@ -102,3 +107,8 @@ class PodNetwork:
     unwire: Callable[[Record, Sequence[str] | None], list[str]] = _no_errors  # None: everything the record names
     host_veths: Callable[[Record], dict[str, str]] | None = None  # pod key -> host veth, when the plan only guesses
     unplanned_pods: str | None = None
+
+    @property
+    def name(self) -> str:
+        """The `spec.cni.plugin` that picks it."""
+        return self.spec.name

@@ -1,5 +1,7 @@
 """The pod networks emu knows, in one literal tuple (felix's RegisterManager, netlab's module list): the Cluster's
-`spec.cni.plugin` names one of them.  Adding a dataplane is its folder under emu/network/ and one entry here.
+`spec.cni.plugin` names one of them.  Adding a dataplane is its folder under emu/network/ and one entry here: its
+NetworkSpec (`spec.cni` fields and parser) goes to the loader through emu.cluster.planner.PLUGINS, so the model
+validates a topology without importing this module's kernel code.
 
 Not in emu/network/__init__.py: a package's __init__ runs on every import of any of its modules, and the model-layer
 modules of a network's folder (emu.network.cni.spec) must not load the networks' kernel code through it."""

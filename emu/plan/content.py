@@ -3,9 +3,10 @@ IPVS services, files and daemons, and their rendering as the shell lines a perso
 of `emu up --dry-run`).
 
 The order follows Calico felix's dataplane driver (felix/dataplane/linux/int_dataplane.go, apply()): ipsets before
-the tables (the rules refer to them), then the rest; here kernel settings (sysctls, devices) come first, IPVS
-services after the tables, then files, then daemons (a daemon reads its files when it starts).  `render` sorts a
-section's objects that way and keeps their order within a kind.
+the tables (the rules refer to them), then the rest, and the sets nothing refers to any more destroyed last; here
+kernel settings (sysctls, devices) come first, IPVS services after the tables, then files, then daemons (a daemon
+reads its files when it starts), then stale sets (`DestroyIpsets`).  `render` sorts a section's objects that way
+and keeps their order within a kind; emu.apply.drivers applies them in the same order.
 
 Texts go to their tool as here-documents (`ip netns exec NS iptables-nft-restore --noflush -w <<'EOF'`, `nft -f -`,
 `ipset restore`, `ipvsadm --restore`, `cat > PATH`).  The record's directory is written `$EMU_STATE/<cluster>/...`
@@ -91,8 +92,23 @@ class Daemon:
     argv: tuple[str, ...]
 
 
-PlanObject = Union[Command, Ipsets, Ruleset, Ipvs, File, Daemon]
-ORDER: tuple[type, ...] = (Command, Ipsets, Ruleset, Ipvs, File, Daemon)  # felix's: sets before the rules using them
+@dataclass(frozen=True, slots=True)
+class DestroyIpsets:
+    """Sets no rule refers to any more, destroyed once the tables stopped using them (felix's stale ipsets, removed
+    after everything else): one `ipset restore -exist` of `destroy NAME` lines."""
+
+    netns: str
+    owner: str
+    names: tuple[str, ...]
+
+    @property
+    def text(self) -> str:
+        return "".join(f"destroy {n}\n" for n in self.names)
+
+
+PlanObject = Union[Command, Ipsets, Ruleset, Ipvs, File, Daemon, DestroyIpsets]
+# felix's: sets before the rules using them, stale sets after everything that could still use them
+ORDER: tuple[type, ...] = (Command, Ipsets, Ruleset, Ipvs, File, Daemon, DestroyIpsets)
 
 
 Section = tuple[str, tuple[PlanObject, ...]]  # (the comment that heads it in the dry run, its objects)
@@ -145,7 +161,7 @@ def _file(f: File, made: set[str]) -> Iterator[str]:
 
 def render(objects: Iterable[PlanObject]) -> list[str]:
     """Shell lines for `objects`, in felix's order by kind (kernel settings, ipsets, rulesets, IPVS, files,
-    daemons)."""
+    daemons, stale ipsets)."""
     lines: list[str] = []
     made: set[str] = set()
     for o in sorted(objects, key=lambda o: ORDER.index(type(o))):
@@ -160,6 +176,8 @@ def render(objects: Iterable[PlanObject]) -> list[str]:
             lines.append(_heredoc(f"{_in(o.netns)}ipvsadm --restore", o.text))
         elif isinstance(o, File):
             lines.extend(_file(o, made))
+        elif isinstance(o, DestroyIpsets):
+            lines.append(_heredoc(f"{_in(o.netns)}ipset restore -exist", o.text))
         else:
             argv = " ".join(_arg(a) for a in o.argv)
             lines.append(f"{_in(o.netns) if o.netns else ''}{argv} &")

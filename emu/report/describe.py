@@ -20,7 +20,7 @@ from emu.report.describe_text import (Context, format_labels, format_selector, g
 from emu.alloc.endpoints import PortEndpoints, for_service
 from emu.errors import EmuError, NotFound
 from emu.cluster.events import Event
-from emu.addons.ingress import controller
+from emu.addons.ingress import routing
 from emu.addons.ingress.model import Backend as IngressBackend
 from emu.addons.ingress.model import Ingress
 from emu.addons.ingress import addon as ingress_addon
@@ -406,8 +406,8 @@ def _ingress(ctx: Context, namespace: str, name: str) -> str:
     """describeIngressV1: the Address ingress-nginx publishes, the class, TLS, each path's Service endpoints."""
     cl = ctx.cl
     ing = next(i for i in cl.topology.ingresses if i.namespace == namespace and i.name == name)
-    served = {i.key for i in controller.served(cl)}
-    addr = controller.address(cl)
+    served = {i.key for i in routing.served(cl)}
+    addr = routing.address(cl)
     w = Writer()
     w.write(0, f"Name:\t{ing.name}\n")
     write_labels(w, "Labels", {})

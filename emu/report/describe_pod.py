@@ -15,7 +15,8 @@ from typing import Any
 from emu.alloc import ipam
 from emu.addons.multus import allocate as multus
 from emu.addons.kubeproxy import systempods
-from emu.model import loader as topology
+from emu.cluster import planner
+from emu.model import pods as model_pods
 from emu.cluster.lifecycle import Cluster
 from emu.network import table as networks
 from emu.report.describe_text import Context, rfc1123z, write_annotations, write_events, write_labels
@@ -36,9 +37,9 @@ PRIORITIES = {"system-cluster-critical": 2000000000, "system-node-critical": 200
 
 def _documents(cl: Cluster) -> list[Document]:
     """The manifests the cluster was made from (its record), plus the addon objects emu adds to them (CoreDNS,
-    ingress-nginx) exactly as topology.build adds them."""
+    ingress-nginx) exactly as the loader adds them."""
     docs = [Document(d["file"], d["index"], d["body"]) for d in cl.record.documents]
-    return docs + topology.added_documents(cl.topology.file, docs, cl.topology.cluster)
+    return docs + planner.added_documents(cl.topology.file, docs, cl.topology.cluster)
 
 
 def _pod_spec(docs: Sequence[Document], pod: Pod) -> dict[str, Any]:
@@ -51,7 +52,7 @@ def _pod_spec(docs: Sequence[Document], pod: Pod) -> dict[str, Any]:
         if d.kind == "Deployment" and pod.owner:
             tmpl = d.body["spec"].get("template")
             if isinstance(tmpl, dict) and isinstance(tmpl.get("spec"), dict) and \
-                    pod.owner == f"ReplicaSet/{d.meta.get('name')}-{topology.pod_template_hash(tmpl)}":
+                    pod.owner == f"ReplicaSet/{d.meta.get('name')}-{model_pods.pod_template_hash(tmpl)}":
                 return tmpl["spec"]
     return {}
 

@@ -8,6 +8,8 @@ from typing import Any
 
 from emu.cluster import events
 from emu.model import kinds
+from emu.addons.ingress import routing
+from emu.addons.ingress.addon import admitted_class
 from emu.addons.multus import allocate as multus
 from emu.apply import netns
 from emu.model import nodesettings
@@ -223,11 +225,8 @@ def endpoints(cl: Cluster, namespace: str | None) -> View:
 def ingresses(cl: Cluster, namespace: str | None) -> View:
     """kubectl get ingress: ADDRESS is what ingress-nginx publishes (its Service's LoadBalancer IP, else the
     controller's node); an Ingress no controller serves has none."""
-    from emu.addons.ingress import controller
-    from emu.addons.ingress.addon import admitted_class
-
-    served = {i.key for i in controller.served(cl)}
-    a = controller.address(cl)
+    served = {i.key for i in routing.served(cl)}
+    a = routing.address(cl)
     rows, wide, items = [], [], []
     for ing in cl.topology.ingresses:
         if namespace is not None and ing.namespace != namespace:

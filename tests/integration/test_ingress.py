@@ -13,7 +13,7 @@ import pytest
 
 from emu.cluster import lifecycle as clusters
 from emu.apply import processes, state
-from emu.addons.ingress import controller, httpprobe, nginxproc
+from emu.addons.ingress import controller, httpprobe, nginxproc, routing
 from tests.conftest import TOPOLOGIES
 
 pytestmark = pytest.mark.skipif(subprocess.run(["sh", "-c", "command -v nginx"], capture_output=True).returncode,
@@ -38,7 +38,7 @@ def curl(c, *args):
 
 def test_nginx_runs_in_the_controller_pod_and_the_service_is_a_load_balancer(ing):
     cl = clusters.open_cluster(ing.name)
-    key = controller.controller_pod(cl)
+    key = routing.controller_pod(cl)
     assert key and key.startswith("ingress-nginx/ingress-nginx-controller-")
     pids = nginxproc.pids(state.load(ing.name))
     assert len(pids) == 1
@@ -46,7 +46,7 @@ def test_nginx_runs_in_the_controller_pod_and_the_service_is_a_load_balancer(ing
     # the master lives in the controller pod's network namespace, not the root one
     ns_inode = os.stat(f"/run/netns/{cl.plan.pod(key).netns.name}").st_ino
     assert os.stat(f"/proc/{pid}/ns/net").st_ino == ns_inode
-    assert controller.address(cl) == controller.Address(LB, 80, 443, "LoadBalancer")
+    assert routing.address(cl) == routing.Address(LB, 80, 443, "LoadBalancer")
 
 
 def test_tls_host_gets_the_secret_certificate_and_its_backend(ing):
@@ -228,13 +228,13 @@ def test_the_ingress_comes_and_goes_with_ingresses_over_a_node_port(emu_cluster,
             """))
         c.apply(str(f))
         cl = clusters.open_cluster(c.name)
-        a = controller.address(cl)
+        a = routing.address(cl)
         assert a.via == "NodePort" and a.ip == str(cl.plan.nodes[0].ip) and 30000 <= a.http <= 32767
         r = httpprobe.probe_url(cl, "external", "http://web.example.com/")
         assert r["status"] == 200 and r["resolved"]["port"] == a.http
         pid = nginxproc.pids(state.load(c.name)).pop()
         c.delete(str(f))
-        assert controller.controller_pod(clusters.open_cluster(c.name)) is None
+        assert routing.controller_pod(clusters.open_cluster(c.name)) is None
         assert not nginxproc.pids(state.load(c.name))
         c.apply(str(f))
         pid = nginxproc.pids(state.load(c.name)).pop()

@@ -23,7 +23,7 @@ from click.testing import CliRunner
 from emu.cluster import lifecycle as clusters
 from emu.apply import state
 from emu.cli.commands import main
-from emu.addons.ingress import controller, nginxconf, nginxproc, nginxsafe
+from emu.addons.ingress import controller, nginxconf, nginxproc, nginxsafe, routing
 from tests.conftest import TOPOLOGIES
 from tests.waiting import wait_until
 
@@ -200,8 +200,8 @@ def test_workers_cannot_read_a_root_only_file_even_with_a_config_put_behind_emus
     cl = clusters.open_cluster(ing.name)
     d, text = _conf(ing)
     bad, digest = _inject(text, f"location ^~ /leak/ {{ alias {host_dir}/; }}")
-    ns = cl.plan.pod(controller.controller_pod(cl)).netns.name
-    lb = controller.address(cl).ip
+    ns = cl.plan.pod(routing.controller_pod(cl)).netns.name
+    lb = routing.address(cl).ip
     try:
         _reload(ing, ns, d, bad, digest)
         code, body = _get(ing, f"http://{lb}/leak/public.txt")

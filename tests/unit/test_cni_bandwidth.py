@@ -7,7 +7,8 @@ from fractions import Fraction
 
 import pytest
 
-from emu.model import quantity, loader as topology
+from emu.cluster import planner
+from emu.model import quantity
 from emu.network.cni.pods import capability_args
 from emu.network.cni.runtime import NetConfList, RuntimeConf, plugin_stdin
 from emu.errors import ValidationError
@@ -90,9 +91,9 @@ DOC = textwrap.dedent('''\
 def test_topology_keeps_annotations_and_checks_bandwidth(tmp_path):
     f = tmp_path / "t.yaml"
     f.write_text(DOC.format(bw="20M"))
-    pods = topology.load(str(f)).pods
+    pods = planner.load(str(f)).pods
     assert len(pods) == 2 and all(p.annotations == {quantity.EGRESS_BANDWIDTH: "20M"} for p in pods)
     assert capability_args(pods[0])["bandwidth"]["egressRate"] == 20_000_000
     f.write_text(DOC.format(bw="20Mbps"))
     with pytest.raises(ValidationError, match=r"metadata.annotations\[kubernetes.io/egress-bandwidth\]"):
-        topology.load(str(f))
+        planner.load(str(f))

@@ -7,9 +7,9 @@ import json
 
 import pytest
 
+from emu.cluster import planner
 from emu.alloc import ipam
 from emu.addons.multus import wire as multus
-from emu.model import loader as topology
 from emu.network.cni import capabilities, config
 from emu.network.cni.runtime import NetConfList, RuntimeConf, plugin_stdin
 from emu.errors import ValidationError
@@ -118,22 +118,22 @@ def pod(annotations: dict[str, str], host_network: bool = False) -> str:
 ])
 def test_bad_annotations_name_file_document_object_and_field(annotations, field, words):
     with pytest.raises(ValidationError) as e:
-        topology.load("t.yaml", text=CNI + pod(annotations))
+        planner.load("t.yaml", text=CNI + pod(annotations))
     (msg,) = [str(p) for p in e.value.problems]
     assert msg.startswith(f"t.yaml (document 2): Pod p: {field}: ") and words in msg
 
 
 def test_host_network_pods_and_built_in_clusters_have_no_plugin_to_hand_them_to():
     with pytest.raises(ValidationError, match=r"Pod p: metadata.annotations\[emu.dev/mac\]: a hostNetwork pod"):
-        topology.load("t.yaml", text=CNI + pod({"emu.dev/mac": "c2:b0:57:49:47:01"}, host_network=True))
+        planner.load("t.yaml", text=CNI + pod({"emu.dev/mac": "c2:b0:57:49:47:01"}, host_network=True))
     built_in = CNI.replace(", cni: {plugin: cni}", "")
-    t = topology.load("t.yaml", text=built_in + pod({"emu.dev/ips": "10.244.0.50/24"}))
+    t = planner.load("t.yaml", text=built_in + pod({"emu.dev/ips": "10.244.0.50/24"}))
     with pytest.raises(ValidationError) as e:
         ipam.allocate(t, ipam.Allocations.empty())
     (msg,) = [str(p) for p in e.value.problems]
     assert msg == ("t.yaml (document 2): Pod default/p: metadata.annotations[emu.dev/ips]: is handed to CNI plugins "
                    "as runtimeConfig.ips: it needs spec.cni.plugin: cni (the built-in wiring runs no plugin)")
-    t = topology.load("t.yaml", text=CNI + pod({"emu.dev/ips": "10.244.0.50/24"}))
+    t = planner.load("t.yaml", text=CNI + pod({"emu.dev/ips": "10.244.0.50/24"}))
     ipam.allocate(t, ipam.Allocations.empty())  # a CNI cluster takes it
 
 
@@ -152,7 +152,7 @@ spec:
 def test_cni_networks_carry_the_selection_elements_ips_and_mac():
     element = json.dumps([{"name": "mv", "interface": "net1", "ips": ["192.168.1.205/24"],
                            "mac": "c2:b0:57:49:47:f1"}])
-    t = topology.load("t.yaml", text=CNI + NAD + pod({"k8s.v1.cni.cncf.io/networks": element}))
+    t = planner.load("t.yaml", text=CNI + NAD + pod({"k8s.v1.cni.cncf.io/networks": element}))
     (net, ifname, key, offers), = multus.cni_networks(t, t.pods[0], "/d/ipam", "/d", None, {})
     assert (ifname, key, net.name) == ("net1", "default/mv", "mv")
     assert offers == {"ips": ["192.168.1.205/24"], "mac": "c2:b0:57:49:47:f1"}

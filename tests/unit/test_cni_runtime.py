@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from emu.model import loader as topology
+from emu.cluster import planner
 from emu.network.cni import config
 from emu.network.cni.runtime import (NetConfList, RuntimeConf, k8s_args, plugin_env, plugin_stdin, sandbox_ips,
     version_at_least)
@@ -66,10 +66,10 @@ def _cluster(tmp_path, cni: str) -> str:
 
 def test_plugin_cni_schema(tmp_path):
     (tmp_path / "n.conflist").write_text('{"cniVersion": "0.4.0", "name": "n", "plugins": [{"type": "ptp"}]}')
-    t = topology.load(_cluster(tmp_path, "{plugin: cni, conflist: n.conflist, binDir: bin, nodeConfig: none}"))
+    t = planner.load(_cluster(tmp_path, "{plugin: cni, conflist: n.conflist, binDir: bin, nodeConfig: none}"))
     assert t.cluster.cni.plugin == "cni" and t.cluster.cni.conflist == str(tmp_path / "n.conflist")
     assert t.cluster.cni.bin_dir == (str(tmp_path / "bin"),) and t.cluster.cni.node_config == "none"
-    t = topology.load(_cluster(tmp_path, "{plugin: cni}"))
+    t = planner.load(_cluster(tmp_path, "{plugin: cni}"))
     assert t.cluster.cni.conflist is None and t.cluster.cni.node_config == "flannel"
 
 
@@ -77,15 +77,15 @@ def test_plugin_cni_validation_names_file_document_object_field(tmp_path):
     (tmp_path / "bad.conflist").write_text('{"name": "n", "plugins": [{"type": "ptp", "mtu": ${WHAT}}]}')
     path = _cluster(tmp_path, "{plugin: cni, conflist: bad.conflist, nodeConfig: calico, extra: 1}")
     with pytest.raises(ValidationError) as e:
-        topology.load(path)
+        planner.load(path)
     text = str(e.value)
     assert f"{path} (document 1): Cluster t: spec.cni.extra: unknown field" in text
     assert "spec.cni.nodeConfig: 'calico' is not one of flannel, none" in text
     assert "spec.cni.conflist: " in text and "unknown template ${WHAT}" in text
     with pytest.raises(ValidationError, match="spec.cni.conflist: a conflist is required"):
-        topology.load(_cluster(tmp_path, "{plugin: cni, nodeConfig: none}"))
+        planner.load(_cluster(tmp_path, "{plugin: cni, nodeConfig: none}"))
     with pytest.raises(ValidationError, match="spec.cni.conflist: cannot read"):
-        topology.load(_cluster(tmp_path, "{plugin: cni, conflist: missing.conflist}"))
+        planner.load(_cluster(tmp_path, "{plugin: cni, conflist: missing.conflist}"))
 
 
 # --- what the views and `up --dry-run` show for a plugin: cni cluster -------------------------------------------------

@@ -19,6 +19,7 @@ import re
 import pytest
 from click.testing import CliRunner
 
+from emu.cluster import planner
 from emu.cluster import lifecycle as clusters
 from emu.report import describe as d
 from emu.report import describe_text as dt
@@ -352,9 +353,8 @@ spec:
     - {protocol: UDP}
   - to: [{namespaceSelector: {}}]
 """
-    topo = topology.load("np.yaml", text=text)
+    topo = planner.load("np.yaml", text=text)
     from emu.alloc import ipam
-    from emu.cluster import planner
     alloc = ipam.allocate(topo, ipam.Allocations.empty())
     cl = clusters.Cluster(state.Record("np", "np.yaml", created=UP), topo, alloc, planner.build(topo, alloc))
     lines = d.describe(cl, "netpol", "default", "p", [], now=NOW).split("\n")
@@ -618,8 +618,7 @@ def test_describe_kube_proxy_pod_is_its_daemonset_template_on_its_node(sg: clust
 
 def _cluster_of(text: str, created: float = UP) -> clusters.Cluster:
     from emu.alloc import ipam
-    from emu.cluster import planner
-    topo = topology.load("upstream.yaml", text=text)
+    topo = planner.load("upstream.yaml", text=text)
     alloc = ipam.allocate(topo, ipam.Allocations.empty())
     return clusters.Cluster(state.Record(topo.cluster.name, "upstream.yaml", created=created), topo, alloc,
                             planner.build(topo, alloc))

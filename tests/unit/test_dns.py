@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import pytest
 
+from emu.cluster import planner
 from emu.cluster import lifecycle as clusters
 from emu.addons.dns import addon, corefile, records, resolvconf, validation, wire
 from emu.addons.dns import probe as dns_probe
@@ -79,7 +80,7 @@ def test_bad_corefile_is_a_validation_error(tmp_path):
     p = tmp_path / "bad.yaml"
     p.write_text(text)
     with pytest.raises(ValidationError, match="data.Corefile.*unknown plugin 'loadbalancer'"):
-        topology.load(str(p))
+        planner.load(str(p))
 
 
 def test_addon_objects(cl):

@@ -37,7 +37,7 @@ IP = ipaddress.IPv4Address
 
 
 def load(text: str) -> clusters.Cluster:
-    topo = topology.load("t.yaml", text=text)
+    topo = planner.load("t.yaml", text=text)
     alloc = ipam.allocate(topo, ipam.Allocations.empty())
     return clusters.Cluster(state.Record(topo.cluster.name, "t.yaml"), topo, alloc, planner.build(topo, alloc))
 
@@ -453,7 +453,7 @@ spec: {type: ExternalName, externalName: example.com}
 def test_policies_list_what_they_select_and_warn_when_nothing():
     cl = load_file("netpol-model.yaml")
     assert checks.policies(cl.topology)[0].status is Status.SKIP
-    pol = topology.load("t.yaml", text=(TOPOLOGIES / "netpol-model.yaml").read_text() + """
+    pol = planner.load("t.yaml", text=(TOPOLOGIES / "netpol-model.yaml").read_text() + """
 ---
 apiVersion: networking.k8s.io/v1
 kind: NetworkPolicy
@@ -497,7 +497,7 @@ def test_one_probe_per_ordered_node_pair_across_nodes():
 
 
 def test_probe_pairs_avoid_pods_the_policies_isolate():
-    topo = topology.load("t.yaml", text=(TOPOLOGIES / "netpol-model.yaml").read_text() + """
+    topo = planner.load("t.yaml", text=(TOPOLOGIES / "netpol-model.yaml").read_text() + """
 ---
 apiVersion: networking.k8s.io/v1
 kind: NetworkPolicy
@@ -552,6 +552,7 @@ class FakeKernel:
         self.live = WANT_IPT
         self.probes: list[pairs.Probe] = []
         self.agent_pids: tuple[int, ...] = (4242,)
+        self.rendered: list = []
 
     def observe(self, names):
         return {n: self.observed.get(n) for n in names}
@@ -559,7 +560,8 @@ class FakeKernel:
     def ruleset(self, ns, mode, backend):
         return self.live
 
-    def render(self, state, mode, backend):
+    def render(self, node, objects, mode, backend):
+        self.rendered.append((node, objects))
         return WANT_IPT
 
     def route_get(self, ns, ip):
@@ -590,6 +592,21 @@ def test_a_healthy_cluster_passes_every_check():
     assert text.splitlines()[-1].startswith("summary: 0 failed, 0 warnings,")
     doc = json.loads(json.dumps(rep.to_json()))
     assert doc["ok"] is True and doc["summary"]["fail"] == 0 and len(doc["findings"]) == len(rep.findings)
+
+
+def test_kube_proxy_compares_the_dry_runs_objects_through_one_diff():
+    from emu.addons.kubeproxy import desired
+    from emu.plan.content import by_owner
+
+    k = FakeKernel(VXLAN)
+    (good, *rest) = doctor_run.run(VXLAN, only=["kube-proxy"], kernel=k).findings
+    want = by_owner(desired.desired(VXLAN.topology, VXLAN.allocations, VXLAN.plan))
+    assert k.rendered == [(n.name, want[n.name]) for n in VXLAN.plan.nodes]  # what `emu up --dry-run` prints
+    assert good.status is Status.OK and all(x.status is Status.OK for x in rest)
+    assert rulesets.compare("n", "iptables", "iptables-save", "x", WANT_IPT, WANT_IPT) == \
+        rulesets.finding("n", "iptables", rulesets.diff_iptables(WANT_IPT, WANT_IPT))
+    assert rulesets.compare("n", "iptables", "iptables-save", "x", WANT_IPT, None) == \
+        rulesets.missing_table("n", "iptables", "x", WANT_IPT)
 
 
 def test_a_run_names_the_fault_and_renders_its_evidence():
@@ -625,7 +642,7 @@ def test_cli_json_and_exit_status(tmp_path, monkeypatch):
     monkeypatch.setenv("EMU_STATE_DIR", str(tmp_path))
     path = str(TOPOLOGIES / "flannel-vxlan.yaml")
     docs = topology.read_documents(path)
-    topo = topology.load_documents(path, docs, "doc1")
+    topo = planner.load_documents(path, docs, "doc1")
     rec, lock = state.claim("doc1", path)
     lock.release()
     rec.documents = [{"file": d.file, "index": d.index, "body": d.body} for d in docs]

@@ -7,7 +7,6 @@ from emu.cluster import lifecycle as cluster
 from emu.cluster import dryrun
 from emu.alloc import ipam
 from emu.cluster import planner
-from emu.model import loader as topology
 from emu.errors import ValidationError
 from tests.conftest import TOPOLOGIES
 
@@ -38,5 +37,5 @@ def test_hostnetwork_pods_use_no_pod_subnet_address():
 def test_hostnetwork_must_be_a_boolean():
     text = open(TOPO).read().replace("hostNetwork: true", "hostNetwork: yes-please")
     with pytest.raises(ValidationError) as e:
-        topology.load("t.yaml", text=text)
+        planner.load("t.yaml", text=text)
     assert "spec.hostNetwork: must be true or false" in str(e.value)

@@ -7,6 +7,7 @@ import threading
 
 import pytest
 
+from emu.cluster import planner
 from emu.model import kinds, pods as model_pods, schema, loader as topology
 from emu.errors import ValidationError
 from tests.conftest import TOPOLOGIES
@@ -17,13 +18,13 @@ POD = "---\napiVersion: v1\nkind: Pod\nmetadata: {name: %s}\nspec:\n  containers
 
 def problems(text: str, path: str = "t.yaml") -> list[str]:
     with pytest.raises(ValidationError) as e:
-        topology.load(path, text=text)
+        planner.load(path, text=text)
     return [str(p) for p in e.value.problems]
 
 
 def problems_of_file(path: str) -> list[str]:
     with pytest.raises(ValidationError) as e:
-        topology.load(path)
+        planner.load(path)
     return [str(p) for p in e.value.problems]
 
 
@@ -44,7 +45,7 @@ def test_a_few_aliases_are_still_fine():
     text = HEAD + ("---\napiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}\nspec:\n  replicas: 2\n"
                    "  selector: {matchLabels: &l {app: d}}\n  template:\n    metadata: {labels: *l}\n"
                    "    spec: {containers: [{name: c, image: x}]}\n")
-    assert [p.labels["app"] for p in topology.load("t.yaml", text=text).pods] == ["d", "d"]
+    assert [p.labels["app"] for p in planner.load("t.yaml", text=text).pods] == ["d", "d"]
 
 
 @pytest.mark.parametrize("where, text, field", [
@@ -60,7 +61,7 @@ def test_duplicate_keys_are_an_error(where, text, field):
 def test_merge_keys_may_be_overridden():
     text = HEAD + ("---\napiVersion: v1\nkind: Pod\nmetadata: {name: a}\n"
                    "spec:\n  containers:\n  - &c {name: c, image: x}\n  - {<<: *c, name: d}\n")
-    assert topology.load("t.yaml", text=text).pods[0].name == "a"
+    assert planner.load("t.yaml", text=text).pods[0].name == "a"
 
 
 def test_a_fifo_is_refused_without_waiting_for_a_writer(tmp_path):
@@ -130,14 +131,14 @@ def test_status_and_fields_emu_ignores_are_accepted():
                    "spec:\n  serviceAccountName: sa\n  tolerations: [{key: k, operator: Exists}]\n"
                    "  containers: [{name: c, image: x, resources: {limits: {cpu: 1}}, livenessProbe: "
                    "{httpGet: {path: /, port: 80}, periodSeconds: 5}}]\nstatus: {phase: Running}\n")
-    assert topology.load("t.yaml", text=text).pods[0].name == "a"
+    assert planner.load("t.yaml", text=text).pods[0].name == "a"
 
 
 def test_every_topology_still_loads():
     for path in sorted(TOPOLOGIES.rglob("*.yaml")):
         text = path.read_text()
         if "kind: Cluster" in text.split("---", 1)[0]:
-            topology.load(str(path))
+            planner.load(str(path))
 
 
 def test_every_kind_topology_reads_has_a_schema():
@@ -159,7 +160,7 @@ def test_a_253_character_pod_name_is_refused_for_its_netns_name():
 
 def test_a_pod_name_that_just_fits_is_accepted():
     name = "a" * (255 - len("t.default."))
-    assert topology.load("t.yaml", text=HEAD + POD % name).pods[0].name == name
+    assert planner.load("t.yaml", text=HEAD + POD % name).pods[0].name == name
 
 
 @pytest.mark.parametrize("labels, field", [
@@ -212,7 +213,7 @@ def test_generated_names_are_cut_to_63_characters_as_generateName_does():
     text = HEAD + (f"---\napiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: {name}}}\nspec:\n  replicas: 2\n"
                    "  selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n"
                    "    spec: {containers: [{name: c, image: x}]}\n")
-    pods = topology.load("t.yaml", text=text).pods
+    pods = planner.load("t.yaml", text=text).pods
     assert [len(p.name) for p in pods] == [63, 63] and pods[0].name.startswith("d" * 58)
 
 
@@ -220,3 +221,16 @@ def test_a_plugin_cni_field_under_plugin_flannel_is_named_not_unknown():
     got = problems(HEAD.replace("spec: {nodes: 1}", "spec: {cni: {plugin: flannel, conflist: x.conflist}}"))
     assert got == ["t.yaml (document 1): Cluster t: spec.cni.conflist: only valid with plugin cni "
                    "(plugin flannel takes backend)"]
+
+
+def test_emu_apply_refuses_unknown_fields_as_up_does():
+    """A manifest applied to a running cluster is held to the same strict fields as one read by `emu up`."""
+    from emu.apply import state
+    from emu.cluster import lifecycle
+    cluster = {"apiVersion": "emu.dev/v1alpha1", "kind": "Cluster", "metadata": {"name": "c"}, "spec": {"nodes": 1}}
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+           "spec": {"containers": [{"name": "c"}], "bogusField": 1}}
+    stored = [{"file": "t.yaml", "index": 1, "body": cluster}, {"file": "x.yaml", "index": 1, "body": pod}]
+    with pytest.raises(ValidationError) as e:
+        lifecycle.topology_from(state.Record("c", "t.yaml"), stored)
+    assert 'spec.bogusField: unknown field "spec.bogusField"' in str(e.value)

@@ -5,8 +5,8 @@ import ipaddress
 
 import pytest
 
+from emu.cluster import planner
 from emu.alloc import ipam
-from emu.model import loader as topology
 from emu.errors import ValidationError
 from emu.model.types import Topology
 
@@ -16,7 +16,7 @@ def topo(npods: int, nodes: str = "2", mask: int = 24, extra: str = "") -> Topol
             f"spec: {{nodes: {nodes}, nodeCIDRMaskSize: {mask}}}\n")
     for i in range(npods):
         text += f"---\nkind: Pod\nmetadata: {{name: p{i}}}\nspec: {{containers: [{{name: c}}]}}\n"
-    return topology.load("t.yaml", text=text + extra)
+    return planner.load("t.yaml", text=text + extra)
 
 
 def test_node_subnets_are_consecutive_from_the_first_and_node_ips_start_at_2():

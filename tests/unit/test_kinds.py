@@ -2,10 +2,12 @@
 kinds `emu get` and `emu describe` serve, and which objects the addons add; the loader only walks it."""
 from __future__ import annotations
 
+import dataclasses
 from typing import Sequence
 
 import pytest
 
+from emu.cluster import planner
 from emu.errors import ValidationError
 from emu.model import kinds, loader, schema
 from emu.model.documents import Document
@@ -32,7 +34,7 @@ def test_the_served_kinds_keep_the_order_emu_get_lists_them_in():
 
 def test_a_kind_without_a_reader_is_not_implemented():
     with pytest.raises(ValidationError) as e:
-        loader.load("t.yaml", text=CLUSTER + "---\napiVersion: v1\nkind: Node\nmetadata: {name: n}\n---\n"
+        planner.load("t.yaml", text=CLUSTER + "---\napiVersion: v1\nkind: Node\nmetadata: {name: n}\n---\n"
                                              "apiVersion: v1\nmetadata: {name: x}\n")
     assert [str(p) for p in e.value.problems] == ["t.yaml (document 2): Node n: kind: kind Node is not implemented",
                                                   "t.yaml (document 3): <no kind> x: kind: missing kind"]
@@ -40,9 +42,9 @@ def test_a_kind_without_a_reader_is_not_implemented():
 
 def test_the_addons_documents_come_from_the_sources_given():
     text = CLUSTER + COREDNS + INGRESS
-    full = loader.load("t.yaml", text=text)
+    full = planner.load("t.yaml", text=text)  # the addons' sources (emu.addons.table)
     assert {"kube-system/kube-dns", "ingress-nginx/ingress-nginx-controller"} <= {s.key for s in full.services}
-    bare = loader.load("t.yaml", text=text, sources=())
+    bare = loader.load("t.yaml", text=text, plugins=dataclasses.replace(planner.PLUGINS, sources=()))
     assert [s.key for s in bare.services] == ["default/web"] and not bare.ingress_classes
 
 
@@ -56,6 +58,7 @@ def test_each_source_sees_the_documents_before_it():
                                                       "metadata": {"name": name}})]
         return add
 
-    t = loader.load("t.yaml", text=CLUSTER, sources=(source("a"), source("b")))
+    t = loader.load("t.yaml", text=CLUSTER, plugins=dataclasses.replace(planner.PLUGINS,
+                                                                         sources=(source("a"), source("b"))))
     assert seen == [[], ["a"]]
     assert [n.name for n in t.namespaces][-2:] == ["a", "b"]

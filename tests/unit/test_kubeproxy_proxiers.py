@@ -116,7 +116,7 @@ def test_sync_loop_logs_with_the_proxier_s_names(monkeypatch, tmp_path):
     monkeypatch.setattr(proxiers, "PROXIERS", (proxiers.IPTABLES, fake, proxiers.IPVS))
     old, new = state(WEB), state(WEB, DNS)
     kpsync.sync_all([("c.node-1", new, None)], ProxyMode.NFTABLES, first=True, log_dir=str(tmp_path))
-    monkeypatch.setattr(kpsync, "_run", lambda ns, argv, stdin=None: None)  # conntrack -D
+    monkeypatch.setattr(kpsync.tools, "run", lambda ns, argv, stdin=None: None)  # conntrack -D
     kpsync.sync_all([("c.node-1", new, old)], ProxyMode.NFTABLES, first=False, log_dir=str(tmp_path))
     assert calls == [("c.node-1", "node-1", True, "nft", None), ("c.node-1", "node-1", False, "nft", old)]
     lines = [line.split(" ", 1)[1] for line in (tmp_path / "node-1" / kpsync.LOG_FILE).read_text().splitlines()]

@@ -10,8 +10,16 @@ a lower layer that names a higher layer's type still depends on it.  Importing `
 that implicit edge counts only for what a pure module reaches (a package `__init__` that imports its submodules is
 Python's own re-export pattern, not a loop anyone wrote).
 
-A module's layer is the package it lives in; a module of a feature folder (emu/network/, emu/addons/) is listed
-in FEATURE_LAYER.  KNOWN_VIOLATIONS lists what the tree breaks today, each with its reason; it can only shrink: an entry that no longer occurs fails the test until it is removed.
+A module's layer is the package it lives in (emu/plan/ is plan).  The seams' folders, emu/network/ and emu/addons/
+(FEATURE_PACKAGES), are feature, except where a module declares its own layer, in one line at module level:
+`LAYER = "model"`, a string literal naming a layer of ORDER, read here with `ast` (never by importing; a LAYER inside
+a function or an `if` does not count).  A feature folder holds its component's own parts of other layers (its parser
+is model, its renderer plan, its subcommand cli), and each says so where it is written: a new module of a folder needs
+no line here.  A module that declares nothing is feature; one that a lower layer imports must declare that layer, or
+the import is upward.  Only a module of a feature folder may declare: elsewhere the package is the layer.
+
+KNOWN_VIOLATIONS lists what the tree breaks today, each with its reason; it can only shrink: an entry that no longer
+occurs fails the test until it is removed.
 """
 from __future__ import annotations
 
@@ -33,59 +41,15 @@ PURE = ("model", "alloc", "plan")
 FORBIDDEN = ("pyroute2", "scapy", "subprocess", "ctypes")
 
 # A module's layer is the package it lives in: emu/model/ is model, emu/plan/ is plan, and so on.  The seams,
-# emu/network/ (PodNetwork) and emu/addons/ (Addon), are one folder per dataplane or component; a folder holds the
-# feature's own model, plan and apply parts, so their modules are listed one by one in FEATURE_LAYER.
+# emu/network/ (PodNetwork) and emu/addons/ (Addon), are one folder per dataplane or component: their modules are
+# feature unless they declare their layer (LAYER = "model"), see the docstring.
 PACKAGE_LAYER = {"emu.model": "model", "emu.alloc": "alloc", "emu.plan": "plan", "emu.apply": "apply",
                  "emu.cluster": "cluster", "emu.observe": "observe", "emu.report": "report", "emu.cli": "cli",
                  "emu.lane": "kernel-lane"}
 TOP_LAYER = {"emu": "errors", "emu.errors": "errors", "emu.__main__": "cli",
              "emu.testing": "cli"}  # the pytest plugin, kept at its old import path
-FEATURE_LAYER = {
-    "emu.network": "feature", "emu.addons": "feature",
-    # addons/dns
-    "emu.addons.dns": "feature", "emu.addons.dns.addon": "feature", "emu.addons.dns.corefile": "model",
-    "emu.addons.dns.corelog": "feature", "emu.addons.dns.probe": "observe", "emu.addons.dns.records": "feature",
-    "emu.addons.dns.resolvconf": "plan", "emu.addons.dns.server": "feature", "emu.addons.dns.wire": "feature",
-    "emu.addons.dns.documents": "model", "emu.addons.dns.validation": "model", "emu.addons.dns.desired": "feature",
-    # addons/ingress
-    "emu.addons.ingress": "feature", "emu.addons.ingress.addon": "feature", "emu.addons.ingress.annotations": "model",
-    "emu.addons.ingress.certs": "feature", "emu.addons.ingress.cli": "cli",
-    "emu.addons.ingress.controller": "feature", "emu.addons.ingress.httpprobe": "observe",
-    "emu.addons.ingress.model": "model", "emu.addons.ingress.nginxconf": "plan",
-    "emu.addons.ingress.nginxproc": "feature", "emu.addons.ingress.nginxsafe": "plan",
-    "emu.addons.ingress.parse": "model",
-    "emu.addons.ingress.documents": "model", "emu.addons.ingress.desired": "feature",
-    # addons/kubeproxy
-    "emu.addons.kubeproxy": "feature", "emu.addons.kubeproxy.inputs": "alloc",
-    "emu.addons.kubeproxy.iptables": "plan", "emu.addons.kubeproxy.ipvs": "feature",
-    "emu.addons.kubeproxy.model": "alloc", "emu.addons.kubeproxy.nftables": "plan",
-    "emu.addons.kubeproxy.sync": "feature", "emu.addons.kubeproxy.systempods": "feature",
-    "emu.addons.kubeproxy.iptables_rules": "plan", "emu.addons.kubeproxy.iptables_text": "plan",
-    "emu.addons.kubeproxy.nftables_sync": "plan", "emu.addons.kubeproxy.ipvs_names": "plan",
-    "emu.addons.kubeproxy.ipvs_rules": "plan", "emu.addons.kubeproxy.ipvs_desired": "plan",
-    "emu.addons.kubeproxy.modes": "plan", "emu.addons.kubeproxy.proxiers": "feature",
-    "emu.addons.kubeproxy.desired": "plan",
-    # addons/multus
-    "emu.addons.multus": "feature", "emu.addons.multus.nad": "model", "emu.addons.multus.allocate": "alloc",
-    "emu.addons.multus.wire": "feature",
-    # addons/netpol
-    "emu.addons.netpol": "feature", "emu.addons.netpol.engine": "alloc", "emu.addons.netpol.explain": "observe",
-    "emu.addons.netpol.model": "model", "emu.addons.netpol.names": "plan", "emu.addons.netpol.parse": "model",
-    "emu.addons.netpol.resolve": "plan", "emu.addons.netpol.restore": "plan", "emu.addons.netpol.rules": "plan",
-    "emu.addons.netpol.sync": "feature", "emu.addons.base": "feature", "emu.addons.table": "feature",
-    "emu.addons.netpol.desired": "plan",
-    "emu.addons.netpol.hooks": "feature", "emu.addons.dns.hooks": "feature", "emu.addons.ingress.hooks": "feature",
-    "emu.addons.multus.hooks": "feature", "emu.addons.kubeproxy.hooks": "feature",
-    # network: the PodNetwork seam and its table; bridge is flannel's delegate, shared with cni's prediction
-    "emu.network.base": "feature", "emu.network.table": "feature", "emu.network.bridge": "feature",
-    # network/cni
-    "emu.network.cni": "feature", "emu.network.cni.capabilities": "model", "emu.network.cni.cli": "cli",
-    "emu.network.cni.config": "model", "emu.network.cni.dryrun": "feature", "emu.network.cni.netconf": "model",
-    "emu.network.cni.network": "feature", "emu.network.cni.nodes": "feature", "emu.network.cni.pods": "feature",
-    "emu.network.cni.runtime": "feature", "emu.network.cni.spec": "model",
-    # network/flannel
-    "emu.network.flannel": "feature", "emu.network.flannel.network": "feature", "emu.network.flannel.nodes": "feature",
-}
+FEATURE_PACKAGES = ("emu.network", "emu.addons")
+DECLARATION = "LAYER"  # the module-level name a feature folder's module declares its layer with
 
 # What the tree breaks today: (kind, importer, imported or library) -> why, and where the fix goes.  "upward" is a
 # layer violation, "cycle" an edge taken out of the loop search (the loop it closes is named), "reaches" a pure
@@ -228,9 +192,8 @@ def check(root: Path, layer: dict[str, str], known: dict[tuple[str, str, str], s
     problems, but an allow-listed one that no longer occurs is."""
     mods = modules(root)
     found = imports(root)
-    problems = [f"{m}: not in the layer table (put it in a layer's package, or add it to FEATURE_LAYER in "
-                f"tests/unit/test_layers.py)"
-                for m in sorted(mods) if m not in layer]
+    problems = [f"{m}: has no layer (put it in a layer's package or a feature folder)" for m in sorted(mods)
+                if m not in layer]
     problems += [f"{m}: in the layer table but no such module" for m in sorted(layer) if m not in mods]
     seen: set[tuple[str, str, str]] = set()
 
@@ -309,37 +272,79 @@ def _reaches(start: str, mods: dict[str, Path], found: list[Import]) -> dict[str
     return out
 
 
-def layer_table(mods: dict[str, Path]) -> dict[str, str]:
-    """Every module's layer: TOP_LAYER, FEATURE_LAYER, or the layer package it lives in.  A module of a feature
-    folder that FEATURE_LAYER does not list has none, and the test says so."""
-    out = dict(TOP_LAYER)
-    for m in mods:
-        top = ".".join(m.split(".")[:2])
-        if m in FEATURE_LAYER:
-            out[m] = FEATURE_LAYER[m]
-        elif top in PACKAGE_LAYER:
-            out[m] = PACKAGE_LAYER[top]
-    return out
+def declared_layer(path: Path) -> tuple[ast.expr, int] | None:
+    """What a module assigns to LAYER at module level, read with `ast` (the last assignment wins, as it would when
+    the module runs), and its line; None when it declares nothing."""
+    found = None
+    for node in ast.parse(path.read_text(), str(path)).body:
+        if isinstance(node, ast.Assign):
+            targets, value = node.targets, node.value
+        elif isinstance(node, ast.AnnAssign) and node.value is not None:
+            targets, value = [node.target], node.value
+        else:
+            continue
+        if any(isinstance(t, ast.Name) and t.id == DECLARATION for t in targets):
+            found = (value, node.lineno)
+    return found
+
+
+def layer_table(root: Path, packages: dict[str, str], top: dict[str, str],
+                features: tuple[str, ...]) -> tuple[dict[str, str], list[str]]:
+    """Every module's layer, and what is wrong with the declarations, one line each: `top` names single modules;
+    a module of a feature folder (`features`) is feature unless it declares a layer; any other module is its
+    package's (`packages`, by the first two parts of its name).  A module in none of these has no layer (check()
+    says so)."""
+    out, problems = dict(top), []
+    for m, path in modules(root).items():
+        feature = any(m == f or m.startswith(f + ".") for f in features)
+        declared = declared_layer(path)
+        if declared is not None:
+            value, line = declared
+            layer = value.value if isinstance(value, ast.Constant) else None
+            if not feature:
+                problems.append(f"{m}: declares its {DECLARATION} at line {line}, but only a module of a feature "
+                                f"folder ({', '.join(features)}) may: elsewhere its package is its layer")
+            elif layer not in ORDER:
+                problems.append(f"{m}: {DECLARATION} = {ast.unparse(value)} at line {line} is not a string literal "
+                                f"naming a layer ({', '.join(ORDER)})")
+            else:
+                out[m] = layer
+                continue
+        if feature:
+            out[m] = "feature"
+        elif ".".join(m.split(".")[:2]) in packages:
+            out[m] = packages[".".join(m.split(".")[:2])]
+    return out, problems
 
 
 def test_emu_keeps_its_layers() -> None:
-    problems = check(EMU, layer_table(modules(EMU)), KNOWN_VIOLATIONS)
+    layers, problems = layer_table(EMU, PACKAGE_LAYER, TOP_LAYER, FEATURE_PACKAGES)
+    problems += check(EMU, layers, KNOWN_VIOLATIONS)
     assert not problems, "\n" + "\n".join(problems)
 
 
 # --- the checker itself, on a throwaway package ---------------------------------------------------------------------
 
-FAKE_LAYERS = {"pkg": "errors", "pkg.errors": "errors", "pkg.kinds": "model", "pkg.planning": "plan",
-               "pkg.helper": "apply", "pkg.sub": "feature", "pkg.sub.deep": "feature", "pkg.top": "cluster",
-               "pkg.lane": "kernel-lane"}
+# A throwaway package whose top-level modules are named one by one (as TOP_LAYER names emu's), with one feature
+# folder, pkg/sub/: its modules are feature unless they declare a layer.
+FAKE_TOP = {"pkg": "errors", "pkg.errors": "errors", "pkg.kinds": "model", "pkg.planning": "plan",
+            "pkg.helper": "apply", "pkg.top": "cluster", "pkg.lane": "kernel-lane"}
+FAKE_FEATURES = ("pkg.sub",)
+FAKE_MODULES = (*FAKE_TOP, "pkg.sub", "pkg.sub.deep")
+
+
+def _problems(root: Path, known: dict[tuple[str, str, str], str] | None = None) -> list[str]:
+    """What test_emu_keeps_its_layers finds, on the throwaway package at `root`."""
+    layers, problems = layer_table(root, {}, FAKE_TOP, FAKE_FEATURES)
+    return problems + check(root, layers, known or {})
 
 
 def _package(tmp_path: Path, **sources: str) -> Path:
-    """A package `pkg` under tmp_path: every FAKE_LAYERS module, empty unless `sources` gives its text."""
+    """A package `pkg` under tmp_path: every FAKE_MODULES module, empty unless `sources` gives its text."""
     root = tmp_path / "pkg"
-    for mod in FAKE_LAYERS:
+    for mod in FAKE_MODULES:
         parts = mod.split(".")[1:]
-        is_pkg = any(m.startswith(mod + ".") for m in FAKE_LAYERS)
+        is_pkg = any(m.startswith(mod + ".") for m in FAKE_MODULES)
         path = root.joinpath(*parts, "__init__.py") if is_pkg else root.joinpath(*parts[:-1], parts[-1] + ".py")
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(sources.get(mod.replace(".", "_"), ""))
@@ -349,12 +354,12 @@ def _package(tmp_path: Path, **sources: str) -> Path:
 def test_a_clean_package_has_no_problems(tmp_path: Path) -> None:
     root = _package(tmp_path, pkg_kinds="from .errors import E\n", pkg_top="from .sub import deep\nimport os\n",
                     pkg_sub_deep="from ..kinds import K\nfrom pkg.helper import h\n")
-    assert check(root, FAKE_LAYERS, {}) == []
+    assert _problems(root) == []
 
 
 def test_an_import_cycle_is_found_with_its_lines(tmp_path: Path) -> None:
     root = _package(tmp_path, pkg_helper="from . import planning\n", pkg_planning="\n\nimport pkg.helper\n")
-    problems = check(root, FAKE_LAYERS, {})
+    problems = _problems(root)
     assert [p for p in problems if p.startswith("import cycle")] == [
         "import cycle: pkg.helper (apply) imports pkg.planning (plan) at line 1 -> "
         "pkg.planning (plan) imports pkg.helper (apply) at line 3"]
@@ -362,20 +367,20 @@ def test_an_import_cycle_is_found_with_its_lines(tmp_path: Path) -> None:
 
 def test_an_upward_import_names_both_modules_their_layers_and_the_line(tmp_path: Path) -> None:
     root = _package(tmp_path, pkg_kinds='"""doc"""\nfrom .sub.deep import x\n')
-    assert check(root, FAKE_LAYERS, {}) == [
+    assert _problems(root) == [
         "upward import: pkg.kinds (model) imports pkg.sub.deep (feature) at line 2"]
 
 
 def test_an_import_inside_a_function_counts(tmp_path: Path) -> None:
     root = _package(tmp_path, pkg_planning="def f():\n    from . import top\n    return top\n")
-    assert check(root, FAKE_LAYERS, {}) == [
+    assert _problems(root) == [
         "upward import: pkg.planning (plan) imports pkg.top (cluster) at line 2 (inside a function)"]
 
 
 def test_subprocess_reached_from_a_plan_module_is_named_with_its_chain(tmp_path: Path) -> None:
     root = _package(tmp_path, pkg_planning="from . import errors\nfrom .kinds import K\n",
                     pkg_kinds="def f():\n    from . import errors\n", pkg_errors="import subprocess\n")
-    assert check(root, FAKE_LAYERS, {}) == [
+    assert _problems(root) == [
         "pkg.kinds (model) reaches subprocess: pkg.kinds:2 -> pkg.errors:1 -> subprocess",
         "pkg.planning (plan) reaches subprocess: pkg.planning:1 -> pkg.errors:1 -> subprocess"]
 
@@ -383,7 +388,7 @@ def test_subprocess_reached_from_a_plan_module_is_named_with_its_chain(tmp_path:
 def test_a_package_init_runs_before_its_module(tmp_path: Path) -> None:
     """Importing pkg.sub.deep runs pkg/sub/__init__.py: what it loads, the importer loads."""
     root = _package(tmp_path, pkg_sub="import ctypes\n", pkg_kinds="from .sub.deep import x\n")
-    assert check(root, FAKE_LAYERS, {})[-1] == \
+    assert _problems(root)[-1] == \
         "pkg.kinds (model) reaches ctypes: pkg.kinds:1 -> pkg.sub.deep (runs pkg.sub/__init__) -> pkg.sub:1 -> ctypes"
 
 
@@ -391,13 +396,13 @@ def test_type_checking_imports_make_no_cycle_but_keep_the_layer_rule(tmp_path: P
     root = _package(tmp_path, pkg_top="from .helper import h\n",
                     pkg_helper="from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from .top import T\n"
                                "    import scapy\n")
-    assert check(root, FAKE_LAYERS, {}) == [
+    assert _problems(root) == [
         "upward import: pkg.helper (apply) imports pkg.top (cluster) at line 3 (TYPE_CHECKING)"]
 
 
 def test_the_kernel_lane_uses_only_errors_and_only_the_cli_uses_it(tmp_path: Path) -> None:
     root = _package(tmp_path, pkg_lane="from . import errors, kinds\n", pkg_top="from . import lane\n")
-    assert check(root, FAKE_LAYERS, {}) == [
+    assert _problems(root) == [
         "upward import: pkg.lane (kernel-lane) imports pkg.kinds (model) at line 1",
         "upward import: pkg.top (cluster) imports pkg.lane (kernel-lane) at line 1"]
 
@@ -405,9 +410,46 @@ def test_the_kernel_lane_uses_only_errors_and_only_the_cli_uses_it(tmp_path: Pat
 def test_every_module_needs_a_layer(tmp_path: Path) -> None:
     root = _package(tmp_path)
     (root / "newcomer.py").write_text("")
-    assert check(root, FAKE_LAYERS, {}) == [
-        "pkg.newcomer: not in the layer table (put it in a layer's package, or add it to FEATURE_LAYER in "
-        "tests/unit/test_layers.py)"]
+    assert _problems(root) == [
+        "pkg.newcomer: has no layer (put it in a layer's package or a feature folder)"]
+
+
+def test_a_feature_folder_module_is_feature_unless_it_declares_a_layer(tmp_path: Path) -> None:
+    """pkg/sub/deep.py may run subprocess and import an apply module while it is feature, not once it is plan; a
+    model module may import it only once it declares model."""
+    feature = "import subprocess\nfrom pkg import helper\n"
+    assert _problems(_package(tmp_path / "a", pkg_sub_deep=feature)) == []
+    assert _problems(_package(tmp_path / "b", pkg_sub_deep='"""doc"""\nLAYER = "plan"\n' + feature)) == [
+        "upward import: pkg.sub.deep (plan) imports pkg.helper (apply) at line 4",
+        "pkg.sub.deep (plan) reaches subprocess: pkg.sub.deep:3 -> subprocess"]
+    upward = ["upward import: pkg.kinds (model) imports pkg.sub.deep (feature) at line 1"]
+    for i, deep in enumerate(("", 'def f():\n    LAYER = "model"\nif True:\n    LAYER = "model"\n')):
+        assert _problems(_package(tmp_path / f"c{i}", pkg_kinds="from pkg.sub import deep\n",
+                                  pkg_sub_deep=deep)) == upward  # no declaration inside a function or an if
+    assert _problems(_package(tmp_path / "d", pkg_kinds="from pkg.sub import deep\n",
+                              pkg_sub_deep='LAYER: str = "model"\n')) == []
+
+
+def test_a_declared_module_is_held_to_the_cycle_rule(tmp_path: Path) -> None:
+    root = _package(tmp_path, pkg_sub_deep='LAYER = "plan"\nfrom pkg import planning\n',
+                    pkg_planning="from pkg.sub import deep\n")
+    assert _problems(root) == ["import cycle: pkg.planning (plan) imports pkg.sub.deep (plan) at line 1 -> "
+                               "pkg.sub.deep (plan) imports pkg.planning (plan) at line 2"]
+
+
+NOT_A_LAYER = "is not a string literal naming a layer (" + ", ".join(ORDER) + ")"
+
+
+@pytest.mark.parametrize("module, source, problem", [
+    ("pkg_helper", 'LAYER = "plan"\n', "pkg.helper: declares its LAYER at line 1, but only a module of a feature "
+                                       "folder (pkg.sub) may: elsewhere its package is its layer"),
+    ("pkg_sub_deep", 'import os\nLAYER = "modle"\n', f"pkg.sub.deep: LAYER = 'modle' at line 2 {NOT_A_LAYER}"),
+    ("pkg_sub_deep", 'LAYER = "mo" + "del"\n', f"pkg.sub.deep: LAYER = 'mo' + 'del' at line 1 {NOT_A_LAYER}"),
+    ("pkg_sub_deep", 'LAYER = "kernel-lane"\n', f"pkg.sub.deep: LAYER = 'kernel-lane' at line 1 {NOT_A_LAYER}"),
+])
+def test_a_declaration_names_a_layer_in_a_feature_folder(tmp_path: Path, module: str, source: str,
+                                                         problem: str) -> None:
+    assert _problems(_package(tmp_path, **{module: source})) == [problem]
 
 
 @pytest.mark.parametrize("key", [("upward", "pkg.kinds", "pkg.top"), ("cycle", "pkg.kinds", "pkg.top"),
@@ -416,7 +458,7 @@ def test_the_allow_list_only_shrinks(tmp_path: Path, key: tuple[str, str, str]) 
     root = _package(tmp_path, pkg_top="from . import kinds\n", pkg_kinds="def f():\n    from . import top\n",
                     pkg_helper="import subprocess\n")
     real = {key: "known"}
-    problems = check(root, FAKE_LAYERS, real)
+    problems = _problems(root, real)
     if key[0] == "upward":  # the loop is still there: the allow-list entry covers only the layer rule
         assert problems[0] == ("import cycle: pkg.kinds (model) imports pkg.top (cluster) at line 2 (inside a "
                                "function) -> pkg.top (cluster) imports pkg.kinds (model) at line 1")
@@ -425,4 +467,4 @@ def test_the_allow_list_only_shrinks(tmp_path: Path, key: tuple[str, str, str]) 
     else:
         assert problems[-1] == f"KNOWN_VIOLATIONS entry {key} (known) no longer occurs: remove it"
     (root / "kinds.py").write_text("")
-    assert check(root, FAKE_LAYERS, real) == [f"KNOWN_VIOLATIONS entry {key} (known) no longer occurs: remove it"]
+    assert _problems(root, real) == [f"KNOWN_VIOLATIONS entry {key} (known) no longer occurs: remove it"]

@@ -46,7 +46,7 @@ import json
 
 import pytest
 
-from emu.model import loader as topology
+from emu.cluster import planner
 from emu.network.cni import config as cni_config
 from emu.errors import ValidationError
 
@@ -58,7 +58,7 @@ HOSTILE = {"semicolon": "a;touch /tmp/pwned", "newline": "a\nb", "quote": 'a"b',
 def one_problem(text: str, obj: str, field: str) -> str:
     """The load fails; a line names the file, the object and the field (and no problem spans two lines)."""
     with pytest.raises(ValidationError) as e:
-        topology.load("t.yaml", text=text)
+        planner.load("t.yaml", text=text)
     got = [str(p) for p in e.value.problems]
     assert all("\n" not in p and "\0" not in p for p in got), got
     field = field.encode("unicode_escape").decode() if not field.isprintable() else field

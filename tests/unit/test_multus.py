@@ -6,9 +6,9 @@ import json
 
 import pytest
 
+from emu.cluster import planner
 from emu.alloc import ipam
 from emu.addons.multus import allocate as multus_alloc, nad as multus_nad
-from emu.model import loader as topology
 from emu.errors import ValidationError
 
 CLUSTER = """apiVersion: emu.dev/v1alpha1
@@ -46,7 +46,7 @@ GOOD = json.dumps({"type": "macvlan", "ipam": {"type": "host-local", "subnet": "
 
 
 def load(text: str):
-    return topology.load("t.yaml", text=text)
+    return planner.load("t.yaml", text=text)
 
 
 def problems(text: str) -> list[str]:

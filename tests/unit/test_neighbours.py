@@ -8,7 +8,6 @@ import click
 from emu.alloc import ipam
 from emu.apply import neighbours
 from emu.cluster import planner
-from emu.model import loader as topology
 from emu.errors import ClusterError
 
 
@@ -18,7 +17,7 @@ def plan(nodes: int, per_node: int):
         for i in range(per_node):
             text += (f"---\nkind: Pod\nmetadata: {{name: p-{n}-{i}}}\n"
                      f"spec: {{nodeName: node-{n}, containers: [{{name: c}}]}}\n")
-    t = topology.load("t.yaml", text=text)
+    t = planner.load("t.yaml", text=text)
     return planner.build(t, ipam.allocate(t, ipam.Allocations.empty()))
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import pytest
 
+from emu.cluster import planner
 from emu.alloc import ipam
 from emu.model import loader as topology
 from emu.model.types import Protocol
@@ -684,7 +685,7 @@ def manifests_over_model(manifests: str) -> list[topology.Document]:
 
 def engine_for(manifests: str) -> Engine:
     docs = manifests_over_model(manifests)
-    topo = topology.load_documents(str(MODEL), docs)
+    topo = planner.load_documents(str(MODEL), docs)
     return Engine.for_cluster(topo, ipam.allocate(topo, ipam.Allocations.empty()))
 
 
@@ -693,7 +694,7 @@ def case_id(c: Case) -> str:
 
 
 def test_the_model_is_upstreams():
-    topo = topology.load(str(MODEL))
+    topo = planner.load(str(MODEL))
     assert [p.key for p in topo.pods] == PODS
     for p in topo.pods:
         assert p.labels == {"pod": p.name}

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 
+from emu.cluster import planner
 from emu.alloc import ipam
 from emu.model import loader as topology
 from emu.model.types import Protocol
@@ -43,7 +44,7 @@ def policy(ns: str, name: str, spec: str) -> str:
 
 
 def engine(*policies: str) -> Engine:
-    topo = topology.load("t.yaml", text=BASE + PODS + "".join(policies))
+    topo = planner.load("t.yaml", text=BASE + PODS + "".join(policies))
     return Engine.for_cluster(topo, ipam.allocate(topo, ipam.Allocations.empty()))
 
 

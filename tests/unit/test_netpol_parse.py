@@ -6,7 +6,7 @@ import ipaddress
 
 import pytest
 
-from emu.model import loader as topology
+from emu.cluster import planner
 from emu.errors import ValidationError
 from emu.model.types import Protocol
 from emu.addons.netpol.model import Direction, Operator
@@ -20,7 +20,7 @@ def np(spec: str, name: str = "p", ns: str = "x", api: str = "networking.k8s.io/
 
 
 def load(*docs: str):
-    return topology.load("t.yaml", text=CLUSTER + NS_X + "".join(docs))
+    return planner.load("t.yaml", text=CLUSTER + NS_X + "".join(docs))
 
 
 def problems(*docs: str) -> list[str]:

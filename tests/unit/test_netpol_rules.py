@@ -11,8 +11,8 @@ from __future__ import annotations
 import base64
 import hashlib
 
+from emu.cluster import planner
 from emu.alloc import ipam
-from emu.model import loader as topology
 from emu.addons.netpol import names, resolve, restore, rules
 from emu.addons.netpol.model import Direction
 from tests.unit.test_netpol_e2e import MODEL, manifests_over_model, policy
@@ -21,7 +21,7 @@ VERSION = "1700000000000000000"
 
 
 def inputs(manifests: str) -> dict[str, resolve.NodeInput]:
-    topo = topology.load_documents(str(MODEL), manifests_over_model(manifests))
+    topo = planner.load_documents(str(MODEL), manifests_over_model(manifests))
     return resolve.node_inputs(topo, ipam.allocate(topo, ipam.Allocations.empty()))
 
 
@@ -191,13 +191,12 @@ def test_equal_inputs_make_equal_rules_up_to_the_version():
 
 def test_dry_run_script_for_a_plan():
     from emu.addons.netpol import desired
-    from emu.cluster import planner
     from emu.plan import content
 
-    topo = topology.load_documents(str(MODEL), manifests_over_model(ALLOW_XB))
+    topo = planner.load_documents(str(MODEL), manifests_over_model(ALLOW_XB))
     alloc = ipam.allocate(topo, ipam.Allocations.empty())
     text = "\n".join(content.render(desired.desired(topo, alloc, planner.build(topo, alloc))))
     assert text.count("ipset restore -exist <<'EOF'") == 3
     assert "ip netns exec netpol-model.node-1 iptables-nft-restore --noflush -w <<'EOF'\n*filter\n" in text
-    bare = topology.load(str(MODEL))
+    bare = planner.load(str(MODEL))
     assert desired.desired(bare, ipam.allocate(bare, ipam.Allocations.empty()), planner.build(bare, alloc)) == ()

@@ -9,7 +9,6 @@ from emu.network.flannel import nodes as flannel
 from emu.alloc import ipam
 from emu.model import nodesettings
 from emu.cluster import planner
-from emu.model import loader as topology
 from emu.errors import ValidationError
 from tests.conftest import TOPOLOGIES
 
@@ -23,13 +22,13 @@ spec:
 
 def problems(spec: str) -> list[str]:
     with pytest.raises(ValidationError) as e:
-        topology.load("t.yaml", text=HEAD + spec)
+        planner.load("t.yaml", text=HEAD + spec)
     return [str(p) for p in e.value.problems]
 
 
 def test_counts_and_name_lists_still_work():
-    assert topology.load("t.yaml", text=HEAD + "  nodes: 2\n").cluster.nodes == ("node-1", "node-2")
-    c = topology.load("t.yaml", text=HEAD + "  nodes: [a, b]\n").cluster
+    assert planner.load("t.yaml", text=HEAD + "  nodes: 2\n").cluster.nodes == ("node-1", "node-2")
+    c = planner.load("t.yaml", text=HEAD + "  nodes: [a, b]\n").cluster
     assert c.nodes == ("a", "b") and c.node_settings == {} and c.node_mtu("a") == 1500
 
 
@@ -53,7 +52,7 @@ def test_machine_wide_net_core_sysctls_are_recorded_never_applied():
     text = (f"apiVersion: emu.dev/v1alpha1\nkind: Cluster\nmetadata: {{name: t}}\nspec:\n"
             f"  nodeSettings: {{sysctls: {{net.core.netdev_max_backlog: '16384', net.core.somaxconn: '32768'}}}}\n"
             f"  nodes: [a, {{name: b, sysctls: {{net.core.netdev_max_backlog: '2048'}}}}]\n")
-    topo = topology.load("t.yaml", text=text)
+    topo = planner.load("t.yaml", text=text)
     c = topo.cluster
     assert dict(c.node_sysctls("a")) == {"net.core.somaxconn": "32768"}  # only this one is applied
     assert dict(c.node_settings["a"].machine_wide) == {"net.core.netdev_max_backlog": "16384"}

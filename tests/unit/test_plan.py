@@ -25,7 +25,6 @@ from emu.alloc import ipam
 from emu.model import names
 from emu.cluster import planner
 from emu.plan import render
-from emu.model import loader as topology
 
 IP = ipaddress.ip_address
 NET = ipaddress.ip_network
@@ -36,7 +35,7 @@ def build(backend: str = "vxlan", mtu: int = 1500):
             f"spec: {{nodes: 3, mtu: {mtu}, cni: {{plugin: flannel, backend: {backend}}}}}\n")
     for i in range(3):
         text += f"---\nkind: Pod\nmetadata: {{name: web-{i}}}\nspec: {{containers: [{{name: c}}]}}\n"
-    t = topology.load("t.yaml", text=text)
+    t = planner.load("t.yaml", text=text)
     return planner.build(t, ipam.allocate(t, ipam.Allocations.empty()))
 
 
@@ -176,5 +175,5 @@ def test_other_cluster_same_node_names_gets_another_cni0_address():
 def _cluster(name: str):
     text = (f"apiVersion: emu.dev/v1alpha1\nkind: Cluster\nmetadata: {{name: {name}}}\nspec: {{nodes: 1}}\n"
             "---\nkind: Pod\nmetadata: {name: web-0}\nspec: {containers: [{name: c}]}\n")
-    t = topology.load("t.yaml", text=text)
+    t = planner.load("t.yaml", text=text)
     return t, ipam.allocate(t, ipam.Allocations.empty())

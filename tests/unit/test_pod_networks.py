@@ -14,7 +14,6 @@ from emu.cluster import lifecycle as clusters
 from emu.cluster import dryrun
 from emu.cluster import planner
 from emu.errors import ValidationError
-from emu.model import loader as topology
 from emu.network import table
 from emu.network.base import MtuPath, NodeView, PodNetwork
 from emu.plan.objects import NetnsPlan, NodeInfo, PodPlan
@@ -26,7 +25,7 @@ PODS = "".join(f"---\nkind: Pod\nmetadata: {{name: web-{i}}}\nspec: {{containers
 
 
 def _load(plugin: str):
-    return topology.load("t.yaml", text=HEAD + f"  cni: {{plugin: {plugin}}}\n" + PODS)
+    return planner.load("t.yaml", text=HEAD + f"  cni: {{plugin: {plugin}}}\n" + PODS)
 
 
 def test_the_table_names_every_plugin_the_loader_accepts():

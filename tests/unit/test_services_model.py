@@ -8,7 +8,6 @@ import pytest
 
 from emu.alloc import endpoints, ipam
 from emu.cluster import planner
-from emu.model import loader as topology
 from emu.errors import ValidationError
 from emu.addons.kubeproxy import inputs
 from emu.addons.kubeproxy.model import Endpoint, ServicePort, categorize
@@ -29,7 +28,7 @@ def svc(body: str) -> str:
 
 
 def load(text):
-    t = topology.load("t.yaml", text=HEAD + text)
+    t = planner.load("t.yaml", text=HEAD + text)
     return t, ipam.allocate(t, ipam.Allocations.empty())
 
 
@@ -117,7 +116,7 @@ def test_categorize_prefers_ready_then_serving_terminating_and_local():
 
 
 def test_proxier_input_and_load_balancer_routes_for_the_shipped_topology():
-    t = topology.load(str(TOPOLOGIES / "services.yaml"))
+    t = planner.load(str(TOPOLOGIES / "services.yaml"))
     a = ipam.allocate(t, ipam.Allocations.empty())
     states = inputs.node_states(t, a)
     names = {sp.port_string for sp, _ in states["node-1"].services}

@@ -1,11 +1,13 @@
 """Parsing and validation of topology files: every error names the file, the document, the object and the field."""
 from __future__ import annotations
 
+import datetime
+import json
 import textwrap
 
 import pytest
 
-from emu.model import loader as topology
+from emu.cluster import planner
 from emu.model import pods as model_pods
 from emu.errors import ValidationError
 from emu.model.types import Backend, Protocol
@@ -42,7 +44,7 @@ def pod(name, ns="default", node=None, ports="[{containerPort: 80}]", labels="{a
 
 
 def load(text: str):
-    return topology.load("t.yaml", text=text)
+    return planner.load("t.yaml", text=text)
 
 
 def problems(text: str) -> list[str]:
@@ -153,3 +155,89 @@ def test_external_clients_are_addresses_outside_every_cluster_network():
     assert any("spec.externalClients[0]" in m and "inside spec.podCIDR" in m for m in msgs)
     assert any("spec.externalClients[1]" in m and "not an IPv4 address" in m for m in msgs)
     assert any("spec.externalClients[3]" in m and "duplicate" in m for m in msgs)
+
+
+def doc(kind: str, body: str, api: str = "v1") -> str:
+    return f"---\napiVersion: {api}\nkind: {kind}\n" + textwrap.dedent(body)
+
+
+SVC = "metadata: {name: s}\nspec:\n  ports: [{port: 80}]\n"
+DEPLOY = """\
+    metadata: {name: d}
+    spec:
+      selector: {matchLabels: {app: d}}
+      template:
+        metadata: {labels: {app: d}}
+        spec: {containers: [{name: c}]}
+    """
+NAD = ('metadata: {name: n}\nspec:\n  config: \'{"type": "macvlan", "ipam": {"type": "host-local", '
+       '"subnet": "10.9.0.0/24", "routes": 7}}\'\n')
+
+
+@pytest.mark.parametrize("text, expected", [  # a value of the wrong type: one line each, never a traceback
+    (cluster() + doc("Pod", "metadata: 7\nspec: {containers: [{name: c}]}\n"),
+     "t.yaml (document 2): Pod <unnamed>: metadata: must be a mapping"),
+    (cluster() + doc("Service", SVC.replace("{name: s}", "{name: s, namespace: [x]}")),
+     "t.yaml (document 2): Service s: metadata.namespace: must be a string, got ['x']"),
+    (cluster() + pod("a", ports="7"), "Pod default/a: spec.containers[0].ports: must be a list"),
+    (cluster() + doc("Deployment", DEPLOY.replace("metadata: {labels: {app: d}}", "metadata: 7"), "apps/v1"),
+     "Deployment d: spec.template.metadata: must be a mapping"),
+    (cluster() + doc("Deployment", DEPLOY.replace("{labels: {app: d}}", "{labels: [app]}"), "apps/v1"),
+     "Deployment d: spec.template.metadata.labels: labels must be a mapping"),
+    (cluster() + doc("Deployment", DEPLOY.replace("selector: {matchLabels: {app: d}}", "selector: 7"), "apps/v1"),
+     "Deployment d: spec.selector.matchLabels: a Deployment needs a selector"),
+    (cluster() + doc("Deployment", DEPLOY.replace("spec: {containers", "spec: {7: x, containers"), "apps/v1"),
+     'Deployment d: spec.template.spec.7: unknown field "spec.template.spec.7"'),
+    (cluster() + doc("Service", SVC + "  externalIPs: 7\n"), "Service s: spec.externalIPs: must be a list of IPv4"),
+    (cluster() + doc("Service", SVC + "  loadBalancerIP: nope\n"), "spec.loadBalancerIP[0]: 'nope' is not an IPv4"),
+    (cluster() + doc("Service", SVC + "  sessionAffinityConfig: {clientIP: 7}\n"),
+     "Service s: spec.sessionAffinityConfig.clientIP: must be a mapping"),
+    (cluster() + doc("Service", SVC.replace("ports:", "type: LoadBalancer\n  externalTrafficPolicy: Local\n"
+                                                     "  healthCheckNodePort: [1]\n  ports:")),
+     "Service s: spec.healthCheckNodePort: [1] is not in the node port range 30000-32767"),
+    (cluster() + doc("Service", SVC + "  externalName: 7\n"), "Service s: spec.externalName: must be a string, got 7"),
+    (cluster() + doc("EndpointSlice", "metadata: {name: e, labels: {kubernetes.io/service-name: s}}\nendpoints: 7\n",
+                     "discovery.k8s.io/v1"),
+     "EndpointSlice e: endpoints: must be a list of mappings with addresses"),
+    (cluster() + doc("EndpointSlice", "metadata: {name: e, labels: {kubernetes.io/service-name: s}}\nports: [7]\n",
+                     "discovery.k8s.io/v1"),
+     "EndpointSlice e: ports[0]: must be a mapping with port"),
+    (cluster() + doc("Endpoints", "metadata: {name: e}\nsubsets: [{addresses: [7]}]\n"),
+     "Endpoints e: subsets[0].addresses[0]: must be a mapping with ip"),
+    (cluster() + pod("a").replace("spec:\n", "spec:\n  dnsConfig: {nameservers: 7}\n"),
+     "Pod default/a: spec.dnsConfig.nameservers: must be a list of IP addresses"),
+    (cluster() + pod("a").replace("spec:\n", "spec:\n  dnsConfig: {options: 7}\n"),
+     "Pod default/a: spec.dnsConfig.options: must be a list of options (name, value)"),
+    (cluster() + doc("NetworkAttachmentDefinition", NAD, "k8s.cni.cncf.io/v1"),
+     "NetworkAttachmentDefinition n: spec.config.ipam.routes: must be a list, got 7"),
+    (cluster() + doc("ConfigMap", "metadata: {name: coredns, namespace: kube-system}\ndata: 7\n"),
+     "ConfigMap kube-system/coredns: data: must be a mapping of keys to strings"),
+])
+def test_a_value_of_the_wrong_type_is_one_problem(text, expected):
+    found = problems(text)
+    assert any(expected in p for p in found), found
+
+
+def test_a_pod_template_with_a_key_json_has_no_string_for_still_hashes():
+    """A template key YAML reads as an int or a date (refused as an unknown field) is hashed as sigs.k8s.io/yaml
+    would name it, not a crash of json.dumps; a valid template hashes as before."""
+    assert model_pods.pod_template_hash({"metadata": {"labels": {"app": "web"}}}) == \
+        model_pods.safe_encode(str(_fnv({"metadata": {"labels": {"app": "web"}}})))
+    assert model_pods.pod_template_hash({7: "x", "spec": {"image": datetime.date(2024, 1, 1)}})
+
+
+def _fnv(template: dict) -> int:
+    h = 0x811C9DC5
+    for b in json.dumps(template, sort_keys=True, separators=(",", ":")).encode():
+        h = ((h ^ b) * 0x01000193) & 0xFFFFFFFF
+    return h
+
+
+def test_a_conflist_plugin_capabilities_must_be_booleans(tmp_path):
+    """libcni decodes `capabilities` into a map[string]bool: anything else is refused before a dry run reads it."""
+    f = tmp_path / "net.conflist"
+    f.write_text('{"cniVersion": "1.0.0", "name": "n", "plugins": [{"type": "ptp", "capabilities": 7}]}')
+    text = ("apiVersion: emu.dev/v1alpha1\nkind: Cluster\nmetadata: {name: demo}\n"
+            f"spec: {{cni: {{plugin: cni, conflist: {f}}}}}\n")
+    assert problems(text) == [f"t.yaml (document 1): Cluster demo: spec.cni.conflist: {f}: plugins[0].capabilities "
+                              "must be an object of booleans (libcni's map[string]bool), got 7"]

@@ -6,6 +6,8 @@ import ipaddress
 import re
 from dataclasses import dataclass, field
 
+LAYER = "model"
+
 KNOWN_PLUGINS = {"errors", "health", "ready", "kubernetes", "prometheus", "forward", "cache", "loop", "reload",
                  "loadbalance", "log", "hosts", "rewrite", "debug", "whoami", "template", "autopath", "k8s_external",
                  "bind", "any", "chaos", "metadata", "minimal", "trace", "acl"}

@@ -17,7 +17,7 @@ from typing import Any
 
 from emu.addons.dns import corefile, records, resolvconf
 from emu.addons.dns.documents import DNS_LABELS, addon_documents, corefile_text
-from emu.addons.ingress.controller import external_names
+from emu.addons.ingress.routing import external_names
 from emu.alloc.ipam import external_ip
 from emu.model import names
 from emu.model.documents import Document

@@ -8,8 +8,10 @@ import ipaddress
 import re
 from typing import Any
 
-from emu.model.documents import DNS_SUBDOMAIN, Collector, Document
+from emu.model.documents import DNS_SUBDOMAIN, Collector, Document, metadata
 from emu.addons.dns import corefile
+
+LAYER = "model"
 
 CONFIGMAP_KEY = re.compile(r"^[-._a-zA-Z0-9]+\Z")  # k8s.io/apimachinery validation.IsConfigMapKey
 ADDON_INDEX = 100000  # document index of the synthesized objects (error messages name them as documents)
@@ -17,7 +19,7 @@ DNS_LABELS = {"k8s-app": "kube-dns"}
 
 
 def _is_coredns_configmap(body: dict[str, Any]) -> bool:
-    meta = body.get("metadata") or {}
+    meta = metadata(body)
     return (body.get("kind") == "ConfigMap" and meta.get("name") == "coredns"
             and (meta.get("namespace") or "default") == "kube-system")
 
@@ -26,7 +28,8 @@ def corefile_text(bodies: list[dict[str, Any]]) -> str | None:
     cm = next((b for b in bodies if _is_coredns_configmap(b)), None)
     if cm is None:
         return None
-    return str((cm.get("data") or {}).get("Corefile") or corefile.DEFAULT_COREFILE)
+    data = cm.get("data")  # not a mapping: check_configmap reports it
+    return str((data if isinstance(data, dict) else {}).get("Corefile") or corefile.DEFAULT_COREFILE)
 
 
 def check_configmap(doc: Document, c: Collector) -> None:
@@ -53,10 +56,10 @@ def addon_documents(path: str, docs: list[Document], service_cidr: ipaddress.IPv
     bodies = [d.body for d in docs]
     if corefile_text(bodies) is None:
         return []
-    has_svc = any(b.get("kind") == "Service" and (b.get("metadata") or {}).get("name") == "kube-dns"
-                  and (b.get("metadata") or {}).get("namespace") == "kube-system" for b in bodies)
-    has_deploy = any(b.get("kind") == "Deployment" and (b.get("metadata") or {}).get("name") == "coredns"
-                     and (b.get("metadata") or {}).get("namespace") == "kube-system" for b in bodies)
+    has_svc = any(d.kind == "Service" and d.meta.get("name") == "kube-dns"
+                  and d.meta.get("namespace") == "kube-system" for d in docs)
+    has_deploy = any(d.kind == "Deployment" and d.meta.get("name") == "coredns"
+                     and d.meta.get("namespace") == "kube-system" for d in docs)
     out = []
     if not has_deploy:
         out.append(Document(path, ADDON_INDEX, {

@@ -8,14 +8,23 @@ the server re-reads; down stops the server and removes the files the record name
 from __future__ import annotations
 
 from emu.addons.base import Addon, Daemon, Running
+from collections.abc import Sequence
+
 from emu.addons.dns import addon, desired
+from emu.addons.dns import documents as dns_documents
 from emu.apply.state import Record
+from emu.model.documents import Document
+from emu.model.types import ClusterSpec
 from emu.plan.content import Daemon as RunDaemon
 from emu.plan.content import Section
 
 
 def _sync(new: Running, old: Running) -> None:
     addon.sync(new)  # new records (the DNS server re-reads its zone), resolv.conf of new pods
+
+
+def _documents(path: str, docs: Sequence[Document], cluster: ClusterSpec) -> list[Document]:
+    return dns_documents.addon_documents(path, list(docs), cluster.service_cidr)
 
 
 def _expected(rec: Record) -> bool:
@@ -29,6 +38,6 @@ def _dry_run(cl: Running) -> list[Section]:
                                                                      if server else ""), objs)] if objs else []
 
 
-DNS = Addon(addon.NAME, kinds=("ConfigMap", "Service", "Pod", "EndpointSlice"), start=addon.start, sync=_sync,
-            stop=addon.stop, daemon=Daemon("cluster DNS (the coredns pods)", addon.pids, _expected, addon.start),
+DNS = Addon(addon.NAME, kinds=("ConfigMap", "Service", "Pod", "EndpointSlice"), documents=_documents,
+            start=addon.start, sync=_sync, stop=addon.stop, daemon=Daemon("cluster DNS (the coredns pods)", addon.pids, _expected, addon.start),
             dry_run=_dry_run)

@@ -13,6 +13,8 @@ from emu.observe import targets
 from emu.errors import ClusterError
 from emu.addons.dns import addon, resolvconf, wire
 
+LAYER = "observe"
+
 
 def _src(cl: Any, src: str) -> tuple[str, resolvconf.DNSConfig]:
     t = targets.resolve(cl, src)

@@ -7,6 +7,8 @@ from typing import Any
 
 from emu.addons.dns.validation import MAX_NAMESERVERS, MAX_SEARCH_CHARS, MAX_SEARCHES
 
+LAYER = "plan"
+
 DEFAULT_OPTIONS = ("ndots:5",)
 
 

@@ -10,6 +10,8 @@ from typing import Any
 
 from emu.model.documents import DNS_SUBDOMAIN
 
+LAYER = "model"
+
 POLICIES = ("ClusterFirst", "ClusterFirstWithHostNet", "Default", "None")
 MAX_NAMESERVERS = 3  # glibc's MAXNS, validation.MaxDNSNameservers
 MAX_SEARCHES = 32
@@ -30,12 +32,16 @@ def validate(spec: dict[str, Any]) -> list[tuple[str, str]]:
     if policy == "None" and not (cfg or {}).get("nameservers"):
         out.append(("dnsConfig.nameservers", "must have at least one nameserver when dnsPolicy is None"))
     if cfg:
-        for i, s in enumerate(cfg.get("nameservers") or []):
+        nameservers = cfg.get("nameservers") or []
+        if not isinstance(nameservers, list):
+            out.append(("dnsConfig.nameservers", "must be a list of IP addresses"))
+            nameservers = []
+        for i, s in enumerate(nameservers):
             try:
                 ipaddress.ip_address(str(s))
             except ValueError:
                 out.append((f"dnsConfig.nameservers[{i}]", f"{s!r} must be a valid IP address"))
-        if len(cfg.get("nameservers") or []) > MAX_NAMESERVERS:
+        if len(nameservers) > MAX_NAMESERVERS:
             out.append(("dnsConfig.nameservers", f"must not have more than {MAX_NAMESERVERS} nameservers"))
         searches = cfg.get("searches") or []
         for i, s in enumerate(searches if isinstance(searches, list) else []):
@@ -47,7 +53,11 @@ def validate(spec: dict[str, Any]) -> list[tuple[str, str]]:
             out.append(("dnsConfig.searches", f"must be a list of at most {MAX_SEARCHES} domains"))
         elif len(" ".join(str(s) for s in searches)) > MAX_SEARCH_CHARS:
             out.append(("dnsConfig.searches", f"must not have more than {MAX_SEARCH_CHARS} characters in all"))
-        for i, o in enumerate(cfg.get("options") or []):
+        options = cfg.get("options") or []
+        if not isinstance(options, list):
+            out.append(("dnsConfig.options", "must be a list of options (name, value)"))
+            options = []
+        for i, o in enumerate(options):
             if not isinstance(o, dict) or not o.get("name"):
                 out.append((f"dnsConfig.options[{i}]", "must have a name"))
                 continue

@@ -32,6 +32,8 @@ from typing import Callable, Mapping
 from emu.addons.ingress.model import (ANN_PREFIX, FALSE_WORDS, FORCE_SSL_REDIRECT, REWRITE_TARGET, SSL_REDIRECT,
     TRUE_WORDS, USE_REGEX)
 
+LAYER = "model"
+
 
 class Risk(enum.IntEnum):
     """parser.AnnotationRisk: an annotation above the controller's annotations-risk-level is refused."""

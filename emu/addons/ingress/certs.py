@@ -91,18 +91,6 @@ def key_matches(cert_pem: str, key_pem: str) -> bool:
     return a.strip() == b.strip()
 
 
-def host_matches(host: str, names: tuple[str, ...]) -> bool:
-    """Go's x509 VerifyHostname for DNS names: exact (case-insensitive), or a `*.` wildcard covering one label."""
-    host = host.lower().rstrip(".")
-    for n in names:
-        n = n.lower().rstrip(".")
-        if n == host:
-            return True
-        if n.startswith("*.") and "." in host and host.split(".", 1)[1] == n[2:] and not host.startswith("*"):
-            return True
-    return False
-
-
 def secret_manifest(namespace: str, name: str, cert_pem: str, key_pem: str) -> dict[str, object]:
     """The Secret `kubectl create secret tls` makes."""
     return {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",

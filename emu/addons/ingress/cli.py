@@ -8,6 +8,8 @@ import yaml
 from emu.cli.errors import run as _run
 from emu.addons.ingress import certs
 
+LAYER = "cli"
+
 
 @click.group()
 def create() -> None:

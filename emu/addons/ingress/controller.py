@@ -16,94 +16,19 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass
 from typing import Any
 
-from emu.addons.ingress import addon, certs, nginxconf, nginxproc
-from emu.addons.ingress.model import Backend, Ingress, Secret, TLS
+from emu.addons.ingress import certs, nginxconf, nginxproc, routing
+from emu.addons.ingress.routing import controller_pod, external_names, hosts_text, served
+from emu.addons.ingress.model import Ingress, Secret
 from emu.addons.ingress.nginxproc import COMPONENT, read_file, write_file
-from emu.alloc import endpoints as eps
 from emu.apply import processes, state
 from emu.model import names
 
 ETC_NETNS = processes.etc_netns()  # one reading of EMU_ETC_NETNS, in processes
 
 
-@dataclass(frozen=True, slots=True)
-class Address:
-    """Where clients outside the cluster reach the controller: the LoadBalancer IP on ports 80/443, or (NodePort)
-    the first node's InternalIP on the Service's node ports."""
-
-    ip: str
-    http: int
-    https: int
-    via: str  # "LoadBalancer" | "NodePort"
-
-
-def controller_pod(cl: Any) -> str | None:
-    for p in cl.topology.pods:
-        if p.namespace == addon.NAMESPACE and p.annotations.get(addon.SERVED_BY) == "nginx":
-            return p.key
-    return None
-
-
-def served(cl: Any) -> list[Ingress]:
-    return [i for i in cl.topology.ingresses if addon.served_class(i, cl.topology.ingress_classes)]
-
-
-def address(cl: Any) -> Address | None:
-    svc = next((s for s in cl.topology.services if s.namespace == addon.NAMESPACE and s.name == addon.NAME), None)
-    if svc is None:
-        return None
-    a = cl.allocations.services.get(svc.key)
-    if a is None:
-        return None
-    if svc.type == "LoadBalancer" and a.load_balancer_ip is not None:
-        return Address(str(a.load_balancer_ip), 80, 443, "LoadBalancer")
-    if "80/TCP" in a.node_ports and cl.plan.nodes:  # node ports are keyed "PORT/PROTOCOL"
-        return Address(str(cl.plan.nodes[0].ip), a.node_ports["80/TCP"], a.node_ports.get("443/TCP", 0), "NodePort")
-    return None
-
-
-def hosts(cl: Any) -> list[str]:
-    out: list[str] = []
-    for ing in served(cl):
-        for h in [r.host for r in ing.rules] + [h for t in ing.tls for h in t.hosts]:
-            if h and not h.startswith("*") and h not in out:
-                out.append(h)
-    return out
-
-
 # --- the configuration ----------------------------------------------------------------------------------------------
-
-
-def _resolver(cl: Any):  # type: ignore[no-untyped-def]
-    by_key = {s.key: s for s in cl.topology.services}
-
-    def resolve(ns: str, backend: Backend) -> nginxconf.Upstream | None:
-        svc = by_key.get(f"{ns}/{backend.service}")
-        if svc is None:
-            return None
-        spec = next((p for p in svc.ports if (backend.port_number is not None and p.port == backend.port_number)
-                     or (backend.port_name is not None and p.name == backend.port_name)), None)
-        if spec is None:
-            return None
-        port_eps = next((pe for pe in eps.for_service(cl.topology, cl.allocations, svc) if pe.spec == spec), None)
-        ready = [f"{e.ip}:{e.port}" for e in (port_eps.endpoints if port_eps else ()) if e.ready]
-        return nginxconf.Upstream(nginxconf.upstream_name(ns, backend), tuple(dict.fromkeys(ready)))
-
-    return resolve
-
-
-def _tls_secret_name(ing: Ingress, host: str) -> TLS | None:
-    """extractTLSSecretName: the TLS entry listing the host, else one whose wildcard host covers it."""
-    for t in ing.tls:
-        if host in t.hosts:
-            return t
-    for t in ing.tls:
-        if any(certs.host_matches(host, (h,)) for h in t.hosts):
-            return t
-    return None
 
 
 class _Material:
@@ -113,7 +38,7 @@ class _Material:
         self.dir = os.path.join(nginxproc.directory(cl.record), "certs")
         os.makedirs(self.dir, mode=0o700, exist_ok=True)
         self.secrets = {s.key: s for s in cl.topology.secrets}
-        self.self_signed_hosts = _self_signed_hosts(cl)
+        self.self_signed_hosts = routing.self_signed_hosts(cl)
         self.info: dict[str, certs.CertInfo] = {}
 
     def default(self) -> nginxconf.Certificate:
@@ -144,45 +69,27 @@ class _Material:
         return base + ".crt", base + ".key"
 
     def cert_for(self, ing: Ingress, host: str) -> tuple[nginxconf.Certificate | None, str | None]:
-        t = _tls_secret_name(ing, host)
-        if t is None:
-            return None, None
-        if not t.secret_name:
-            return None, f"host {host!r} is listed in the TLS section of Ingress {ing.key} but secretName is " \
-                         "empty: using the default certificate"
-        key = f"{ing.namespace}/{t.secret_name}"
-        s = self.secrets.get(key)
-        if s is None or s.type != "kubernetes.io/tls":
-            return None, f"Error getting SSL certificate {key!r}: local SSL certificate {key} was not found. " \
-                         "Using default certificate"
+        s, warning = routing.choose_secret(ing, host, self.secrets, self.self_signed_hosts)
+        if s is None:
+            return None, warning
+        key = s.key
         paths = self.secret(s)
-        if paths is None:
-            return None, f"Secret {key} asks for a self-signed certificate but no Ingress TLS entry names a host"
+        assert paths is not None  # choose_secret refuses a self-signed Secret without hosts
         with open(paths[0]) as f:
             pem = f.read()
         if s.cert_pem is not None and not certs.key_matches(pem, s.key_pem or ""):
             return None, f"Secret {key}: tls.key does not match tls.crt: using the default certificate"
         inf = self.info.setdefault(key, certs.info(pem))
-        if not certs.host_matches(host, inf.names):
+        if not routing.host_matches(host, inf.names):
             return None, f"SSL certificate {key!r} does not contain a Common Name or Subject Alternative Name " \
                          f"for server {host!r}: using the default certificate"
         return nginxconf.Certificate(paths[0], paths[1], key), None
 
 
-def _self_signed_hosts(cl: Any) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {}
-    for ing in served(cl):
-        for t in ing.tls:
-            if t.secret_name:
-                hs = out.setdefault(f"{ing.namespace}/{t.secret_name}", [])
-                hs += [h for h in t.hosts if h not in hs]
-    return out
-
-
 def desired(cl: Any) -> tuple[nginxconf.Config, str]:
     """The controller's configuration (and nginx.conf) for the cluster as it is now; writes certificate files."""
     mat = _Material(cl)
-    cfg = nginxconf.servers(served(cl), _resolver(cl), mat.cert_for)
+    cfg = nginxconf.servers(served(cl), routing.resolver(cl), mat.cert_for)
     return cfg, nginxconf.render(cfg, nginxproc.directory(cl.record), mat.default())
 
 
@@ -248,22 +155,6 @@ def stop(rec: state.Record) -> None:
 
 def _hosts_path(cluster: str) -> str:
     return os.path.join(ETC_NETNS, names.external_netns(cluster), "hosts")
-
-
-def hosts_text(entries: dict[str, str]) -> str:
-    lines = ["127.0.0.1\tlocalhost", "::1\t\tlocalhost ip6-localhost ip6-loopback",
-             "# Ingress hosts at the ingress-nginx controller's address (written by emu)"]
-    by_ip: dict[str, list[str]] = {}
-    for host, ip in entries.items():
-        by_ip.setdefault(ip, []).append(host)
-    lines += [f"{ip}\t{' '.join(hs)}" for ip, hs in by_ip.items()]
-    return "\n".join(lines) + "\n"
-
-
-def external_names(cl: Any) -> dict[str, str]:
-    """Ingress host -> the controller's address, for the external host's resolver and /etc/hosts."""
-    a = address(cl)
-    return {h: a.ip for h in hosts(cl)} if a else {}
 
 
 def _write_hosts(cl: Any) -> None:

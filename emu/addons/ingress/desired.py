@@ -15,8 +15,8 @@ import json
 from typing import Any
 
 from emu.addons.ingress import nginxconf
-from emu.addons.ingress.controller import (_resolver, _self_signed_hosts, _tls_secret_name, controller_pod,
-                                           external_names, hosts_text, served)
+from emu.addons.ingress.routing import (choose_secret, controller_pod, external_names, hosts_text, resolver,
+                                        self_signed_hosts, served)
 from emu.addons.ingress.model import Ingress, Secret
 from emu.model import names
 from emu.plan.content import ETC_NETNS, Daemon, File, PlanObject, record_path
@@ -26,33 +26,13 @@ def _dir(cl: Any) -> str:
     return record_path(cl.name, "ingress")
 
 
-def choose_secret(ing: Ingress, host: str, secrets: dict[str, Secret],
-                  self_signed_hosts: dict[str, list[str]]) -> tuple[Secret | None, str | None]:
-    """The TLS Secret serving `host` of `ing` (extractTLSSecretName), or why the default certificate is used: the
-    choice the controller makes before it looks at the certificate itself."""
-    t = _tls_secret_name(ing, host)
-    if t is None:
-        return None, None
-    if not t.secret_name:
-        return None, f"host {host!r} is listed in the TLS section of Ingress {ing.key} but secretName is " \
-                     "empty: using the default certificate"
-    key = f"{ing.namespace}/{t.secret_name}"
-    s = secrets.get(key)
-    if s is None or s.type != "kubernetes.io/tls":
-        return None, f"Error getting SSL certificate {key!r}: local SSL certificate {key} was not found. " \
-                     "Using default certificate"
-    if s.self_signed and not self_signed_hosts.get(key):
-        return None, f"Secret {key} asks for a self-signed certificate but no Ingress TLS entry names a host"
-    return s, None
-
-
 def _cert_base(cl: Any, s: Secret) -> str:
     return f"{_dir(cl)}/certs/{s.namespace}-{s.name}"
 
 
 def _cert_resolver(cl: Any, used: dict[str, Secret]) -> nginxconf.CertResolver:
     secrets = {s.key: s for s in cl.topology.secrets}
-    self_signed = _self_signed_hosts(cl)
+    self_signed = self_signed_hosts(cl)
 
     def cert_for(ing: Ingress, host: str) -> tuple[nginxconf.Certificate | None, str | None]:
         s, warning = choose_secret(ing, host, secrets, self_signed)
@@ -77,7 +57,7 @@ def generated(cl: Any) -> list[str]:
         return []
     d = default_certificate(cl)
     return [d.cert, d.key] + [f"{_cert_base(cl, s)}.{ext}" for s in cl.topology.secrets
-                              if s.self_signed and _self_signed_hosts(cl).get(s.key) for ext in ("crt", "key")]
+                              if s.self_signed and self_signed_hosts(cl).get(s.key) for ext in ("crt", "key")]
 
 
 def desired(cl: Any) -> tuple[PlanObject, ...]:
@@ -87,7 +67,7 @@ def desired(cl: Any) -> tuple[PlanObject, ...]:
         return ()
     d = _dir(cl)
     used: dict[str, Secret] = {}
-    cfg = nginxconf.servers(served(cl), _resolver(cl), _cert_resolver(cl, used))
+    cfg = nginxconf.servers(served(cl), resolver(cl), _cert_resolver(cl, used))
     text = nginxconf.render(cfg, d, default_certificate(cl))
     out: list[PlanObject] = []
     for s in used.values():  # a Secret's own PEMs, as written in the manifest (self-signed ones: see `generated`)

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from emu.model.documents import Document
+from emu.model.documents import Document, metadata
 from emu.addons.ingress.model import DEFAULT_CLASS_ANNOTATION, NGINX_CONTROLLER
+
+LAYER = "model"
 
 NAMESPACE = "ingress-nginx"
 NAME = "ingress-nginx-controller"
@@ -24,7 +26,7 @@ ADDON_INDEX = 100100  # document index of the synthesized objects (error message
 
 def _has(bodies: list[dict[str, Any]], kind: str, ns: str | None, name: str) -> bool:
     for b in bodies:
-        meta = b.get("metadata") or {}
+        meta = metadata(b)
         if b.get("kind") == kind and meta.get("name") == name and (ns is None or (meta.get("namespace")
                                                                                   or "default") == ns):
             return True

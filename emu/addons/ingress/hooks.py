@@ -8,9 +8,14 @@ external host's /etc/hosts entry the record names.
 from __future__ import annotations
 
 from emu.addons.base import Addon, Daemon, Running
-from emu.addons.ingress import controller, desired
+from collections.abc import Sequence
+
+from emu.addons.ingress import controller, desired, routing
+from emu.addons.ingress import documents as ingress_documents
 from emu.addons.ingress.nginxproc import COMPONENT
 from emu.apply.state import Record
+from emu.model.documents import Document
+from emu.model.types import ClusterSpec
 from emu.plan.content import Section
 
 
@@ -19,8 +24,12 @@ def _sync(new: Running, old: Running) -> None:
 
 
 def _pods_leaving(old: Running, keys: frozenset[str]) -> None:
-    if controller.controller_pod(old) in keys:
+    if routing.controller_pod(old) in keys:
         controller.stop(old.record)  # nginx leaves before its pod's namespace does
+
+
+def _documents(path: str, docs: Sequence[Document], cluster: ClusterSpec) -> list[Document]:
+    return ingress_documents.addon_documents(path, list(docs), cluster.load_balancer_pool is not None)
 
 
 def _expected(rec: Record) -> bool:
@@ -36,6 +45,6 @@ def _dry_run(cl: Running) -> list[Section]:
 
 
 INGRESS = Addon(COMPONENT, kinds=("Ingress", "IngressClass", "Secret", "Service", "EndpointSlice"),
-                start=controller.start, sync=_sync, pods_leaving=_pods_leaving, stop=controller.stop,
-                daemon=Daemon("the ingress controller's nginx", controller.pids, _expected, controller.start),
+                documents=_documents, start=controller.start, sync=_sync, pods_leaving=_pods_leaving,
+                stop=controller.stop,                daemon=Daemon("the ingress controller's nginx", controller.pids, _expected, controller.start),
                 dry_run=_dry_run)

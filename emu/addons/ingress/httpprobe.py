@@ -17,7 +17,9 @@ from urllib.parse import urlsplit
 
 from emu.apply import netns
 from emu.errors import EmuError
-from emu.addons.ingress import certs, controller
+from emu.addons.ingress import certs, routing
+
+LAYER = "observe"
 
 MAX_RESPONSE = 1 << 20
 
@@ -38,8 +40,8 @@ def _target(cl: Any, url: str) -> dict[str, Any]:
                 "path": path, "via": "address"}
     except ValueError:
         pass
-    a = controller.address(cl)
-    names = controller.external_names(cl)
+    a = routing.address(cl)
+    names = routing.external_names(cl)
     if host not in names or a is None:
         known = ", ".join(sorted(names)) or "none"
         raise URLError(f"{url}: {host} is not an Ingress host of cluster {cl.name} (Ingress hosts: {known}); "
@@ -125,7 +127,7 @@ def probe_url(cl: Any, src_text: str, url: str, timeout: float = 2.0) -> dict[st
             res["tls"] = {"version": s.version(), "cipher": (s.cipher() or ("",))[0], "sni": sni,
                           "subject": info.subject if info else None, "issuer": info.issuer if info else None,
                           "names": list(info.names) if info else [], "not_after": info.not_after if info else None,
-                          "host_matches": bool(info and certs.host_matches(t["host"], info.names)),
+                          "host_matches": bool(info and routing.host_matches(t["host"], info.names)),
                           "source": _cert_source(cl, t["host"], pem)}
         s.sendall(request)
         chunks, size = [], 0

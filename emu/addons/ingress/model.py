@@ -4,6 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Mapping
 
+LAYER = "model"
+
 ANN_PREFIX = "nginx.ingress.kubernetes.io/"
 REWRITE_TARGET = ANN_PREFIX + "rewrite-target"
 USE_REGEX = ANN_PREFIX + "use-regex"

@@ -23,6 +23,8 @@ from typing import Callable
 from emu.addons.ingress.nginxsafe import WORKER_GROUP, WORKER_USER, literal, quote
 from emu.addons.ingress.model import FORCE_SSL_REDIRECT, REWRITE_TARGET, SSL_REDIRECT, USE_REGEX, Backend, Ingress
 
+LAYER = "plan"
+
 DEFAULT_SERVER = "_"
 DEFAULT_UPSTREAM = "upstream-default-backend"
 ROOT = "/"

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 from emu.errors import ClusterError
 
+LAYER = "plan"
+
 # Debian's base-passwd creates both on every machine; nginx's master (root, to bind 80/443) runs its workers as them.
 WORKER_USER = "nobody"
 WORKER_GROUP = "nogroup"

@@ -15,6 +15,8 @@ from emu.addons.ingress import annotations as ann
 from emu.addons.ingress.model import (DEFAULT_CLASS_ANNOTATION, SELF_SIGNED, TLS_SECRET_TYPE, Backend, Ingress,
     IngressClass, Path, Rule, Secret, TLS)
 
+LAYER = "model"
+
 PATH_TYPES = ("Exact", "Prefix", "ImplementationSpecific")
 LEGACY_CLASS_ANNOTATION = "kubernetes.io/ingress.class"
 WILDCARD_HOST = re.compile(r"^\*\.[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\Z")

@@ -17,6 +17,8 @@ from emu.model.types import Topology
 from emu.plan.content import Command, Ipsets, Ipvs, PlanObject, Ruleset
 from emu.plan.objects import ClusterPlan
 
+LAYER = "plan"
+
 
 def plan_object(netns: str, owner: str, load: modes.Load) -> PlanObject:
     """The plan object one tool run of a sync amounts to."""

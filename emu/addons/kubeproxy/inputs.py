@@ -8,6 +8,8 @@ from emu.model.types import Service, Topology
 from emu.alloc.services import ServiceAlloc
 from emu.addons.kubeproxy.model import NodeProxyState, ServicePort
 
+LAYER = "alloc"
+
 
 def service_port(svc: Service, alloc: ServiceAlloc, index: int) -> ServicePort | None:
     spec = svc.ports[index]

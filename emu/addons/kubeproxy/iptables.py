@@ -15,6 +15,8 @@ from typing import NamedTuple
 
 from emu.addons.kubeproxy.model import Endpoint, ServicePort
 
+LAYER = "plan"
+
 # Chains kube-proxy owns (proxier.go constants).
 KUBE_SERVICES = "KUBE-SERVICES"
 KUBE_EXTERNAL_SERVICES = "KUBE-EXTERNAL-SERVICES"

@@ -14,6 +14,8 @@ from emu.addons.kubeproxy.iptables import (KUBE_EXTERNAL_SERVICES, KUBE_MARK_MAS
     probability, service_chain)
 from emu.addons.kubeproxy.model import Endpoint, ServicePort, categorize
 
+LAYER = "plan"
+
 Part = Union[str, Iterable[str]]
 
 

@@ -24,6 +24,8 @@ from emu.addons.kubeproxy.iptables import (KUBE_EXTERNAL_SERVICES, KUBE_FIREWALL
 from emu.addons.kubeproxy.iptables_rules import Builder, Ctx, service_rules, sorted_endpoints
 from emu.addons.kubeproxy.model import MASQUERADE_MARK, NodeProxyState
 
+LAYER = "plan"
+
 
 # --------------------------------------------------------------------------------------------- restore text
 

@@ -26,6 +26,8 @@ from emu.addons.kubeproxy.ipvs_names import (BITMAP_PORT, CLUSTER_IP, CONN_REUSE
 from emu.addons.kubeproxy.ipvs_rules import Text, first_sync_jumps, iptables_text
 from emu.addons.kubeproxy.model import Endpoint, NodeProxyState, ServicePort, categorize
 
+LAYER = "plan"
+
 IPv4Address = ipaddress.IPv4Address
 
 

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from emu.addons.kubeproxy import iptables as ipt
 from emu.addons.kubeproxy.model import MASQUERADE_MARK
 
+LAYER = "plan"
+
 DUMMY_DEVICE = "kube-ipvs0"  # defaultDummyDevice
 DEFAULT_SCHEDULER = "rr"  # defaultScheduler
 FLAG_PERSISTENT = 0x1  # utilipvs.FlagPersistent (IP_VS_SVC_F_PERSISTENT): ClientIP session affinity

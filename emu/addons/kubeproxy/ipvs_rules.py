@@ -10,6 +10,8 @@ from emu.addons.kubeproxy.ipvs_names import (CHAINS, CLUSTER_IP, EXTERNAL_IP, EX
     KUBE_LOAD_BALANCER, KUBE_MARK_MASQ, KUBE_NODE_PORT, KUBE_POSTROUTING, KUBE_SERVICES, KUBE_SOURCE_RANGES_FIREWALL,
     LOAD_BALANCER, LOCALNET, Options)
 
+LAYER = "plan"
+
 
 def first_sync_jumps() -> str:
     """createAndLinkKubeChain for a namespace that has none of them yet: every chain of CHAINS declared, then each

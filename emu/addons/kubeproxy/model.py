@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 
 from emu.errors import EmuError
 
+LAYER = "alloc"
+
 IPv4Address = ipaddress.IPv4Address
 IPv4Network = ipaddress.IPv4Network
 

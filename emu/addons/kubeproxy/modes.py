@@ -20,6 +20,8 @@ from emu.addons.kubeproxy.nftables import FAMILY, TABLE
 from emu.errors import EmuError
 from emu.model.types import ProxyMode
 
+LAYER = "plan"
+
 NFT_LOAD = ("nft", "-f", "-")
 
 

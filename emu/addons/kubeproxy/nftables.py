@@ -32,6 +32,8 @@ from dataclasses import dataclass
 
 from emu.addons.kubeproxy.model import Endpoint, ServicePort
 
+LAYER = "plan"
+
 TABLE = "kube-proxy"
 FAMILY = "ip"
 TABLE_COMMENT = "rules for kube-proxy"

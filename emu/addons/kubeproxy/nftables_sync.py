@@ -15,6 +15,8 @@ from emu.addons.kubeproxy.nftables import (BASE_CHAINS, CLUSTER_IPS_CHECK_CHAIN,
     affinity_set, endpoint_chain, external_chain, firewall_chain, is_affinity_set_name, is_service_chain_name,
     local_chain, service_chain)
 
+LAYER = "plan"
+
 _ADDR = "ipv4_addr"
 _PORT_KEY = f"{_ADDR} . inet_proto . inet_service : verdict"
 _NODEPORT_KEY = "inet_proto . inet_service : verdict"

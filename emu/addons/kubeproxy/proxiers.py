@@ -5,7 +5,10 @@
 A proxier is its mode (emu.addons.kubeproxy.modes: the pure part -- name, node sysctls, `render`, how doctor
 compares it, what trace needs) plus its drivers: `preflight` (the kernel features and tools it needs, checked before
 anything is built, as kube-proxy's CanUseIPVSProxier / nftables checks refuse to start), `sync` (one node, in its
-namespace), `cleanup` (CleanupLeftovers) and `read_back` (its rules as its own tool prints them).
+namespace), `cleanup` (CleanupLeftovers) and `read_back` (its rules as its own tool prints them).  An iptables or
+nftables sync is one tool run, the plan object the dry run prints for a first sync (emu.addons.kubeproxy.desired,
+`plan_object`), applied by its driver (emu.apply.drivers); the IPVS sync stays netlink (emu.addons.kubeproxy.ipvs:
+its steps read the node's addresses and IPVS table between writes, which a batch of objects cannot).
 
 Adding a proxier is one module with its drivers and one row here.  An eBPF replacement of kube-proxy (Cilium-like
 tc programs and pinned maps, issue 19) fits the same row: its mode renders the maps' contents as `bpftool` input
@@ -16,7 +19,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,17 +27,14 @@ from emu.addons.kubeproxy import iptables as ipt
 from emu.addons.kubeproxy import ipvs
 from emu.addons.kubeproxy import iptables_text, modes, nftables_sync
 from emu.addons.kubeproxy import nftables as nft
+from emu.addons.kubeproxy.desired import plan_object
 from emu.addons.kubeproxy.model import NodeProxyState, SyncError, SyncResult
-from emu.apply import kernel, netns
+from emu.apply import drivers, kernel, tools
 from emu.errors import ClusterError
 from emu.model.types import ProxyMode
 
 # (node netns, state, first sync, iptables backend, the state of the last successful sync) -> what it wrote
 Sync = Callable[[str, NodeProxyState, bool, str, NodeProxyState | None], SyncResult]
-
-
-def _run(ns: str, argv: list[str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return netns.run_in(ns, lambda: subprocess.run(argv, input=stdin, capture_output=True, text=True))
 
 
 def _nothing(*_: object) -> None:
@@ -58,15 +57,17 @@ class Proxier:
     def read_back(self, ns: str, backend: str) -> str | None:
         """The rules it holds in the namespace, as its tool prints them (`spec.listing`); None when the tool
         failed (nothing there yet)."""
-        r = _run(ns, list(self.spec.listing(backend)))
-        return r.stdout if r.returncode == 0 else None
+        return tools.output(ns, list(self.spec.listing(backend)))
 
 
-def _checked(r: subprocess.CompletedProcess[str], mode: ProxyMode, state: NodeProxyState, t0: float,
-             text: str) -> SyncResult:
-    if r.returncode != 0:
-        raise SyncError(f"{mode.value} sync of {state.node} failed: {r.stderr.strip()[:2000]}")
-    return SyncResult(state.node, time.monotonic() - t0, text.count("\n"))
+def _load(ns: str, load: modes.Load, mode: ProxyMode, state: NodeProxyState, t0: float) -> SyncResult:
+    """One tool run of a sync, applied as the plan object it is (the one the dry run prints for a first sync) by its
+    driver; a failure is the sync's one line, naming the node."""
+    try:
+        drivers.apply([plan_object(ns, state.node, load)])
+    except drivers.ToolFailed as e:
+        raise SyncError(f"{mode.value} sync of {state.node} failed: {e.stderr.strip()[:2000]}") from None
+    return SyncResult(state.node, time.monotonic() - t0, load.stdin.count("\n"))
 
 
 # --------------------------------------------------------------------------------------------- iptables
@@ -76,7 +77,7 @@ def iptables_chains(ns: str, backend: str = "nft") -> dict[str, set[str]]:
     """The per-service chains kube-proxy owns that the kernel holds now, by table (to delete stale ones)."""
     out: dict[str, set[str]] = {}
     for table in ("filter", "nat"):
-        saved = _run(ns, [f"iptables-{backend}-save", "-t", table]).stdout
+        saved = tools.run(ns, [f"iptables-{backend}-save", "-t", table]).stdout
         out[table] = {line[1:].split()[0] for line in saved.splitlines()
                       if line.startswith(":") and ipt.is_service_chain_name(line[1:])}
     return out
@@ -88,7 +89,7 @@ def _sync_iptables(ns: str, state: NodeProxyState, first: bool, backend: str,
     t0 = time.monotonic()
     existing: dict[str, set[str]] = {"nat": set(), "filter": set()} if first else iptables_chains(ns, backend)
     text = (ipt.first_sync_jumps() if first else "") + iptables_text.restore_text(state, existing)
-    return _checked(_run(ns, list(modes.iptables_restore(backend)), text), ProxyMode.IPTABLES, state, t0, text)
+    return _load(ns, modes.Load(modes.iptables_restore(backend), text), ProxyMode.IPTABLES, state, t0)
 
 
 # --------------------------------------------------------------------------------------------- nftables
@@ -96,11 +97,11 @@ def _sync_iptables(ns: str, state: NodeProxyState, first: bool, backend: str,
 
 def nft_objects(ns: str) -> set[str]:
     """Chains and sets now in `table ip kube-proxy` (empty when the table does not exist yet)."""
-    r = _run(ns, ["nft", "-j", "list", "table", nft.FAMILY, nft.TABLE])
-    if r.returncode != 0:
+    listed = tools.output(ns, ["nft", "-j", "list", "table", nft.FAMILY, nft.TABLE])
+    if listed is None:
         return set()
     names = set()
-    for item in json.loads(r.stdout).get("nftables", []):
+    for item in json.loads(listed).get("nftables", []):
         for kind in ("chain", "set", "map"):
             if kind in item:
                 names.add(item[kind]["name"])
@@ -114,7 +115,7 @@ def _sync_nftables(ns: str, state: NodeProxyState, first: bool, backend: str,
     t0 = time.monotonic()
     existing = set() if first else nftables_sync.managed_names(previous) if previous is not None else nft_objects(ns)
     text = nftables_sync.sync_text(state, existing, first_sync=first, previous=previous)
-    return _checked(_run(ns, list(modes.NFT_LOAD), text), ProxyMode.NFTABLES, state, t0, text)
+    return _load(ns, modes.Load(modes.NFT_LOAD, text), ProxyMode.NFTABLES, state, t0)
 
 
 def _nftables_preflight() -> None:
@@ -122,7 +123,7 @@ def _nftables_preflight() -> None:
 
 
 def _nftables_cleanup(ns: str) -> None:
-    _run(ns, list(modes.NFT_LOAD), nft.cleanup_text())
+    tools.run(ns, list(modes.NFT_LOAD), nft.cleanup_text())  # nothing to delete is fine
 
 
 # --------------------------------------------------------------------------------------------- ipvs

@@ -7,20 +7,15 @@ from __future__ import annotations
 
 import datetime
 import os
-import subprocess
 from collections.abc import Iterable
 
-from emu.apply import netns
+from emu.apply import tools
 from emu.model.types import ProxyMode
 from emu.addons.kubeproxy import proxiers
 # SyncError and SyncResult are named here too (kpsync.SyncError, kpsync.SyncResult)
 from emu.addons.kubeproxy.model import NodeProxyState, SyncError, SyncResult, categorize
 
 LOG_FILE = "kube-proxy.log"  # per node, under <record>/nodes/<node>/
-
-
-def _run(ns: str, argv: list[str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return netns.run_in(ns, lambda: subprocess.run(argv, input=stdin, capture_output=True, text=True))
 
 
 def sync_node(ns: str, state: NodeProxyState, mode: ProxyMode, first: bool, backend: str = "nft",
@@ -66,7 +61,7 @@ def conntrack_cleanup(ns: str, old: NodeProxyState | None, new: NodeProxyState) 
         if (addr, port) not in after and addr != "nodeport":
             cmds.append(["conntrack", "-D", "--orig-dst", addr, "-p", "udp", "--dport", str(port)])
     for argv in cmds:
-        _run(ns, argv)  # exit 1 means "0 flow entries deleted": fine
+        tools.run(ns, argv)  # exit 1 means "0 flow entries deleted": fine
     return cmds
 
 

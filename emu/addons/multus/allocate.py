@@ -13,6 +13,8 @@ from emu.errors import Problem, ValidationError
 from emu.addons.multus.nad import NETWORKS_ANNOTATION, Nad, Request, resolve
 from emu.network.cni import capabilities
 
+LAYER = "alloc"
+
 IPv4Address = ipaddress.IPv4Address
 IPv4Interface = ipaddress.IPv4Interface
 

@@ -17,6 +17,8 @@ from emu.model.documents import DNS_LABEL, DNS_SUBDOMAIN, Collector, Document
 from emu.network.cni import capabilities
 from emu.network.cni.netconf import NETWORK_NAME
 
+LAYER = "model"
+
 API = "k8s.cni.cncf.io/v1"
 NETWORKS_ANNOTATION = "k8s.v1.cni.cncf.io/networks"
 MACVLAN_MODES = ("bridge", "private", "vepa", "passthru")
@@ -120,7 +122,11 @@ def parse_nad(doc: Document, c: Collector) -> Nad | None:
               f"{(ipam or {}).get('type') if isinstance(ipam, dict) else ipam!r}")
         return None
     routes = []
-    for i, r in enumerate(ipam.get("routes") or []):
+    raw_routes = ipam.get("routes") or []
+    if not isinstance(raw_routes, list):
+        c.add(doc, f, obj, "spec.config.ipam.routes", f"must be a list, got {raw_routes!r}")
+        raw_routes = []
+    for i, r in enumerate(raw_routes):
         try:
             routes.append((ipaddress.IPv4Network(str(r["dst"]), strict=False),
                            IPv4Address(str(r["gw"])) if r.get("gw") else None))

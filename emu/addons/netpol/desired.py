@@ -14,8 +14,10 @@ from __future__ import annotations
 from emu.addons.netpol import resolve, restore, rules
 from emu.alloc.ipam import Allocations
 from emu.model.types import Topology
-from emu.plan.content import Ipsets, PlanObject, Ruleset
+from emu.plan.content import DestroyIpsets, Ipsets, PlanObject, Ruleset
 from emu.plan.objects import ClusterPlan
+
+LAYER = "plan"
 
 VERSION = "0"
 NOTHING_YET = restore.Current(frozenset(), (), frozenset())  # a first sync: no chain, jump or set of ours
@@ -26,12 +28,25 @@ def desired(topo: Topology, alloc: Allocations, plan: ClusterPlan) -> tuple[Plan
     inputs = resolve.node_inputs(topo, alloc)
     if not inputs:
         return ()
-    tool = f"iptables-{topo.cluster.iptables_backend}-restore --noflush -w"
+    backend = topo.cluster.iptables_backend
+    return tuple(o for n in plan.nodes
+                 for o in node_objects(n.netns, n.name, rules.generate(inputs[n.name], VERSION), NOTHING_YET, backend))
+
+
+def table(ns: str, node: str, backend: str, text: str) -> Ruleset:
+    return Ruleset(ns, node, f"iptables-{backend}-restore --noflush -w", text)
+
+
+def node_objects(ns: str, node: str, nr: rules.NodeRules, cur: restore.Current, backend: str) -> list[PlanObject]:
+    """One node's full sync as plan objects (emu.addons.netpol.sync applies them; the dry run prints them for a node
+    that holds nothing yet): its sets (when it has any), the filter table written against what the node holds
+    (`cur`), and the sets nothing refers to any more, destroyed last."""
     out: list[PlanObject] = []
-    for n in plan.nodes:
-        nr = rules.generate(inputs[n.name], VERSION)
-        sets = restore.ipset_text(nr.ipsets)
-        if sets:
-            out.append(Ipsets(n.netns, n.name, sets))
-        out.append(Ruleset(n.netns, n.name, tool, restore.iptables_text(nr, NOTHING_YET)))
-    return tuple(out)
+    text = restore.ipset_text(nr.ipsets)
+    if text:
+        out.append(Ipsets(ns, node, text))
+    out.append(table(ns, node, backend, restore.iptables_text(nr, cur)))
+    stale = cur.sets - set(nr.ipsets)
+    if stale:
+        out.append(DestroyIpsets(ns, node, tuple(sorted(stale))))
+    return out

@@ -28,6 +28,8 @@ from emu.alloc.ipam import Allocations, external_ip, gateway, node_ips, node_sub
 from emu.model.types import Pod, Protocol, Topology
 from emu.addons.netpol.model import Direction, NetworkPolicy, Peer, PolicyPort, Rule
 
+LAYER = "alloc"
+
 IPv4Address = ipaddress.IPv4Address
 
 

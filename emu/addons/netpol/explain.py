@@ -7,6 +7,8 @@ from typing import Any
 
 from emu.addons.netpol.engine import Side, Verdict
 
+LAYER = "observe"
+
 CORNER = "FROM \\ TO"
 
 

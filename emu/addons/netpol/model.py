@@ -9,6 +9,8 @@ from enum import Enum
 
 from emu.model.types import Protocol
 
+LAYER = "model"
+
 IPv4Address = ipaddress.IPv4Address
 IPv4Network = ipaddress.IPv4Network
 

@@ -12,6 +12,8 @@ import hashlib
 
 from emu.addons.netpol.model import Direction
 
+LAYER = "plan"
+
 POD_FW_PREFIX = "KUBE-POD-FW-"
 POLICY_PREFIX = "KUBE-NWPLCY-"
 SRC_SET_PREFIX = "KUBE-SRC-"

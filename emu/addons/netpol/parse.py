@@ -15,6 +15,8 @@ from emu.model.types import Namespace, Protocol
 from emu.addons.netpol.model import (Direction, IPBlock, LabelSelector, NetworkPolicy, Operator, Peer, PolicyPort,
     Requirement, Rule)
 
+LAYER = "model"
+
 API_VERSION = "networking.k8s.io/v1"
 PEER_FIELDS = ("podSelector", "namespaceSelector", "ipBlock")
 _NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?\Z")  # a qualified name's name part, and label values

@@ -18,6 +18,8 @@ from emu.model.types import Pod, Topology
 from emu.addons.netpol.engine import Engine
 from emu.addons.netpol.model import Direction, IPBlock, NetworkPolicy, Rule
 
+LAYER = "plan"
+
 
 @dataclass(frozen=True, slots=True)
 class PortSpec:

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from emu.addons.netpol import names
 from emu.addons.netpol.rules import IPSet, NodeRules
 
+LAYER = "plan"
+
 
 @dataclass(frozen=True, slots=True)
 class Current:

@@ -42,6 +42,8 @@ from emu.addons.netpol import names
 from emu.addons.netpol.model import Direction
 from emu.addons.netpol.resolve import LocalPod, NodeInput, PolicyInfo, RuleInfo
 
+LAYER = "plan"
+
 MARK_MATCHED = "0x10000/0x10000"  # a policy (or the default chain) allowed the packet
 MARK_OK = "0x20000/0x20000"  # the packet passed a pod's firewall chain
 MAX_COMMENT = 120  # kube-router's clampComment (nftables rejects comments over 128 bytes)

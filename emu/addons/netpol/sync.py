@@ -1,7 +1,8 @@
 """Writing each node's NetworkPolicy state into its namespace with the real tools, as kube-router's full sync does:
 `ipset restore` (sets refreshed by swap), one `iptables-restore --noflush` with the cluster's iptables backend (the
 new sync version's chains in, the previous version's out, in one transaction), then the sets nothing refers to any
-more are destroyed.
+more are destroyed: plan objects (emu.plan.content: Ipsets, Ruleset, DestroyIpsets) applied in felix's order by
+emu.apply.drivers.
 
 The controller is installed while the cluster has at least one NetworkPolicy: the first policy brings every node's
 chains, jumps and sets; removing the last one removes them all, so a cluster without policies has exactly the
@@ -21,9 +22,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from emu.addons.base import Running
-from emu.addons.netpol import resolve, restore, rules
-from emu.apply import state, tools
+from emu.addons.netpol import desired, resolve, restore, rules
+from emu.apply import drivers, state, tools
 from emu.errors import EmuError
+from emu.plan.content import DestroyIpsets, PlanObject
 
 
 class SyncError(EmuError):
@@ -39,17 +41,29 @@ class SyncResult:
     ipsets: int = 0
 
 
-def _run(ns: str, argv: list[str], stdin: str | None = None) -> str:
-    """Run a tool inside the node's namespace; its stdout, or SyncError naming the node, the tool and stderr."""
-    r = tools.run(ns, argv, stdin)
-    if r.returncode != 0:
-        raise SyncError(f"{' '.join(argv[:2])} in {ns} failed: {r.stderr.strip()[:2000]}")
-    return r.stdout
+def _failed(e: tools.ToolFailed) -> SyncError:
+    """A tool's failure as the sync words it: the tool and its first argument, the namespace, stderr."""
+    return SyncError(f"{' '.join(e.argv[:2])} in {e.netns} failed: {e.stderr.strip()[:2000]}")
+
+
+def _apply(objects: list[PlanObject]) -> None:
+    """The objects applied by their drivers, in felix's order (sets, the filter table, stale sets)."""
+    try:
+        drivers.apply(objects)
+    except tools.ToolFailed as e:
+        raise _failed(e) from None
+
+
+def _read(ns: str, argv: list[str]) -> str:
+    try:
+        return tools.check(ns, argv)
+    except tools.ToolFailed as e:
+        raise _failed(e) from None
 
 
 def current(ns: str, backend: str) -> restore.Current:
-    chains, jumps = restore.parse_save(_run(ns, [f"iptables-{backend}-save", "-t", "filter"]))
-    sets = restore.parse_sets(_run(ns, ["ipset", "list", "-n"]))
+    chains, jumps = restore.parse_save(_read(ns, [f"iptables-{backend}-save", "-t", "filter"]))
+    sets = restore.parse_sets(_read(ns, ["ipset", "list", "-n"]))
     return restore.Current(chains, jumps, sets)
 
 
@@ -58,13 +72,7 @@ def sync_node(ns: str, inp: resolve.NodeInput, version: str, backend: str) -> tu
     t0 = time.monotonic()
     cur = current(ns, backend)
     nr = rules.generate(inp, version)
-    text = restore.ipset_text(nr.ipsets)
-    if text:
-        _run(ns, ["ipset", "restore", "-exist"], text)
-    _run(ns, [f"iptables-{backend}-restore", "--noflush", "-w"], restore.iptables_text(nr, cur))
-    stale = cur.sets - set(nr.ipsets)
-    if stale:
-        _run(ns, ["ipset", "restore", "-exist"], restore.destroy_text(stale))
+    _apply(desired.node_objects(ns, inp.node, nr, cur, backend))
     return SyncResult(inp.node, "sync", time.monotonic() - t0, len(nr.rules), len(nr.ipsets)), nr
 
 
@@ -73,9 +81,10 @@ def cleanup_node(ns: str, node: str, backend: str) -> SyncResult:
     t0 = time.monotonic()
     cur = current(ns, backend)
     if cur.active:
-        _run(ns, [f"iptables-{backend}-restore", "--noflush", "-w"], restore.cleanup_text(cur))
+        objects: list[PlanObject] = [desired.table(ns, node, backend, restore.cleanup_text(cur))]
         if cur.sets:
-            _run(ns, ["ipset", "restore", "-exist"], restore.destroy_text(cur.sets))
+            objects.append(DestroyIpsets(ns, node, tuple(sorted(cur.sets))))
+        _apply(objects)
     return SyncResult(node, "cleanup", time.monotonic() - t0)
 
 

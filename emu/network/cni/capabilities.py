@@ -27,6 +27,8 @@ from emu.model.documents import Collector, Document
 from emu.errors import Problem
 from emu.network.cni.netconf import NetConfList
 
+LAYER = "model"
+
 IPS_ANNOTATION = "emu.dev/ips"  # runtimeConfig.ips for eth0: "10.244.0.50/24" or a JSON list / comma list
 MAC_ANNOTATION = "emu.dev/mac"  # runtimeConfig.mac for eth0: "c2:b0:57:49:47:01"
 RUNTIME_KEYS = ("portMappings", "bandwidth")  # what containerd offers, and so what reaches Multus' delegates

@@ -14,6 +14,8 @@ from emu.errors import EmuError
 from emu.network.cni import pods, runtime
 from emu.network.cni.network import CNI
 
+LAYER = "cli"
+
 
 def _fail(e: EmuError) -> None:
     click.echo(f"error: {e}", err=True)

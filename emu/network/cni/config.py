@@ -19,6 +19,8 @@ from emu.model import yamlsafe
 from emu.errors import ValidationError
 from emu.network.cni.netconf import NetConfList
 
+LAYER = "model"
+
 MAX_CONFLIST_BYTES = 1024 * 1024  # a CNI network configuration is a few hundred bytes
 
 TEMPLATE_KEYS = {

@@ -18,6 +18,7 @@ from emu.model.types import Topology
 from emu.plan.objects import ClusterPlan
 from emu.network.cni import pods
 from emu.network.cni.runtime import RuntimeConf, find_plugin, k8s_args, plugin_env, plugin_stdin
+from emu.network.cni.spec import settings
 
 CONTAINER_ID = "$CONTAINER_ID"
 
@@ -39,6 +40,7 @@ class PluginCall:
 def calls(topo: Topology, plan: ClusterPlan, state_dir: str) -> tuple[PluginCall, ...]:
     """Every plugin call of every pod's ADD, in the order `up` makes them on each node (pure: reads the conflist)."""
     c = topo.cluster
+    bins = settings(c).bin_dir
     nets = {n: pods.node_network_list(c, state_dir, n) for n in c.nodes}
     by_key = {p.key: p for p in topo.pods}
     out = []
@@ -50,11 +52,11 @@ def calls(topo: Topology, plan: ClusterPlan, state_dir: str) -> tuple[PluginCall
                      for k, v in k8s_args(ns, name, CONTAINER_ID))
         for net, ifname, caps, _ in pods.pod_networks(topo, state_dir, by_key.get(pp.key), pp.node, nets[pp.node]):
             rt = RuntimeConf(CONTAINER_ID, netns.path(pp.netns.name), ifname, args, caps)
-            env = plugin_env("ADD", rt, c.cni.bin_dir)
+            env = plugin_env("ADD", rt, bins)
             env.pop("PATH", None)
             for i, plugin in enumerate(net.plugins):
                 out.append(PluginCall(pp.key, pp.node_netns, net.name, plugin["type"],
-                                      find_plugin(plugin["type"], c.cni.bin_dir) or "", tuple(env.items()),
+                                      find_plugin(plugin["type"], bins) or "", tuple(env.items()),
                                       plugin_stdin(net, plugin, None, rt), i > 0))
     return tuple(out)
 

@@ -11,6 +11,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+LAYER = "model"
+
 DEFAULT_BIN_DIRS = ("/usr/lib/cni", "/opt/cni/bin")
 
 # libcni (pkg/utils ValidateNetworkName, cniReg): `^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$`; \Z: no trailing newline either
@@ -49,6 +51,10 @@ class NetConfList:
                 raise ValueError(f"plugins[{i}] needs a \"type\"")
             if not NETWORK_NAME.match(p["type"]):  # a file name looked up in CNI_PATH: no '/', no '..'
                 raise ValueError(f"plugins[{i}].type {p['type']!r} is not a plugin file name")
+            caps = p.get("capabilities", {})  # libcni's types.NetConf decodes it into a map[string]bool
+            if not isinstance(caps, dict) or not all(isinstance(v, bool) for v in caps.values()):
+                raise ValueError(f"plugins[{i}].capabilities must be an object of booleans (libcni's "
+                                 f"map[string]bool), got {caps!r}")
         return cls(name, str(d.get("cniVersion", "0.3.1")), tuple(plugins), bool(d.get("disableCheck", False)), d)
 
     def to_dict(self) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from emu.model.types import ClusterSpec, Topology
 from emu.network.base import MtuPath, NodeIPs, PodNetwork, Progress, Subnets, Wiring
 from emu.network.cni import dryrun, nodes, pods
 from emu.network.cni.config import FLANNEL_DELEGATE_NAME
+from emu.network.cni.spec import SPEC, settings
 from emu.network.flannel import network as flannel
 from emu.plan.objects import ClusterPlan, NetnsPlan, NodeInfo, PodPlan
 
@@ -45,12 +46,12 @@ def dry_run(topo: Topology, plan: ClusterPlan) -> list[str]:
 
 def node_annotations(c: ClusterSpec, n: NodeInfo) -> dict[str, str]:
     """flanneld's annotations where emu plays flanneld (nodeConfig flannel); none on a bare node."""
-    return flannel.node_annotations(c, n) if c.cni.node_config == "flannel" else {}
+    return flannel.node_annotations(c, n) if settings(c).node_config == "flannel" else {}
 
 
 def network_name(c: ClusterSpec) -> str:
     """The cluster's own conflist names itself; flannel's delegate (no conflist) is "cbr0"."""
-    path = c.cni.conflist
+    path = settings(c).conflist
     if path:
         try:
             with open(path) as f:
@@ -65,11 +66,11 @@ def host_veths(rec: Record) -> dict[str, str]:
 
 
 def mtu_path(c: ClusterSpec) -> MtuPath:
-    return flannel.mtu_path(c) if c.cni.node_config == "flannel" else MtuPath("the pod MTU")
+    return flannel.mtu_path(c) if settings(c).node_config == "flannel" else MtuPath("the pod MTU")
 
 
 CNI = PodNetwork(
-    name="cni", summary=flannel.summary,
+    spec=SPEC, summary=flannel.summary,
     # shown and predicted as flannel's FLANNEL_MTU, also under nodeConfig none (where the conflist's ${MTU} is the
     # node's MTU, nodes.pod_mtu): what `emu get nodes`, `emu up` and `emu demo` printed before this seam
     pod_mtu=flannel.FLANNEL.pod_mtu, pod_plan=flannel.pod_plan, node_info=flannel.node_info,

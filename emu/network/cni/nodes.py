@@ -12,12 +12,13 @@ from emu.network.flannel import nodes as flannel
 from emu.model import names
 from emu.alloc.ipam import external_ip
 from emu.model.types import ClusterSpec
+from emu.network.cni.spec import settings
 from emu.plan.objects import Address, NetnsPlan, Route
 
 
 def node_plan(c: ClusterSpec, node: str, subnets: dict[str, ipaddress.IPv4Network],
               ips: dict[str, ipaddress.IPv4Address]) -> NetnsPlan:
-    if c.cni.node_config == "flannel":
+    if settings(c).node_config == "flannel":
         return flannel.node_plan(c, node, subnets, ips, has_pods=False)
     ip = ips[node]
     return NetnsPlan(
@@ -32,4 +33,4 @@ def node_plan(c: ClusterSpec, node: str, subnets: dict[str, ipaddress.IPv4Networ
 
 
 def pod_mtu(c: ClusterSpec, node: str | None = None) -> int:
-    return flannel.mtu(c, node) if c.cni.node_config == "flannel" else c.node_mtu(node)
+    return flannel.mtu(c, node) if settings(c).node_config == "flannel" else c.node_mtu(node)

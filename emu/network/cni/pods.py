@@ -33,6 +33,7 @@ from emu.plan.objects import ClusterPlan, PodPlan
 from emu.network.cni import config
 from emu.network.cni.capabilities import capability_args
 from emu.network.cni.nodes import pod_mtu
+from emu.network.cni.spec import settings
 from emu.network.cni.runtime import (CNIError, NetConfList, Runtime, RuntimeConf, k8s_args, sandbox_ips, sandbox_mac,
     host_interfaces)
 
@@ -73,9 +74,10 @@ def node_network_list(c: ClusterSpec, state_dir: str, node: str) -> NetConfList:
     without a conflist)."""
     values = template_values(c, state_dir, node)
     data_dir = values["DATA_DIR"]
-    if c.cni.conflist is None:
+    conflist = settings(c).conflist
+    if conflist is None:
         return config.flannel_delegate(ipam.node_subnets(c)[node], c.pod_cidr, pod_mtu(c, node), data_dir)
-    with open(c.cni.conflist) as f:
+    with open(conflist) as f:
         return config.load_text(f.read(), values, data_dir, values["STATE_DIR"])
 
 
@@ -137,12 +139,12 @@ def _add_one(c: ClusterSpec, state_dir: str, pp: PodPlan,
     netns_path = netns.path(pp.netns.name)
     args = k8s_args(ns, name, cid)
     att = {"pod": pp.key, "node": pp.node, "nodeNetns": pp.node_netns, "netns": pp.netns.name,
-           "binDir": list(c.cni.bin_dir), "status": "adding",
+           "binDir": list(settings(c).bin_dir), "status": "adding",
            "networks": [{"conf": n.to_dict(), "rt": RuntimeConf(cid, netns_path, ifn, args, caps).to_json()}
                         for n, ifn, caps, _ in nets]}
     path = _attachment_path(state_dir, pp.key)
     _write_json(path, att)  # ownership first: from here on, DEL will be called for this pod
-    rt = _runtime(c.cni.bin_dir, state_dir, pp.node, pp.node_netns, pp.key)
+    rt = _runtime(settings(c).bin_dir, state_dir, pp.node, pp.node_netns, pp.key)
     try:
         results: dict[str, dict[str, Any]] = {}
         for n, ifn, caps, _ in nets:

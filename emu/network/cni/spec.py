@@ -11,29 +11,41 @@
 """
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-from emu.model.documents import Collector, Document
-from emu.model.types import Backend, CNISpec
+from emu.model.types import ClusterSpec, NetworkSpec
 from emu.network.cni import config
 from emu.network.cni.netconf import DEFAULT_BIN_DIRS
+from emu.network.flannel.spec import FlannelSpec, parse_backend
 
-FIELDS = ("plugin", "conflist", "binDir", "nodeConfig", "backend")  # emu.model.schema reports any other
+if TYPE_CHECKING:
+    from emu.model.documents import Collector, Document
+
+LAYER = "model"
+
+FIELDS = ("conflist", "binDir", "nodeConfig", "backend")  # besides plugin; emu.model.schema reports any other
 NODE_CONFIGS = ("flannel", "none")
 
 
-def parse(v: dict[str, Any], doc: Document, c: Collector, obj: str) -> CNISpec:
+@dataclass(frozen=True, slots=True)
+class CniSpec(FlannelSpec):
+    """flannel's settings (the backend, for nodeConfig flannel) and the plugins' own."""
+
+    plugin: str = "cni"
+    conflist: str | None = None  # absolute path of the .conflist/.conf (None: flannel's delegate)
+    bin_dir: tuple[str, ...] = ()  # CNI_PATH
+    node_config: str = "flannel"  # flannel (emu plays flanneld) | none
+
+
+def parse(v: Mapping[str, Any], doc: Document, c: Collector, obj: str) -> CniSpec:
     f = doc.file
     node_config = v.get("nodeConfig", "flannel")
     if node_config not in NODE_CONFIGS:
         c.add(doc, f, obj, "spec.cni.nodeConfig", f"{node_config!r} is not one of {', '.join(NODE_CONFIGS)}")
         node_config = "flannel"
-    backend = v.get("backend", "vxlan")
-    try:
-        b = Backend(backend)
-    except ValueError:
-        c.add(doc, f, obj, "spec.cni.backend", f"backend {backend!r} is not one of vxlan, host-gw")
-        b = Backend.VXLAN
+    b = parse_backend(v, doc, c, obj)
     bins = v.get("binDir", list(DEFAULT_BIN_DIRS))
     if isinstance(bins, str):
         bins = [bins]
@@ -54,4 +66,14 @@ def parse(v: dict[str, Any], doc: Document, c: Collector, obj: str) -> CNISpec:
         problem = config.check_file(conflist)
         if problem:
             c.add(doc, f, obj, "spec.cni.conflist", problem)
-    return CNISpec("cni", b, conflist, tuple(bins), node_config)
+    return CniSpec("cni", b, conflist, tuple(bins), node_config)
+
+
+def settings(c: ClusterSpec) -> CniSpec:
+    """The cluster's spec.cni, which plugin cni gave it."""
+    if not isinstance(c.cni, CniSpec):
+        raise TypeError(f"cluster {c.name}: spec.cni.plugin {c.cni.plugin!r} is not cni")
+    return c.cni
+
+
+SPEC = NetworkSpec("cni", FIELDS, parse)

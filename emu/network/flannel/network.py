@@ -16,6 +16,7 @@ from emu.network import bridge
 from emu.network.base import MtuPath, NodeIPs, NodeView, PodNetwork, Progress, Subnets, Wiring
 from emu.network.cni.config import FLANNEL_DELEGATE_NAME
 from emu.network.flannel import nodes
+from emu.network.flannel.spec import SPEC, settings
 from emu.plan import render
 from emu.plan.objects import ClusterPlan, NodeInfo, PodPlan
 
@@ -23,7 +24,7 @@ SUBNET_ENV = "run/flannel/subnet.env"  # in the node's directory of the record, 
 
 
 def summary(c: ClusterSpec) -> str:
-    return f"flannel {c.cni.backend.value}"
+    return f"flannel {settings(c).backend.value}"
 
 
 def pod_plan(c: ClusterSpec, pod: Pod, a: Assignment, subnet: ipaddress.IPv4Network) -> PodPlan:
@@ -34,7 +35,7 @@ def pod_plan(c: ClusterSpec, pod: Pod, a: Assignment, subnet: ipaddress.IPv4Netw
 def node_info(c: ClusterSpec, node: str, subnets: Subnets, ips: NodeIPs) -> NodeInfo:
     """flannel.1's MAC (vxlan) and subnet.env, as flanneld's lease and WriteSubnetFile have them."""
     return NodeInfo(node, names.node_netns(c.name, node), ips[node], subnets[node],
-                    names.vtep_mac(c.name, node) if c.cni.backend is Backend.VXLAN else None,
+                    names.vtep_mac(c.name, node) if settings(c).backend is Backend.VXLAN else None,
                     ((SUBNET_ENV, nodes.subnet_env(c, subnets[node], node)),))
 
 
@@ -66,7 +67,8 @@ def dry_run(topo: Topology, plan: ClusterPlan) -> list[str]:
 
 
 def node_view(c: ClusterSpec, n: NodeInfo) -> NodeView:
-    return NodeView(f"flannel/{c.cni.backend.value}", {"backend": c.cni.backend.value, "vtepMAC": n.vtep_mac})
+    backend = settings(c).backend.value
+    return NodeView(f"flannel/{backend}", {"backend": backend, "vtepMAC": n.vtep_mac})
 
 
 def node_annotations(c: ClusterSpec, n: NodeInfo) -> dict[str, str]:
@@ -74,7 +76,7 @@ def node_annotations(c: ClusterSpec, n: NodeInfo) -> dict[str, str]:
     vtep = {"VNI": nodes.VXLAN_VNI, "VtepMAC": n.vtep_mac}
     data = json.dumps(vtep, separators=(",", ":")) if n.vtep_mac else "null"
     return {"flannel.alpha.coreos.com/backend-data": data,
-            "flannel.alpha.coreos.com/backend-type": c.cni.backend.value,
+            "flannel.alpha.coreos.com/backend-type": settings(c).backend.value,
             "flannel.alpha.coreos.com/kube-subnet-manager": "true",
             "flannel.alpha.coreos.com/public-ip": str(n.ip)}
 
@@ -87,13 +89,13 @@ def network_name(c: ClusterSpec) -> str:
 def mtu_path(c: ClusterSpec) -> MtuPath:
     """vxlan: flannel.1 encapsulates (50 bytes: outer IPv4 20 + UDP 8 + VXLAN 8 + inner Ethernet 14); host-gw routes
     the pods' packets as they are.  Either way they reach the far pod through cni0."""
-    if c.cni.backend is Backend.VXLAN:
+    if settings(c).backend is Backend.VXLAN:
         return MtuPath("FLANNEL_MTU", (nodes.VXLAN_DEV,), nodes.VXLAN_OVERHEAD, "VXLAN", (bridge.BRIDGE,))
     return MtuPath("FLANNEL_MTU", receive=(bridge.BRIDGE,))
 
 
 FLANNEL = PodNetwork(
-    name="flannel", summary=summary, pod_mtu=nodes.mtu, node_plan=nodes.node_plan, pod_plan=pod_plan,
+    spec=SPEC, summary=summary, pod_mtu=nodes.mtu, node_plan=nodes.node_plan, pod_plan=pod_plan,
     node_info=node_info, wire=wire, dry_run=dry_run, node_view=node_view, node_annotations=node_annotations,
     network_name=network_name, mtu_path=mtu_path,
 )

@@ -12,6 +12,7 @@ from __future__ import annotations
 import ipaddress
 
 from emu.network import bridge as cnibridge
+from emu.network.flannel.spec import settings
 from emu.model import names
 from emu.alloc.ipam import external_ip, gateway
 from emu.addons.kubeproxy import modes as proxier_modes
@@ -31,7 +32,7 @@ FWD = 'flanneld forward'
 def mtu(c: ClusterSpec, node: str | None = None) -> int:
     """FLANNEL_MTU: the MTU flannel hands to CNI (and gives flannel.1), from the node's eth0 MTU."""
     base = c.node_mtu(node)
-    return base - VXLAN_OVERHEAD if c.cni.backend is Backend.VXLAN else base
+    return base - VXLAN_OVERHEAD if settings(c).backend is Backend.VXLAN else base
 
 
 def subnet_env(c: ClusterSpec, subnet: ipaddress.IPv4Network, node: str | None = None) -> str:
@@ -76,7 +77,7 @@ def peer_entries(c: ClusterSpec, node: str, subnets: dict[str, ipaddress.IPv4Net
         if other == node:
             continue
         sn = subnets[other]
-        if c.cni.backend is Backend.VXLAN:
+        if settings(c).backend is Backend.VXLAN:
             mac = names.vtep_mac(c.name, other)
             neigh.append(Neighbour(VXLAN_DEV, sn.network_address, mac))
             fdb.append(Fdb(VXLAN_DEV, mac, ips[other]))
@@ -101,7 +102,7 @@ def node_plan(c: ClusterSpec, node: str, subnets: dict[str, ipaddress.IPv4Networ
     subnet, ip = subnets[node], ips[node]
     links: list[Link] = []
     addrs = [Address(UNDERLAY_IFNAME, ipaddress.IPv4Interface(f"{ip}/{c.node_network.prefixlen}"))]
-    if c.cni.backend is Backend.VXLAN:
+    if settings(c).backend is Backend.VXLAN:
         links.append(Link(VXLAN_DEV, "vxlan", mtu=mtu(c, node), mac=names.vtep_mac(c.name, node),
                           vxlan=Vxlan(VXLAN_VNI, VXLAN_PORT, ip, UNDERLAY_IFNAME)))
         addrs.append(Address(VXLAN_DEV, ipaddress.IPv4Interface(f"{subnet.network_address}/32")))

@@ -1,26 +1,28 @@
 """Everything the doctor reads from the kernel or sends on the wire, behind one protocol (`Kernel`), so the checks
 stay pure and a fake can stand in for the kernel in tests.
 
-Reads happen inside the cluster's namespaces from throw-away threads that setns() (emu.apply.netns); nothing is
-written anywhere but in the scratch namespace `render` creates for itself and always removes: the desired
-kube-proxy rules are loaded there with the node's own tool and read back with it, so both sides of the
+Reads happen inside the cluster's namespaces from throw-away threads that setns() (emu.apply.netns, through
+emu.apply.tools for a tool); nothing is written anywhere but in the scratch namespace `render` creates for itself
+and always removes: the node's desired kube-proxy objects (the ones `emu up --dry-run` prints) are applied there by
+the same drivers a sync uses (emu.apply.drivers) and read back with the node's own tool, so both sides of the
 comparison are printed by the same `iptables-save` or `nft`."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import secrets
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from emu.cluster import daemons
-from emu.apply import netns
+from emu.apply import drivers, netns
 from emu.observe import readback as observe
 from emu.apply.links import Sockets
 from emu.cluster.daemons import Daemon
 from emu.addons.kubeproxy import proxiers
-from emu.addons.kubeproxy.model import NodeProxyState
 from emu.model.types import ProxyMode
+from emu.plan.content import PlanObject
 from emu.observe.readback import Observed
 from emu.observe.doctor.pairs import Probe
 
@@ -42,8 +44,9 @@ class Kernel(Protocol):
         tool failed (no table)."""
         ...
 
-    def render(self, state: NodeProxyState, mode: ProxyMode, backend: str) -> str:
-        """kube-proxy's full sync of `state`, as the same tool prints it back from a scratch namespace."""
+    def render(self, node: str, objects: Sequence[PlanObject], mode: ProxyMode, backend: str) -> str:
+        """The node's desired kube-proxy objects (its tool runs, as the dry run prints them), applied by their
+        drivers in a scratch namespace and printed back by the same tool as the live rules."""
         ...
 
     def route_get(self, ns: str, ip: str) -> str | None:
@@ -65,10 +68,6 @@ class Kernel(Protocol):
     def daemons(self, cl: "Cluster") -> list[Daemon]:
         """emu's daemons the cluster's record expects, each with the live processes found for it."""
         ...
-
-
-def _run(ns: str, argv: list[str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return netns.run_in(ns, lambda: subprocess.run(argv, input=stdin, capture_output=True, text=True))
 
 
 def _read_int(path: str) -> int | None:
@@ -105,15 +104,15 @@ class LiveKernel:
             return None
         return proxiers.for_mode(mode).read_back(ns, backend)
 
-    def render(self, state: NodeProxyState, mode: ProxyMode, backend: str) -> str:
+    def render(self, node: str, objects: Sequence[PlanObject], mode: ProxyMode, backend: str) -> str:
         proxier = proxiers.for_mode(mode)
         scratch = f"emu-doctor-{os.getpid()}-{secrets.token_hex(3)}"
         netns.create(scratch)
         try:
-            for load in proxier.spec.render(state, backend):  # what its sync writes on a first sync
-                r = _run(scratch, list(load.argv), load.stdin)
-                if r.returncode != 0:
-                    raise RuntimeError(f"loading the desired rules of {state.node} failed: {r.stderr.strip()[:500]}")
+            try:  # what its sync writes on a first sync, by the drivers a sync uses
+                drivers.apply([dataclasses.replace(o, netns=scratch) for o in objects])  # type: ignore[type-var]
+            except drivers.ToolFailed as e:
+                raise RuntimeError(f"loading the desired rules of {node} failed: {e.stderr.strip()[:500]}") from None
             return proxier.read_back(scratch, backend) or ""
         finally:
             netns.remove(scratch)

@@ -1,10 +1,11 @@
 """Check `kube-proxy`: each node's live kube-proxy rules against the rules its proxier writes for the model.
 
-The desired ruleset is what `emu.addons.kubeproxy.sync` writes for the node on a full sync, loaded by `gather` into a
-scratch namespace with the same tool and read back with the same tool (so both sides are printed by one
-`iptables-save` or `nft`, whatever their version).  This module only parses and compares the two readings:
-pure.  Counters, chain and element order are noise and are normalised away; a rule's order inside its chain
-matters to the kernel, so a changed order is a warning.
+The desired ruleset is the node's plan objects that `emu up --dry-run` prints (emu.addons.kubeproxy.desired: what
+the sync writes on a first sync), applied by `gather` into a scratch namespace by the drivers a sync uses and read
+back with the same tool (so both sides are printed by one `iptables-save` or `nft`, whatever their version).  This
+module only parses and compares the two readings, through one function (`compare`: the proxier's listing format
+picks the parser): pure.  Counters, chain and element order are noise and are normalised away; a rule's order
+inside its chain matters to the kernel, so a changed order is a warning.
 
 iptables mode: only kube-proxy's chains are compared (KUBE-SERVICES, KUBE-SVC-*, ... the canaries); in the
 built-in chains only the rules that jump to one of them (flannel's and kube-router's rules live there too).
@@ -229,6 +230,25 @@ def diff_nft(want_text: str, got_text: str) -> Diff:
         else:
             _multiset("element", f"in {label}", sorted(w.items), sorted(g.items), d)
     return d
+
+
+# --- one diff for every listing format --------------------------------------------------------------------------
+
+
+DIFFS = {"iptables-save": diff_iptables, "nft": diff_nft}  # a proxier's `compared_as` -> how its listings compare
+
+
+def diff(compared_as: str, want_text: str, got_text: str) -> Diff:
+    """The desired listing against the live one, in the format the proxier's tool prints (`compared_as`)."""
+    return DIFFS[compared_as](want_text, got_text)
+
+
+def compare(node: str, mode: str, compared_as: str, what: str, want_text: str, got_text: str | None) -> Finding:
+    """The node's finding: its desired rules (read back from the scratch namespace) against the live ones (None:
+    the tool found no table, `what` names it)."""
+    if got_text is None:
+        return missing_table(node, mode, what, want_text)
+    return finding(node, mode, diff(compared_as, want_text, got_text))
 
 
 # --- findings ---------------------------------------------------------------------------------------------------

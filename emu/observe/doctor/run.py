@@ -9,7 +9,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from emu.addons.kubeproxy import inputs, modes
+from emu.addons.kubeproxy import desired as kube_proxy_desired
+from emu.addons.kubeproxy import modes
 from emu.network import table as networks
 from emu.observe.readback import Observed
 from emu.observe.doctor import checks, mtu, pairs, rulesets, state
@@ -17,6 +18,7 @@ from emu.observe.doctor import findings as f
 from emu.observe.doctor.findings import Finding, Report
 from emu.observe.doctor.gather import Kernel, LiveKernel
 from emu.observe.doctor.pairs import Probe
+from emu.plan.content import by_owner
 
 if TYPE_CHECKING:
     from emu.cluster.lifecycle import Cluster
@@ -166,21 +168,18 @@ def _kube_proxy(ctx: _Ctx) -> list[Finding]:
     proxier = modes.for_mode(mode)
     if proxier.compared_as is None:
         return [f.skip("kube-proxy", "nodes", proxier.not_compared)]
-    diff = {"nft": rulesets.diff_nft, "iptables-save": rulesets.diff_iptables}[proxier.compared_as]
-    states = inputs.node_states(cl.topology, cl.allocations)
+    # the plan objects the dry run prints for each node, not a second rendering
+    objects = by_owner(kube_proxy_desired.desired(cl.topology, cl.allocations, cl.plan))
+    what = proxier.listing_what.format(backend=backend)
     out = []
     for i, n in enumerate(cl.plan.nodes, start=1):
         try:
-            desired = ctx.kernel.render(states[n.name], mode, backend)
+            desired = ctx.kernel.render(n.name, objects.get(n.name, ()), mode, backend)
         except RuntimeError as e:
             out.append(f.fail("kube-proxy", f"node/{n.name}", str(e)))
             continue
         live = ctx.kernel.ruleset(n.netns, mode, backend)
-        what = proxier.listing_what.format(backend=backend)
-        if live is None:
-            out.append(rulesets.missing_table(n.name, mode.value, what, desired))
-        else:
-            out.append(rulesets.finding(n.name, mode.value, diff(desired, live)))
+        out.append(rulesets.compare(n.name, mode.value, proxier.compared_as, what, desired, live))
         ctx.progress("kube-proxy", i, len(cl.plan.nodes))
     return out
 

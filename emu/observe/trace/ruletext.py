@@ -61,9 +61,9 @@ def parse_iptables_save(text: str) -> dict[tuple[str, str], list[str]]:
     return out
 
 
-def _run(ns: str, argv: list[str]) -> str:
-    r = tools.run(ns, argv, timeout=30)
-    return r.stdout if r.returncode == 0 else ""
+def _listing(ns: str, argv: list[str]) -> str:
+    """The listing a tool prints, or nothing when it fails (the table went away)."""
+    return tools.output(ns, argv, timeout=30) or ""
 
 
 def lookup(ns: str, tables: set[tuple[str, str]], iptables_save: str | None) -> dict[tuple[str, str, str, int], Rule]:
@@ -71,12 +71,12 @@ def lookup(ns: str, tables: set[tuple[str, str]], iptables_save: str | None) -> 
     iptables-save binary, e.g. iptables-nft-save) the iptables form is added for iptables-managed tables."""
     rules: dict[tuple[str, str, str, int], Rule] = {}
     for family, name in sorted(tables):
-        rules.update(parse_nft_listing(_run(ns, ["nft", "-a", "list", "table", family, name])))
+        rules.update(parse_nft_listing(_listing(ns, ["nft", "-a", "list", "table", family, name])))
     ipt_tables = {name for family, name in tables if family == "ip" and name in IPTABLES_TABLES}
     if iptables_save and ipt_tables:
         saved: dict[tuple[str, str], list[str]] = {}
         for t in sorted(ipt_tables):
-            saved.update(parse_iptables_save(_run(ns, [iptables_save, "-t", t])))
+            saved.update(parse_iptables_save(_listing(ns, [iptables_save, "-t", t])))
         for key, rule in list(rules.items()):
             family, table, chain, _handle = key
             lines = saved.get((table, chain))
