@@ -4,7 +4,7 @@ verbs, the way a CNI plugin is a table of ADD/DEL/CHECK and felix registers a ma
 An addon declares what it reads (`kinds`), the objects its installer adds (`documents`), what it checks before
 anything is built (`preflight`), what it does when a cluster comes up (`start`), when its objects change (`sync`),
 before pods it serves leave (`pods_leaving`) and when the cluster goes (`stop`), which daemon of it the record owns
-(`daemon`), and what it would do, as plan objects (`dry_run`).  `emu.addons.table.ADDONS` lists them in one literal
+(`daemon`), the Events it records (`events`), and what it would do, as plan objects (`dry_run`).  `emu.addons.table.ADDONS` lists them in one literal
 tuple; the cluster's lifecycle is a loop over that tuple (up in order, down in reverse), so adding a component is
 its folder plus one line there.
 
@@ -54,6 +54,11 @@ class Daemon:
     restart: Callable[[Running], None]  # start it again, as `up` started it (`emu up --repair`)
 
 
+# One Kubernetes Event a component records: (type, reason, involved kind, its namespace, its name, message, source
+# component); emu.cluster.events stamps and keeps it.
+Emit = Callable[[str, str, str, str, str, str, str], None]
+
+
 def _nothing(*_: object) -> None:
     return None
 
@@ -75,6 +80,7 @@ class Addon:
     pods_leaving: Callable[[Running, frozenset[str]], None] = _nothing  # before these pods' namespaces go
     stop: Callable[[Record], None] = _nothing  # down (reverse order), and undoing a failed up
     daemon: Daemon | None = None
+    events: Callable[[Running | None, Running, Emit], None] = _nothing  # what it records for a step (old None: up)
     per_node: bool = False  # `emu up` reports its start as one step per node (kube-proxy: a first sync on each)
     # its part of `emu up --dry-run`: what it would program, write and run, computed purely by the functions its
     # hooks use (emu.addons.*.desired), in sections headed by a comment

@@ -18,6 +18,9 @@ Only what the components really emit, with their reasons, messages and source co
   "Scheduled for sync" for each Ingress of its class that is added or changed, and `RELOAD` "NGINX reload triggered
   due to a change in configuration" on the controller pod when its configuration changed.
 
+The scheduler and the service controller are the core's (here); kube-proxy's and ingress-nginx's come from their
+addons' `events` hooks (emu.addons.table, in order), called first.
+
 Not events upstream, so not here: the EndpointSlice controller records only failures (FailedToUpdateEndpointSlices);
 kube-router records none; ingress-nginx *logs* (klog W lines) a missing Service or Secret (`emu logs` shows those).
 """
@@ -29,8 +32,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-from emu.addons.kubeproxy import systempods
-from emu.addons.ingress import controller as ingress
+from emu.addons.table import ADDONS
 
 if TYPE_CHECKING:
     from emu.cluster.lifecycle import Cluster
@@ -39,8 +41,7 @@ if TYPE_CHECKING:
     from emu.alloc.services import ServiceAlloc
 
 FILE = "events.jsonl"
-SCHEDULER, KUBE_PROXY = "default-scheduler", "kube-proxy"
-SERVICE_CONTROLLER, INGRESS_NGINX = "service-controller", "nginx-ingress-controller"
+SCHEDULER, SERVICE_CONTROLLER = "default-scheduler", "service-controller"
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,12 +81,8 @@ def between(old: Cluster | None, new: Cluster, now: float | None = None) -> list
     def ev(type_: str, reason: str, kind: str, ns: str, name: str, message: str, source: str) -> None:
         out.append(Event(type_, reason, kind, ns, name, message, source, t))
 
-    if old is None:
-        for sp in systempods.kube_proxy(new):  # DaemonSet pods are placed by the scheduler (node affinity)
-            ev("Normal", "Scheduled", "Pod", sp.namespace, sp.name,
-               f"Successfully assigned {sp.key} to {sp.node}", SCHEDULER)
-        for n in new.plan.nodes:
-            ev("Normal", "Starting", "Node", "", n.name, "", KUBE_PROXY)
+    for addon in ADDONS:  # kube-proxy: its DaemonSet's pods and its start; ingress-nginx: syncs and reloads
+        addon.events(old, new, ev)
     before = {p.key for p in old.topology.pods} if old else set()
     for p in new.topology.pods:
         a = new.allocations.pods.get(p.key)
@@ -93,7 +90,6 @@ def between(old: Cluster | None, new: Cluster, now: float | None = None) -> list
             ev("Normal", "Scheduled", "Pod", p.namespace, p.name,
                f"Successfully assigned {p.namespace}/{p.name} to {a.node}", SCHEDULER)
     _services(old, new, ev)
-    _ingresses(old, new, ev)
     return out
 
 
@@ -165,25 +161,6 @@ def _services(old: Cluster | None, new: Cluster, ev: Any) -> None:
 
 def _policy(local: bool) -> str:
     return "Local" if local else "Cluster"
-
-
-def _ingresses(old: Cluster | None, new: Cluster, ev: Any) -> None:
-    served = ingress.served(new)
-    prev = {i.key: i for i in ingress.served(old)} if old else {}
-    for ing in served:
-        if prev.get(ing.key) != ing:  # AddFunc, or UpdateFunc with a change (or a class it now matches)
-            ev("Normal", "Sync", "Ingress", ing.namespace, ing.name, "Scheduled for sync", INGRESS_NGINX)
-    pod = ingress.controller_pod(new)
-    if pod is None or not served:
-        return
-    tls = {f"{i.namespace}/{t.secret_name}" for i in served for t in i.tls if t.secret_name}
-    secrets = {s.key: s for s in new.topology.secrets if s.key in tls}
-    old_secrets = {s.key: s for s in old.topology.secrets if s.key in tls} if old else {}
-    fresh = old is None or ingress.controller_pod(old) != pod  # its first sync always loads a configuration
-    if fresh or list(prev.values()) != served or secrets != old_secrets:
-        ns, name = pod.split("/", 1)
-        ev("Normal", "RELOAD", "Pod", ns, name, "NGINX reload triggered due to a change in configuration",
-           INGRESS_NGINX)
 
 
 # --- reading them back as `kubectl get events` does ------------------------------------------------------------------

@@ -92,3 +92,17 @@ def test_the_dry_run_has_each_addons_sections_in_table_order(monkeypatch):
     monkeypatch.setattr(dryrun, "ADDONS", tuple(marked))
     # after the network's files and the agent, each addon's sections in the table's order; empty ones left out
     assert [h for h, _ in dryrun.sections(cl)][2:] == [f"from {a.name}" for a in reversed(table.ADDONS)]
+
+
+def test_events_come_from_each_addons_hook_in_table_order(monkeypatch):
+    from emu.cluster import events
+    cl = lifecycle.Cluster(state.Record("c", "t.yaml"), *lifecycle.plan_file("topologies/flannel-vxlan.yaml", "c"))
+    marked = tuple(dataclasses.replace(a, events=lambda old, new, emit, n=a.name:
+                                       emit("Normal", "Marked", "Node", "", n, "", "test")) for a in table.ADDONS)
+    monkeypatch.setattr(events, "ADDONS", marked)
+    got = [e.name for e in events.between(None, cl) if e.reason == "Marked"]
+    assert got == [a.name for a in table.ADDONS]
+    kube_proxy = [e for e in events.between(None, cl) if e.source == "kube-proxy"]  # only the hooks record them
+    monkeypatch.undo()
+    assert not kube_proxy
+    assert [e.name for e in events.between(None, cl) if e.source == "kube-proxy"] == [n.name for n in cl.plan.nodes]

@@ -7,7 +7,7 @@ external host's /etc/hosts entry the record names.
 """
 from __future__ import annotations
 
-from emu.addons.base import Addon, Daemon, Running
+from emu.addons.base import Addon, Daemon, Emit, Running
 from collections.abc import Sequence
 
 from emu.addons.ingress import controller, desired, routing
@@ -17,6 +17,8 @@ from emu.apply.state import Record
 from emu.model.documents import Document
 from emu.model.types import ClusterSpec
 from emu.plan.content import Section
+
+SOURCE = "nginx-ingress-controller"  # its Events' source.component
 
 
 def _sync(new: Running, old: Running) -> None:
@@ -30,6 +32,27 @@ def _pods_leaving(old: Running, keys: frozenset[str]) -> None:
 
 def _documents(path: str, docs: Sequence[Document], cluster: ClusterSpec) -> list[Document]:
     return ingress_documents.addon_documents(path, list(docs), cluster.load_balancer_pool is not None)
+
+
+def _events(old: Running | None, new: Running, ev: Emit) -> None:
+    """ingress-nginx (internal/ingress/controller/store/store.go, controller.go): `Sync` "Scheduled for sync" for
+    each Ingress of its class added or changed, and `RELOAD` on the controller pod when its configuration changed."""
+    served = routing.served(new)
+    prev = {i.key: i for i in routing.served(old)} if old else {}
+    for ing in served:
+        if prev.get(ing.key) != ing:  # AddFunc, or UpdateFunc with a change (or a class it now matches)
+            ev("Normal", "Sync", "Ingress", ing.namespace, ing.name, "Scheduled for sync", SOURCE)
+    pod = routing.controller_pod(new)
+    if pod is None or not served:
+        return
+    tls = {f"{i.namespace}/{t.secret_name}" for i in served for t in i.tls if t.secret_name}
+    secrets = {s.key: s for s in new.topology.secrets if s.key in tls}
+    old_secrets = {s.key: s for s in old.topology.secrets if s.key in tls} if old else {}
+    fresh = old is None or routing.controller_pod(old) != pod  # its first sync always loads a configuration
+    if fresh or list(prev.values()) != served or secrets != old_secrets:
+        ns, name = pod.split("/", 1)
+        ev("Normal", "RELOAD", "Pod", ns, name, "NGINX reload triggered due to a change in configuration",
+           SOURCE)
 
 
 def _expected(rec: Record) -> bool:
@@ -47,4 +70,4 @@ def _dry_run(cl: Running) -> list[Section]:
 INGRESS = Addon(COMPONENT, kinds=("Ingress", "IngressClass", "Secret", "Service", "EndpointSlice"),
                 documents=_documents, start=controller.start, sync=_sync, pods_leaving=_pods_leaving,
                 stop=controller.stop,                daemon=Daemon("the ingress controller's nginx", controller.pids, _expected, controller.start),
-                dry_run=_dry_run)
+                events=_events, dry_run=_dry_run)

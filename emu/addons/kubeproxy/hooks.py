@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import os
 
-from emu.addons.base import Addon, Running
-from emu.addons.kubeproxy import desired, inputs, proxiers
+from emu.addons.base import Addon, Emit, Running
+from emu.addons.kubeproxy import desired, inputs, proxiers, systempods
 from emu.addons.kubeproxy import sync as kpsync
 from emu.model.types import Topology
 from emu.plan.content import Section, by_owner
@@ -34,6 +34,18 @@ def _start(cl: Running) -> None:
     sync_services(cl, None)
 
 
+def _events(old: Running | None, new: Running, emit: Emit) -> None:
+    """On up: the scheduler places the kube-proxy DaemonSet's pods (node affinity), and each kube-proxy records
+    `Starting` on its Node (cmd/kube-proxy/app/server.go, birthCry), once per node."""
+    if old is not None:
+        return
+    for sp in systempods.kube_proxy(new):
+        emit("Normal", "Scheduled", "Pod", sp.namespace, sp.name, f"Successfully assigned {sp.key} to {sp.node}",
+             "default-scheduler")
+    for n in new.plan.nodes:
+        emit("Normal", "Starting", "Node", "", n.name, "", "kube-proxy")
+
+
 def _dry_run(cl: Running) -> list[Section]:
     mode = cl.topology.cluster.proxy.mode.value
     return [(f"kube-proxy ({mode}) on {node}", objs)
@@ -41,4 +53,4 @@ def _dry_run(cl: Running) -> list[Section]:
 
 
 KUBE_PROXY = Addon("kube-proxy", kinds=("Service", "EndpointSlice"), preflight=_preflight, start=_start,
-                   sync=sync_services, per_node=True, dry_run=_dry_run)
+                   sync=sync_services, events=_events, per_node=True, dry_run=_dry_run)
