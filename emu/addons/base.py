@@ -4,9 +4,9 @@ verbs, the way a CNI plugin is a table of ADD/DEL/CHECK and felix registers a ma
 An addon declares what it reads (`kinds`), the objects its installer adds (`documents`), what it checks before
 anything is built (`preflight`), what it does when a cluster comes up (`start`), when its objects change (`sync`),
 before pods it serves leave (`pods_leaving`) and when the cluster goes (`stop`), which daemon of it the record owns
-(`daemon`), the Events it records (`events`), and what it would do, as plan objects (`dry_run`).  `emu.addons.table.ADDONS` lists them in one literal
-tuple; the cluster's lifecycle is a loop over that tuple (up in order, down in reverse), so adding a component is
-its folder plus one line there.
+(`daemon`), the Events it records (`events`), and what it would do, as plan objects (`dry_run`).
+`emu.addons.table.ADDONS` lists them in one literal tuple; the cluster's lifecycle is a loop over that tuple (up in
+order, down in reverse), so adding a component is its folder plus one line there.
 
 The hooks take the running cluster through the `Running` protocol (record, model, allocations, plan): an addon
 never imports the cluster layer that calls it.
@@ -46,11 +46,11 @@ class Running(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class Daemon:
-    """A long-running process of an addon, owned by the record (its pid under the addon's entry before it runs)."""
+    """A long-running process of an addon, owned by the record (its pid under the addon's entry before it runs): a
+    cluster that is up is expected to run it once the record names its pid."""
 
     what: str  # what stops working without it ("cluster DNS (the coredns pods)")
     pids: Callable[[Record], set[int]]  # its live processes, proven ours (pids get recycled)
-    expected: Callable[[Record], bool]  # does a cluster that is up run it (the record names it)?
     restart: Callable[[Running], None]  # start it again, as `up` started it (`emu up --repair`)
 
 

@@ -83,8 +83,9 @@ def _converge(cl: Cluster, docs: list[dict[str, Any]], progress: Progress) -> Ch
     rec.netns = list(dict.fromkeys(rec.netns + added_ns))
     rec.save()  # ownership first
     new = Cluster(rec, topo, alloc, plan)
+    sctp = kernel.has("sctp")  # the agent serves SCTP ports only where the kernel has SCTP sockets
     staying = _only(cl.topology, set(old) - {p.key for p in removed})
-    agent.AgentClient(rec.agent_dir).sync(workload.endpoints(staying, cl.plan, _sctp()))  # stop serving them first
+    agent.AgentClient(rec.agent_dir).sync(workload.endpoints(staying, cl.plan, sctp))  # stop serving them first
     net = networks.for_cluster(topo.cluster)
     if removed:
         net.unwire(rec, [p.key for p in removed])  # a CNI DEL, before the pod's namespace goes
@@ -111,7 +112,7 @@ def _converge(cl: Cluster, docs: list[dict[str, Any]], progress: Progress) -> Ch
     rec.allocations = alloc.to_json()
     rec.netns = [n for n in rec.netns if n not in set(removed_ns)]
     rec.save()
-    agent.AgentClient(rec.agent_dir).sync(workload.endpoints(topo, plan, _sctp()))
+    agent.AgentClient(rec.agent_dir).sync(workload.endpoints(topo, plan, sctp))
     workload.wait_ready(_only(topo, {p.key for p in added}), plan, progress)
     _update_external_routes(cl.plan, plan)
     for addon in ADDONS:
@@ -119,9 +120,6 @@ def _converge(cl: Cluster, docs: list[dict[str, Any]], progress: Progress) -> Ch
     events.record(rec, events.between(cl, new))
     return Change(tuple(p.key for p in added), tuple(p.key for p in removed), len(now) - len(added))
 
-
-def _sctp() -> bool:
-    return kernel.has("sctp")  # the agent serves SCTP ports only where the kernel has SCTP sockets
 
 def _update_external_routes(old: ClusterPlan, new: ClusterPlan) -> None:
     """LoadBalancer routes on the external router follow the Services (and, for Local policy, their endpoints)."""

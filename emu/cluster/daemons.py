@@ -1,7 +1,8 @@
 """Which of a cluster's daemons the record expects and which of them run: the agent (every pod's servers) and each
-addon's daemon (emu.addons.table: the cluster DNS server, the ingress controller's nginx).  `emu status` calls a cluster with a dead one `degraded`,
-`emu doctor` fails its `daemons` check, probes that find nobody answering say so, and `emu up --repair` (or the next
-command that changes the cluster) starts it again."""
+addon's daemon whose pid the record names (emu.addons.table: the cluster DNS server, the ingress controller's
+nginx).  `emu status` calls a cluster with a dead one `degraded`, `emu doctor` fails its `daemons` check, probes
+that find nobody answering say so, and `emu up --repair` (or the next command that changes the cluster) starts it
+again."""
 from __future__ import annotations
 
 import os
@@ -47,7 +48,7 @@ def expected(rec: state.Record) -> list[Daemon]:
         return []  # still being built, or being removed: nothing is expected yet
     out = [Daemon(AGENT, "every pod's TCP/UDP servers", tuple(sorted(agent_pids(rec))))]
     out += [Daemon(a.name, a.daemon.what, tuple(sorted(a.daemon.pids(rec))))
-            for a in ADDONS if a.daemon is not None and a.daemon.expected(rec)]
+            for a in ADDONS if a.daemon is not None and rec.pid(a.name) is not None]
     return out
 
 

@@ -21,54 +21,27 @@ the plugins' results), and each component's module docstring names its own.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
-from typing import Any
 
 from emu.addons.table import ADDONS
-from emu.alloc.ipam import Allocations
+from emu.apply import state
 from emu.cluster import planner, workload
+from emu.cluster.lifecycle import Cluster, stored
 from emu.cluster.agent.client import MODULE as AGENT_MODULE
 from emu.cluster.agent.protocol import SPEC_FILE
-from emu.model import loader
-from emu.model.types import Topology
 from emu.network import table as networks
 from emu.plan import content, render
 from emu.plan.content import Daemon, File, PlanObject, Section
-from emu.plan.objects import ClusterPlan
 
 
-@dataclass(frozen=True, slots=True)
-class PlannedRecord:
-    """What the addons' desired-state functions read of a record: the stored documents and the topology file."""
-
-    name: str
-    topology_file: str
-    documents: list[dict[str, Any]]
-
-
-@dataclass(frozen=True, slots=True)
-class Planned:
-    """A cluster that is planned, not running: the attributes of emu.cluster.lifecycle.Cluster that the addons'
-    pure functions read (`cl.name`, `cl.record`, `cl.topology`, `cl.allocations`, `cl.plan`)."""
-
-    record: PlannedRecord
-    topology: Topology
-    allocations: Allocations
-    plan: ClusterPlan
-
-    @property
-    def name(self) -> str:
-        return self.record.name
-
-
-def planned(path: str, name: str | None = None) -> Planned:
-    """Model, IPAM and plan of a topology file, with its documents as `up` records them."""
+def planned(path: str, name: str | None = None) -> Cluster:
+    """Model, IPAM and plan of a topology file, as the cluster `up` would make (its record in memory only: nothing
+    is written), with its documents as `up` records them."""
     topo, alloc, plan, docs = planner.plan_documents(path, name)
-    stored = [{"file": d.file, "index": d.index, "body": d.body} for d in docs]
-    return Planned(PlannedRecord(topo.cluster.name, os.path.abspath(path), stored), topo, alloc, plan)
+    rec = state.Record(topo.cluster.name, os.path.abspath(path), documents=[stored(d) for d in docs])
+    return Cluster(rec, topo, alloc, plan)
 
 
-def agent(cl: Planned) -> tuple[PlanObject, ...]:
+def agent(cl: Cluster) -> tuple[PlanObject, ...]:
     """agent.json and the agent, as emu.cluster.workload starts it."""
     d = content.record_path(cl.name, "agent")
     spec = workload.spec_text(cl.name, workload.endpoints(cl.topology, cl.plan, sctp=True))
@@ -76,23 +49,23 @@ def agent(cl: Planned) -> tuple[PlanObject, ...]:
                                                             ("python3", "-m", AGENT_MODULE, "--dir", d)))
 
 
-def network_files(cl: Planned) -> tuple[PlanObject, ...]:
+def network_files(cl: Cluster) -> tuple[PlanObject, ...]:
     """The files the pod network keeps for each node in the record (flannel's subnet.env)."""
     return tuple(File(content.record_path(cl.name, "nodes", n.name, path), n.name, text)
                  for n in cl.plan.nodes for path, text in n.files)
 
 
-def sections(cl: Planned) -> list[Section]:
+def sections(cl: Cluster) -> list[Section]:
     """(heading, objects) for everything after the network part, in the order `up` makes it: the network's files,
     the agent, then each addon's own sections (emu.addons.table)."""
     out: list[Section] = [("the pod network's files of each node", network_files(cl)),
                           ("agent: every pod's servers", agent(cl))]
     for addon in ADDONS:
-        out += addon.dry_run(cl)  # type: ignore[arg-type]  # a Planned is what the pure hooks read of a Running
+        out += addon.dry_run(cl)
     return [(h, objs) for h, objs in out if objs]
 
 
-def network_part(cl: Planned) -> str:
+def network_part(cl: Cluster) -> str:
     """The cluster's own namespaces and infra, then the pod network's part (flannel: each pod's veth and namespace;
     plugin cni: the plugin calls `up` would make)."""
     net = networks.for_cluster(cl.topology.cluster)

@@ -32,7 +32,7 @@ from emu.addons.kubeproxy import desired as kubeproxy
 from emu.addons.kubeproxy import inputs, modes
 from emu.addons.netpol import desired as netpol
 from emu.addons.netpol import resolve, restore, rules
-from emu.cluster import dryrun, workload
+from emu.cluster import dryrun, lifecycle, workload
 from emu.model.types import ProxyMode
 from emu.network.cni import dryrun as cni_dryrun
 from emu.plan import content
@@ -81,7 +81,7 @@ def test_the_network_part_comes_first_unchanged() -> None:
 # --- the pieces: each component's desired state is computed by the functions its apply side uses -----------------
 
 
-def _planned(path: str, **cluster: object) -> dryrun.Planned:
+def _planned(path: str, **cluster: object) -> lifecycle.Cluster:
     """The plan of a topology, with fields of its Cluster spec replaced (e.g. another proxy mode)."""
     cl = dryrun.planned(path)
     if not cluster:

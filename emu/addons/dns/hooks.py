@@ -12,7 +12,6 @@ from collections.abc import Sequence
 
 from emu.addons.dns import addon, desired
 from emu.addons.dns import documents as dns_documents
-from emu.apply.state import Record
 from emu.model.documents import Document
 from emu.model.types import ClusterSpec
 from emu.plan.content import Daemon as RunDaemon
@@ -27,10 +26,6 @@ def _documents(path: str, docs: Sequence[Document], cluster: ClusterSpec) -> lis
     return dns_documents.addon_documents(path, list(docs), cluster.service_cidr)
 
 
-def _expected(rec: Record) -> bool:
-    return rec.pid(addon.NAME) is not None
-
-
 def _dry_run(cl: Running) -> list[Section]:
     objs = desired.desired(cl)
     server = any(isinstance(o, RunDaemon) for o in objs)
@@ -39,5 +34,5 @@ def _dry_run(cl: Running) -> list[Section]:
 
 
 DNS = Addon(addon.NAME, kinds=("ConfigMap", "Service", "Pod", "EndpointSlice"), documents=_documents,
-            start=addon.start, sync=_sync, stop=addon.stop, daemon=Daemon("cluster DNS (the coredns pods)", addon.pids, _expected, addon.start),
-            dry_run=_dry_run)
+            start=addon.start, sync=_sync, stop=addon.stop,
+            daemon=Daemon("cluster DNS (the coredns pods)", addon.pids, addon.start), dry_run=_dry_run)

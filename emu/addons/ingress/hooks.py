@@ -13,7 +13,6 @@ from collections.abc import Sequence
 from emu.addons.ingress import controller, desired, routing
 from emu.addons.ingress import documents as ingress_documents
 from emu.addons.ingress.nginxproc import COMPONENT
-from emu.apply.state import Record
 from emu.model.documents import Document
 from emu.model.types import ClusterSpec
 from emu.plan.content import Section
@@ -55,10 +54,6 @@ def _events(old: Running | None, new: Running, ev: Emit) -> None:
            SOURCE)
 
 
-def _expected(rec: Record) -> bool:
-    return rec.pid(COMPONENT) is not None
-
-
 def _dry_run(cl: Running) -> list[Section]:
     nginx = desired.desired(cl)
     if not nginx:
@@ -69,5 +64,5 @@ def _dry_run(cl: Running) -> list[Section]:
 
 INGRESS = Addon(COMPONENT, kinds=("Ingress", "IngressClass", "Secret", "Service", "EndpointSlice"),
                 documents=_documents, start=controller.start, sync=_sync, pods_leaving=_pods_leaving,
-                stop=controller.stop,                daemon=Daemon("the ingress controller's nginx", controller.pids, _expected, controller.start),
-                events=_events, dry_run=_dry_run)
+                stop=controller.stop, events=_events, dry_run=_dry_run,
+                daemon=Daemon("the ingress controller's nginx", controller.pids, controller.start))
