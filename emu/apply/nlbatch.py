@@ -13,7 +13,7 @@ import struct
 from dataclasses import dataclass, field
 
 from pyroute2.netlink import NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST, NLMSG_ERROR
-from pyroute2.netlink.rtnl import RTM_DELROUTE, RTM_NEWADDR, RTM_NEWLINK, RTM_NEWNEIGH, RTM_NEWROUTE
+from pyroute2.netlink.rtnl import RTM_DELLINK, RTM_DELROUTE, RTM_NEWADDR, RTM_NEWLINK, RTM_NEWNEIGH, RTM_NEWROUTE
 from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
 from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 from pyroute2.netlink.rtnl.ndmsg import ndmsg
@@ -34,19 +34,22 @@ class NetlinkBatchError(OSError):
 
 @dataclass
 class Batch:
-    """Requests for one namespace.  `ok_exists` requests treat EEXIST as success (ensure semantics)."""
+    """Requests for one namespace.  `ok_exists` requests treat EEXIST as success (ensure semantics), `ok_missing`
+    ones ENODEV (deleting what may already be gone)."""
 
     sock: socket.socket
-    _msgs: list[tuple[bytes, str, bool]] = field(default_factory=list)
+    _msgs: list[tuple[bytes, str, int]] = field(default_factory=list)  # (request, what, the errno that is fine)
     _seq: int = 0
 
-    def add(self, msg, mtype: int, flags: int, what: str, ok_exists: bool = False) -> None:  # type: ignore[no-untyped-def]
+    def add(self, msg, mtype: int, flags: int, what: str, ok_exists: bool = False,  # type: ignore[no-untyped-def]
+            ok_missing: bool = False) -> None:
         self._seq += 1
         msg["header"]["type"] = mtype
         msg["header"]["flags"] = flags
         msg["header"]["sequence_number"] = self._seq
         msg.encode()
-        self._msgs.append((bytes(msg.data), what, ok_exists))
+        fine = errno.EEXIST if ok_exists else errno.ENODEV if ok_missing else 0
+        self._msgs.append((bytes(msg.data), what, fine))
 
     def commit(self) -> None:
         """Send everything, then wait for one ACK per request; the first failure is raised, naming the request."""
@@ -74,8 +77,8 @@ class Batch:
                     idx = seq - first
                     if 0 <= idx < len(msgs):
                         pending -= 1
-                        _, what, ok_exists = msgs[idx]
-                        if code and not (ok_exists and -code == errno.EEXIST) and failure is None:
+                        _, what, fine = msgs[idx]
+                        if code and -code != fine and failure is None:
                             failure = (-code, what)
                 off += (length + 3) & ~3 if length else len(data)
         if failure:
@@ -103,6 +106,12 @@ class Batch:
         attrs.append(("IFLA_LINKINFO", {"attrs": info}))
         msg["attrs"] = attrs
         self.add(msg, RTM_NEWLINK, CREATE, f"link add {name}", ok_exists)
+
+    def link_del(self, name: str) -> None:
+        """Delete a link by name (a veth takes its peer with it, at once); one already gone is fine."""
+        msg = ifinfmsg()
+        msg["attrs"] = [("IFLA_IFNAME", name)]
+        self.add(msg, RTM_DELLINK, CHANGE, f"link del {name}", ok_missing=True)
 
     def veth_add(self, name: str, index: int, peer: str, peer_index: int, peer_netns_fd: int, mtu: int | None,
                  peer_mtu: int | None, master: int | None = None, up: bool = True, peer_up: bool = True) -> None:

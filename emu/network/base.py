@@ -9,8 +9,9 @@ kind of state, and it keeps felix's split between what is pure and what touches 
 - wiring (emu.cluster.lifecycle): `start` once the nodes' namespaces are built (node daemons such as Calico's BIRD,
   tc programs of an eBPF dataplane: each named in the record before it runs), `wire` for pods whose namespaces exist
   (flannel: netlink from the plan; cni: the plugin binaries, whose addresses replace the plan's), and `unwire`,
-  driven by the record only (cni: DEL of every recorded ADD; flannel: nothing, a pod's veth goes with its
-  namespace).  `emu down` knows only the record, so it calls every network's `unwire` with no keys;
+  driven by the record only (cni: DEL of every recorded ADD; flannel: the bridge delegate's DEL, each pod's veth
+  deleted at once, not when its namespace is destroyed).  `emu down` knows only the record, so it calls every
+  network's `unwire` with no keys;
 - showing: `dry_run` (the pods' part of `emu up --dry-run`), `summary`, `node_view` (its columns of `emu get nodes`),
   `node_annotations` (`emu describe node`), `network_name` (the network Multus' network-status names), `host_veths`
   (when the plugins, not the plan, name a pod's host veth);

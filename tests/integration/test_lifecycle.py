@@ -129,9 +129,17 @@ def test_live_apply_and_delete(emu_cluster, tmp_path):
         assert c.plan.pod("late/newcomer").node == "node-3"
         assert c.pod_ip("default/web-1") == before["to_ip"]  # existing pods untouched
         ns = c.netns("late/newcomer")
+        veth = c.plan.pod("late/newcomer").host_link.name
+        node_ns = c.plan.pod("late/newcomer").node_netns
         ch = c.delete(str(extra))
         assert ch.removed == ("late/newcomer",)
         assert not netns.exists(ns)
+        # the bridge delegate's DEL: the host veth is gone at once, not when the kernel destroys the namespace later
+        gone = subprocess.run(["ip", "-n", node_ns, "link", "show", veth], capture_output=True, text=True)
+        assert gone.returncode != 0 and "does not exist" in gone.stderr
+        assert c.apply(str(extra)).added == ("late/newcomer",)  # made again at once: its veth's name is free
+        assert c.probe("default/web-0", "late/newcomer", port=8080)["answered_by"] == "late/newcomer"
+        c.delete(str(extra))
         assert c.probe("default/web-0", "default/web-1", port=80)["ok"]
         with pytest.raises(ValidationError, match="nodeName: node 'node-9' does not exist"):
             extra.write_text("apiVersion: v1\nkind: Pod\nmetadata: {name: x}\n"

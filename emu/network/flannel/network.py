@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 from emu.addons.multus import wire as multus
 from emu.alloc.ipam import Allocations, Assignment
+from emu.apply.state import Record
 from emu.apply import links as apply
 from emu.model import names
 from emu.model.types import Backend, ClusterSpec, Pod, Topology
@@ -61,6 +62,29 @@ def wire(w: Wiring, pods: Sequence[PodPlan], progress: Progress) -> Allocations:
     return w.allocations
 
 
+def unwire(rec: Record, keys: Sequence[str] | None) -> list[str]:
+    """The bridge delegate's DEL: each pod's veth is deleted now (its host end takes the pair), in its node's
+    namespace.  Left to the pod's namespace going, the kernel would destroy it later, from a workqueue, and a pod of
+    the same name made again at once would find its host veth's name still taken (EEXIST).  `emu down` (no keys):
+    nothing, every namespace goes."""
+    if not keys:
+        return []
+    alloc = Allocations.from_json(rec.allocations)
+    links: dict[str, list[str]] = {}
+    for key in keys:
+        a = alloc.pods.get(key)
+        if a is not None:  # a hostNetwork pod has no veth: link del says ENODEV, which is fine
+            namespace, name = key.split("/", 1)
+            links.setdefault(names.node_netns(rec.name, a.node), []).append(names.host_veth(rec.name, namespace, name))
+    with apply.Sockets() as s:
+        for node_ns, veths in links.items():
+            b = s.batch(node_ns)
+            for veth in veths:
+                b.link_del(veth)
+            b.commit()
+    return []
+
+
 def dry_run(topo: Topology, plan: ClusterPlan) -> list[str]:
     """The pods wired as `wire` wires them: each one's veth and namespace, as `ip` commands."""
     return [line for p in plan.pods for line in render.pod_commands(p)]
@@ -96,6 +120,6 @@ def mtu_path(c: ClusterSpec) -> MtuPath:
 
 FLANNEL = PodNetwork(
     spec=SPEC, summary=summary, pod_mtu=nodes.mtu, node_plan=nodes.node_plan, pod_plan=pod_plan,
-    node_info=node_info, wire=wire, dry_run=dry_run, node_view=node_view, node_annotations=node_annotations,
+    node_info=node_info, wire=wire, unwire=unwire, dry_run=dry_run, node_view=node_view, node_annotations=node_annotations,
     network_name=network_name, mtu_path=mtu_path,
 )
